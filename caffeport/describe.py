@@ -1,0 +1,170 @@
+"""Human and JSON descriptions of a `Net` (what ``caffeport inspect`` prints).
+
+Kept apart from the CLI so the same summary can be used from Python and by
+the convert report later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caffeport.errors import ShapeInferenceError
+from caffeport.ir import Layer, Net, Shape
+from caffeport.shapes import conv_window, pool_window
+
+
+def format_shape(shape: Shape | None) -> str:
+    if shape is None:
+        return "?"
+    return "x".join(str(d) for d in shape) if shape else "()"
+
+
+def _window(layer: Layer, pooling: bool) -> str:
+    try:
+        w = pool_window(layer) if pooling else conv_window(layer)
+    except ShapeInferenceError:
+        return "window=?"
+
+    def axes(values: tuple[int, ...]) -> str:
+        return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+    text = f"k={axes(w.kernel)} s={axes(w.stride)} p={axes(w.pad)}"
+    return text + (f" d={axes(w.dilation)}" if any(d != 1 for d in w.dilation) else "")
+
+
+def key_params(layer: Layer) -> str:
+    """A short summary of the parameters that decide a layer's behaviour."""
+    t = layer.type
+    if t in ("Convolution", "Deconvolution"):
+        p = layer.param("convolution_param")
+        parts = [f"out={p.get('num_output', '?')}", _window(layer, pooling=False)]
+        if p.get("group", 1) != 1:
+            parts.append(f"group={p['group']}")
+        if not p.get("bias_term", True):
+            parts.append("no-bias")
+        return " ".join(parts)
+    if t == "Pooling":
+        p = layer.param("pooling_param")
+        if p.get("global_pooling"):
+            return f"{p.get('pool', 'MAX')} global"
+        return f"{p.get('pool', 'MAX')} {_window(layer, pooling=True)}"
+    if t == "InnerProduct":
+        p = layer.param("inner_product_param")
+        extra = " transpose" if p.get("transpose") else ""
+        extra += f" axis={p['axis']}" if p.get("axis", 1) != 1 else ""
+        return f"out={p.get('num_output', '?')}{extra}" + ("" if p.get("bias_term", True) else " no-bias")
+    if t == "BatchNorm":
+        return f"eps={layer.param('batch_norm_param').get('eps', 1e-5):g}"
+    if t == "Scale":
+        return "bias" if layer.param("scale_param").get("bias_term") else ""
+    if t == "PReLU":
+        return "channel_shared" if layer.param("prelu_param").get("channel_shared") else ""
+    if t == "Eltwise":
+        return str(layer.param("eltwise_param").get("operation", "SUM"))
+    if t in ("LSTM", "RNN"):
+        return f"out={layer.param('recurrent_param').get('num_output', '?')}"
+    if t == "Embed":
+        p = layer.param("embed_param")
+        return f"in={p.get('input_dim', '?')} out={p.get('num_output', '?')}"
+    return ""
+
+
+def _io(names: list[str], shapes: list[Shape | None]) -> str:
+    return ", ".join(
+        f"{name}[{format_shape(shapes[i] if i < len(shapes) else None)}]" for i, name in enumerate(names)
+    )
+
+
+def layer_rows(net: Net) -> list[list[str]]:
+    rows = []
+    for layer in net.layers:
+        blobs = " ".join(f"{format_shape(b.shape)}:{b.dtype.name}" for b in layer.blobs)
+        rows.append([
+            layer.name,
+            layer.type,
+            f"{_io(layer.bottoms, layer.bottom_shapes)} -> {_io(layer.tops, layer.top_shapes)}",
+            blobs,
+            f"{layer.num_weights:,}" if layer.blobs else "",
+            key_params(layer),
+        ])
+    return rows
+
+
+def table(net: Net) -> str:
+    """The inspect table, totals, format and match report as text."""
+    header = ["name", "type", "bottoms -> tops", "blobs", "params", "key params"]
+    rows = layer_rows(net)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.extend(summary_lines(net))
+    return "\n".join(lines)
+
+
+def summary_lines(net: Net) -> list[str]:
+    weighted = [layer for layer in net.layers if layer.blobs]
+    nbytes = sum(b.nbytes for layer in weighted for b in layer.blobs)
+    dtypes = sorted({b.dtype.name for layer in weighted for b in layer.blobs})
+    lines = [
+        f"net {net.name!r}: {len(net.layers)} layers, {len(weighted)} with weights, "
+        f"{net.num_weights:,} parameters ({nbytes / 1e6:.2f} MB {'/'.join(dtypes) or 'no weights'})",
+        f"format: {net.format}",
+    ]
+    if net.inputs:
+        lines.append("inputs: " + ", ".join(f"{k}[{format_shape(v)}]" for k, v in net.inputs.items()))
+    if net.match is not None:
+        if net.match.clean:
+            lines.append("match: every weighted prototxt layer found its weights; no weights left unused")
+        if net.match.missing_weights:
+            lines.append("match: prototxt layers with no weights in the caffemodel: "
+                         + ", ".join(net.match.missing_weights))
+        if net.match.unused_weights:
+            lines.append("match: caffemodel weights no prototxt layer uses: " + ", ".join(net.match.unused_weights))
+    lines.extend(f"warning: {w}" for w in net.warnings)
+    return lines
+
+
+def to_json(net: Net) -> dict[str, Any]:
+    """A JSON-ready description (no weight values)."""
+    return {
+        "name": net.name,
+        "format": net.format,
+        "caffemodel": net.caffemodel_path,
+        "prototxt": net.prototxt_path,
+        "inputs": {k: list(v) for k, v in net.inputs.items()},
+        "layers": [
+            {
+                "name": layer.name,
+                "type": layer.type,
+                "bottoms": layer.bottoms,
+                "tops": layer.tops,
+                "bottom_shapes": [list(s) if s is not None else None for s in layer.bottom_shapes],
+                "top_shapes": [list(s) if s is not None else None for s in layer.top_shapes],
+                "blobs": [{"shape": list(b.shape), "dtype": b.dtype.name} for b in layer.blobs],
+                "num_weights": layer.num_weights,
+                "params": _jsonable(layer.params),
+            }
+            for layer in net.layers
+        ],
+        "num_weights": net.num_weights,
+        "match": None if net.match is None else {
+            "missing_weights": net.match.missing_weights,
+            "unused_weights": net.match.unused_weights,
+        },
+        "warnings": net.warnings,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    return value

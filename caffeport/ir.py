@@ -1,0 +1,108 @@
+"""The framework-neutral intermediate representation every reader produces.
+
+A `Net` is the net's layers in file order. A `Layer` keeps Caffe's own view of
+itself: the V2 type string, its bottoms and tops, its ``*_param`` messages as
+plain dicts (keys as in a prototxt, e.g. ``params["convolution_param"]``, with
+Caffe's defaults filled in for the fields converters use), and its blobs as
+numpy arrays in Caffe's layout and stored precision. Transforms and exporters
+work on this and nothing else, so they never see which file format a model
+came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class Layer:
+    """One Caffe layer.
+
+    ``blobs`` are in Caffe's layout with the shape ``Blob::FromProto`` gives
+    (legacy 4-D dims kept as stored) and the stored dtype (float32 ``data``,
+    float64 ``double_data``, float16 NVIDIA ``raw_data``). Arrays read from a
+    caffemodel are read-only views onto the file's memory map.
+
+    ``bottom_shapes``/``top_shapes`` are filled by shape inference
+    (`caffeport.shapes.infer_shapes`): ``None`` where a shape is unknown.
+    """
+
+    name: str
+    type: str
+    bottoms: list[str] = field(default_factory=list)
+    tops: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    blobs: list[np.ndarray] = field(default_factory=list)
+    bottom_shapes: list[Shape | None] = field(default_factory=list)
+    top_shapes: list[Shape | None] = field(default_factory=list)
+
+    def param(self, key: str) -> dict[str, Any]:
+        """The ``*_param`` dict named ``key`` (``{}`` when the layer has none)."""
+        value = self.params.get(key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def num_weights(self) -> int:
+        """Total number of elements over all blobs."""
+        return int(sum(int(b.size) for b in self.blobs))
+
+
+@dataclass
+class MatchReport:
+    """How the prototxt's layers and the caffemodel's weights were paired.
+
+    Caffe's ``CopyTrainedLayersFrom`` matches by layer name and silently drops
+    what does not match; caffeport reports both sides instead.
+    """
+
+    #: prototxt layers of a weighted type that found no layer in the caffemodel
+    missing_weights: list[str] = field(default_factory=list)
+    #: caffemodel layers with blobs that no prototxt layer took
+    unused_weights: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.missing_weights and not self.unused_weights
+
+
+@dataclass
+class Net:
+    """A whole net: layers in file order plus where they came from."""
+
+    name: str = ""
+    layers: list[Layer] = field(default_factory=list)
+    #: net input blob name -> shape, from Input layers or legacy input/input_dim/input_shape
+    inputs: dict[str, Shape] = field(default_factory=dict)
+    #: "V2", "V1", "V0", "HDF5" or "prototxt" (no weights file)
+    format: str = ""
+    caffemodel_path: str | None = None
+    prototxt_path: str | None = None
+    match: MatchReport | None = None
+    #: things a user should know that did not stop the read
+    warnings: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name``; `KeyError` naming it when there is none."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r} in net {self.name!r}")
+
+    def __contains__(self, name: object) -> bool:
+        return any(layer.name == name for layer in self.layers)
+
+    @property
+    def num_weights(self) -> int:
+        return sum(layer.num_weights for layer in self.layers)
