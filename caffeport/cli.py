@@ -16,11 +16,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from caffeport import __version__
+from caffeport.convert import convert
 from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError
+from caffeport.exporters import EXPORTERS
 from caffeport.output import atomic_output
 from caffeport.readers import read, read_blob
 from caffeport.readers.files import sniff_file
+from caffeport.transforms import BACKENDS
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -45,6 +48,20 @@ def run_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(table(net))
+    return 0
+
+
+@command("convert")
+def run_convert(args: argparse.Namespace) -> int:
+    result = convert(
+        args.model, args.prototxt, args.output, format=args.format, backend=args.backend,
+        include_weightless=args.include_weightless, skip_unknown=args.skip_unknown,
+        depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
+    )
+    if args.verbose:
+        for entry in result.report:
+            print(f"  {entry}")
+    print(result.summary())
     return 0
 
 
@@ -81,6 +98,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .caffemodel (binary or HDF5 snapshot), or a .prototxt alone")
     p.add_argument("-p", "--prototxt", help="deploy prototxt: decides the layers; weights are matched by name")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a model's weights to another framework's format",
+        description="Convert a Caffe model's weights. The deploy prototxt (-p) decides the layers and makes blob "
+        "shapes known, which the flatten reorder of fully connected layers and PReLU alpha shapes need. The "
+        "output is written to a temporary file and renamed when complete; an existing file is only replaced "
+        "with --force.",
+        epilog="backends: tensorflow (Keras channels_last, default), cntk (same), channels_first, theano "
+        "(channels_first with flipped kernels), torch (Caffe layouts, PyTorch names), caffe (raw blobs).",
+    )
+    p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
+    p.add_argument("-p", "--prototxt", help="deploy prototxt (recommended)")
+    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p.add_argument("-f", "--format", default="keras-h5", choices=sorted(EXPORTERS),
+                   help="output format (default: keras-h5)")
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="target backend (default: the format's own)")
+    p.add_argument("-n", "--include-weightless", action="store_true",
+                   help="also write layers that have no weights")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="leave out layers of unknown types instead of passing their blobs through")
+    p.add_argument("--depthwise-as-grouped", action="store_true",
+                   help="write depthwise convolutions as grouped Conv2D kernels, not DepthwiseConv2D")
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    p.add_argument("-v", "--verbose", action="store_true", help="print what was done to every layer")
 
     p = sub.add_parser(
         "mean",

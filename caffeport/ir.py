@@ -41,6 +41,10 @@ class Layer:
     blobs: list[np.ndarray] = field(default_factory=list)
     bottom_shapes: list[Shape | None] = field(default_factory=list)
     top_shapes: list[Shape | None] = field(default_factory=list)
+    #: set by transforms: the target's name for each blob, in the target layer's own order
+    weight_names: list[str] = field(default_factory=list)
+    #: set by transforms: the target framework's layer class ("Conv2D", "BatchNormalization", ...)
+    target: str = ""
 
     def param(self, key: str) -> dict[str, Any]:
         """The ``*_param`` dict named ``key`` (``{}`` when the layer has none)."""
@@ -51,6 +55,18 @@ class Layer:
     def num_weights(self) -> int:
         """Total number of elements over all blobs."""
         return int(sum(int(b.size) for b in self.blobs))
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One thing a transform did to a layer, for the convert report."""
+
+    layer: str
+    action: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.layer}: {self.action}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass
@@ -86,6 +102,10 @@ class Net:
     match: MatchReport | None = None
     #: things a user should know that did not stop the read
     warnings: list[str] = field(default_factory=list)
+    #: what transforms did, layer by layer (empty for a net as read)
+    report: list[ReportEntry] = field(default_factory=list)
+    #: set by transforms and stored in outputs: backend, BatchNorm eps values, name map, ...
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)

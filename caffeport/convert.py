@@ -1,0 +1,109 @@
+"""`convert`: read, transform for a backend, export in a format. The one path CLI and API share."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from caffeport.errors import CaffeportError
+from caffeport.exporters import EXPORTERS, ExportOptions
+from caffeport.ir import Net, ReportEntry
+from caffeport.output import atomic_output, check_output_path
+from caffeport.readers import read
+from caffeport.transforms import Options, transform
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion did: the transformed net and where it was written."""
+
+    net: Net
+    format: str
+    backend: str
+    output: Path | None
+
+    @property
+    def report(self) -> list[ReportEntry]:
+        return self.net.report
+
+    @property
+    def batchnorm_eps(self) -> dict[str, float]:
+        return dict(self.net.metadata.get("batchnorm_eps", {}))
+
+    @property
+    def name_map(self) -> dict[str, str]:
+        return dict(self.net.metadata.get("name_map", {}))
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.net.warnings
+
+    def summary(self) -> str:
+        """A few lines: counts of what was done, eps values, match problems, warnings."""
+        weighted = [layer for layer in self.net.layers if layer.blobs]
+        actions = Counter(entry.action for entry in self.report)
+        lines = [f"{len(weighted)} layers with weights ({sum(la.num_weights for la in weighted):,} values) "
+                 f"as {self.format}, backend {self.backend}"]
+        done = [f"{actions[a]} {label}" for a, label in (
+            ("fused", "BatchNorm+Scale fused"), ("batchnorm-alone", "BatchNorm without Scale"),
+            ("flatten-reorder", "flatten reorders"), ("lstm-gate-reorder", "LSTM gate reorders"),
+            ("kernel-flip", "kernels flipped"), ("split", "layers split"), ("renamed", "renamed"),
+            ("unknown-passed-through", "unknown types passed through"), ("skipped", "skipped"))
+            if actions[a]]
+        if done:
+            lines.append("transforms: " + ", ".join(done))
+        if self.batchnorm_eps:
+            values = sorted(set(self.batchnorm_eps.values()))
+            lines.append("BatchNorm eps: " + ", ".join(f"{v:g}" for v in values)
+                         + " (Keras' default is 1e-3: build BatchNormalization with these)")
+        match = self.net.match
+        if match is not None and match.missing_weights:
+            lines.append("no weights in the caffemodel for: " + ", ".join(match.missing_weights))
+        if match is not None and match.unused_weights:
+            lines.append("caffemodel weights not in the prototxt (not written): " + ", ".join(match.unused_weights))
+        lines.extend(f"warning: {w}" for w in dict.fromkeys(self.warnings))
+        if self.output is not None:
+            lines.append(f"wrote {self.output}")
+        return "\n".join(lines)
+
+
+def convert(
+    caffemodel: PathLike | None = None,
+    prototxt: PathLike | None = None,
+    output: PathLike | None = None,
+    *,
+    format: str = "keras-h5",
+    backend: str | None = None,
+    include_weightless: bool = False,
+    skip_unknown: bool = False,
+    depthwise: str = "depthwise",
+    force: bool = False,
+    phase: str = "TEST",
+) -> ConvertResult:
+    """Convert a Caffe model's weights.
+
+    Reads ``caffemodel`` (and ``prototxt``, which decides the layers and makes
+    shapes known: needed for the flatten reorder and PReLU alpha shapes),
+    applies ``backend``'s passes (the format's default when None) and, when
+    ``output`` is given, writes ``format`` there atomically: a temporary file
+    beside it renamed on success, never over an existing file unless ``force``,
+    never over an input.
+    """
+    exporter = EXPORTERS.get(format)
+    if exporter is None:
+        raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(EXPORTERS))}")
+    backend = backend or exporter.default_backend
+    if output is not None:  # fail before the slow part, not after it
+        check_output_path(output, force=force, inputs=[caffemodel, prototxt])
+    net = read(caffemodel, prototxt, phase=phase)
+    converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
+    target = None
+    if output is not None:
+        with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
+            exporter.write(converted, tmp, ExportOptions(include_weightless=include_weightless))
+        target = Path(output)
+    return ConvertResult(net=converted, format=format, backend=backend, output=target)

@@ -1,0 +1,64 @@
+"""The exporter registry: one named output format per module.
+
+An exporter writes a transformed `Net` to a path it is given (a temporary
+file that `caffeport.convert` renames into place on success), so no
+exporter has to deal with partial output itself. Third-party formats register
+through the same decorator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from caffeport.ir import Net
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Format-independent choices passed to every exporter."""
+
+    #: also write layers without weights (the seed converter's -n)
+    include_weightless: bool = False
+
+
+Writer = Callable[[Net, Path, ExportOptions], None]
+
+
+@dataclass(frozen=True)
+class Exporter:
+    name: str
+    write: Writer
+    #: the usual file name ending, e.g. ".h5"
+    suffix: str
+    #: the backend used when the user names none
+    default_backend: str
+    description: str
+
+
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(name: str, *, suffix: str, default_backend: str, description: str) -> Callable[[Writer], Writer]:
+    def register(write: Writer) -> Writer:
+        if name in EXPORTERS:
+            raise ValueError(f"an exporter named {name!r} is already registered")
+        EXPORTERS[name] = Exporter(name, write, suffix, default_backend, description)
+        return write
+
+    return register
+
+
+def conversion_metadata(net: Net) -> dict[str, object]:
+    """What a converted file records about its source and the conversion."""
+    return {
+        "source": {"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path, "format": net.format,
+                   "name": net.name},
+        "backend": net.metadata.get("backend"),
+        "data_format": net.metadata.get("data_format"),
+        "batchnorm_eps": net.metadata.get("batchnorm_eps", {}),
+        "name_map": net.metadata.get("name_map", {}),
+        "fused": net.metadata.get("fused", {}),
+        "targets": {layer.name: layer.target for layer in net.layers if layer.target},
+    }

@@ -1,0 +1,73 @@
+"""Reading Caffe's weight blobs in their canonical form, whatever file generation wrote them.
+
+Both target families start from the same facts: an InnerProduct matrix is
+(out, in) whether stored legacy 4-D or with ``transpose: true``; a grouped
+Deconvolution is a block-diagonal full kernel; a depthwise convolution is one
+whose every group sees one input channel. These live here once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from caffeport.errors import ModelStructureError
+from caffeport.ir import Layer
+from caffeport.transforms.common import as_compute
+
+
+def inner_product_matrix(layer: Layer) -> np.ndarray:
+    """The InnerProduct weight as (out, in), from (out, in), (in, out) with transpose, or legacy (1, 1, out, in)."""
+    w = as_compute(layer.blobs[0])
+    if w.ndim > 2:
+        if math.prod(w.shape[:-2]) != 1:
+            raise ModelStructureError(f"InnerProduct weight of shape {w.shape} is not a matrix", layer=layer.name)
+        w = w.reshape(w.shape[-2:])
+    elif w.ndim != 2:
+        raise ModelStructureError(f"InnerProduct weight of shape {w.shape} is not a matrix", layer=layer.name)
+    p = layer.param("inner_product_param")
+    if p.get("transpose", False):
+        w = w.T
+    num_output = p.get("num_output")
+    if num_output is not None and w.shape[0] != num_output:
+        raise ModelStructureError(
+            f"InnerProduct weight has {w.shape[0]} outputs but num_output is {num_output}", layer=layer.name
+        )
+    return w
+
+
+def conv_weight(layer: Layer) -> np.ndarray:
+    """The (De)Convolution weight, at least 3-D (legacy files are always 4-D already)."""
+    w = as_compute(layer.blobs[0])
+    if w.ndim < 3:
+        raise ModelStructureError(f"{layer.type} weight of shape {w.shape} has no spatial axes", layer=layer.name)
+    return w
+
+
+def group(layer: Layer) -> int:
+    return int(layer.param("convolution_param").get("group", 1))
+
+
+def is_depthwise(layer: Layer) -> bool:
+    """group > 1 and every group reads one input channel: W is (C * multiplier, 1, kh, kw) with group C."""
+    w = layer.blobs[0]
+    return layer.type == "Convolution" and group(layer) > 1 and w.ndim == 4 and w.shape[1] == 1 \
+        and w.shape[0] % group(layer) == 0
+
+
+def deconv_full_kernel(layer: Layer) -> np.ndarray:
+    """Deconvolution W (in, out/g, kh, kw) as the equivalent ungrouped (in, out, kh, kw), block-diagonal."""
+    w = conv_weight(layer)
+    g = group(layer)
+    if g == 1:
+        return w
+    cin, opg = w.shape[0], w.shape[1]
+    if cin % g:
+        raise ModelStructureError(f"Deconvolution input channels {cin} not divisible by group {g}",
+                                  layer=layer.name)
+    ipg = cin // g
+    full = np.zeros((cin, opg * g, *w.shape[2:]), dtype=w.dtype)
+    for i in range(g):
+        full[i * ipg:(i + 1) * ipg, i * opg:(i + 1) * opg] = w[i * ipg:(i + 1) * ipg]
+    return full

@@ -1,0 +1,65 @@
+"""Flatten order for channels-last targets.
+
+Caffe flattens a (N, C, H, W) blob in C, H, W order; a channels-last Keras
+Flatten sees (N, H, W, C) and flattens H, W, C. Every Dense that reads a
+flattened spatial blob must have its input rows reordered, or the model runs
+and is silently wrong. This is the trap converters fall into most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caffeport.errors import ModelStructureError
+from caffeport.ir import Layer, Net, Shape
+from caffeport.transforms.common import note, producer
+from caffeport.transforms.registry import Options, register_pass
+
+#: layers that flatten their input to 2-D without reordering it (Caffe's C, H, W order)
+_FLATTENING = frozenset({"Flatten", "Reshape"})
+
+
+def _spatial_source(net: Net, index: int, layer: Layer) -> Shape | None:
+    """The 4-D shape whose C, H, W order the InnerProduct's input columns follow, if any."""
+    shape = layer.bottom_shapes[0] if layer.bottom_shapes else None
+    if shape is None:
+        return None
+    axis = int(layer.param("inner_product_param").get("axis", 1))
+    axis = axis + len(shape) if axis < 0 else axis
+    if axis != 1:
+        return ()  # axis 2 on a 4-D blob flattens H, W per channel: no reorder
+    if len(shape) == 4:
+        return shape
+    if len(shape) == 2:
+        source = producer(net, index, layer.bottoms[0])
+        if source is not None and source.type in _FLATTENING and source.bottom_shapes:
+            before = source.bottom_shapes[0]
+            if before is not None and len(before) == 4 and before[0] == shape[0]:
+                return before
+    return ()
+
+
+@register_pass("flatten_channels_last")
+def flatten_channels_last(net: Net, options: Options) -> None:
+    """Reorder Dense kernel rows from (C, H, W) to (H, W, C) where the input was a spatial blob."""
+    for index, layer in enumerate(net.layers):
+        if layer.type != "InnerProduct" or layer.target != "Dense":
+            continue
+        source = _spatial_source(net, index, layer)
+        if source is None:
+            note(net, layer, "warning", "input shape unknown: no flatten reorder applied (give the deploy prototxt)")
+            net.warnings.append(f"layer {layer.name!r}: input shape unknown, Dense kernel not reordered for a "
+                                "channels_last Flatten; pass the deploy prototxt so shapes are known")
+            continue
+        if not source:
+            continue
+        _, c, h, w = source
+        if h * w == 1:
+            continue
+        kernel = layer.blobs[0]
+        if kernel.shape[0] != c * h * w:
+            raise ModelStructureError(f"Dense kernel has {kernel.shape[0]} inputs but its input blob {source} "
+                                      f"flattens to {c * h * w}", layer=layer.name)
+        out = kernel.shape[1]
+        layer.blobs[0] = np.ascontiguousarray(kernel.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(-1, out))
+        note(net, layer, "flatten-reorder", f"input rows reordered C,H,W -> H,W,C for a {c}x{h}x{w} input")

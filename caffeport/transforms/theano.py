@@ -1,0 +1,28 @@
+"""Theano convolves where Caffe cross-correlates: flip convolution kernels spatially.
+
+Keras 1/2 on the Theano backend used true convolution, so a Caffe kernel
+only gives Caffe's output there after a 180-degree rotation of its spatial
+axes. TensorFlow, CNTK and PyTorch cross-correlate like Caffe and need none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caffeport.ir import Net
+from caffeport.transforms.common import note
+from caffeport.transforms.registry import Options, register_pass
+
+_CONVOLUTIONS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")
+
+
+@register_pass("flip_kernels")
+def flip_kernels(net: Net, options: Options) -> None:
+    for layer in net.layers:
+        if layer.target not in _CONVOLUTIONS:
+            continue
+        kernel = layer.blobs[0]
+        spatial = kernel.ndim - 2
+        flipped = kernel[(slice(None, None, -1),) * spatial]
+        layer.blobs[0] = np.ascontiguousarray(flipped)
+        note(net, layer, "kernel-flip", "spatial axes flipped for Theano's true convolution")
