@@ -19,7 +19,7 @@ from caffeport import __version__
 from caffeport.convert import convert
 from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError
-from caffeport.exporters import EXPORTERS
+from caffeport.exporters import load_exporters
 from caffeport.output import atomic_output
 from caffeport.readers import read, read_blob
 from caffeport.readers.files import sniff_file
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
     p.add_argument("-p", "--prototxt", help="deploy prototxt (recommended)")
     p.add_argument("-o", "--output", required=True, help="the file to write")
-    p.add_argument("-f", "--format", default="keras-h5", choices=sorted(EXPORTERS),
+    p.add_argument("-f", "--format", default="keras-h5", choices=sorted(load_exporters()),
                    help="output format (default: keras-h5)")
     p.add_argument("--backend", choices=sorted(BACKENDS), help="target backend (default: the format's own)")
     p.add_argument("-n", "--include-weightless", action="store_true",

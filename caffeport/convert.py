@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caffeport.errors import CaffeportError
-from caffeport.exporters import EXPORTERS, ExportOptions
+from caffeport.exporters import ExportOptions, load_exporters
 from caffeport.ir import Net, ReportEntry
 from caffeport.output import atomic_output, check_output_path
 from caffeport.readers import read
@@ -93,9 +93,10 @@ def convert(
     beside it renamed on success, never over an existing file unless ``force``,
     never over an input.
     """
-    exporter = EXPORTERS.get(format)
+    exporters = load_exporters()
+    exporter = exporters.get(format)
     if exporter is None:
-        raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(EXPORTERS))}")
+        raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(exporters))}")
     backend = backend or exporter.default_backend
     if output is not None:  # fail before the slow part, not after it
         check_output_path(output, force=force, inputs=[caffemodel, prototxt])

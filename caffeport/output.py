@@ -57,8 +57,25 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _finish(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _finish(tmp: Path) -> None:
+    """Give the file the permissions a plain open() would (mkstemp makes it 0600) and flush it to disk.
+
+    The fsync makes the rename publish a complete file even across a crash.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
