@@ -13,11 +13,13 @@ backend, BatchNorm eps values, name map) for tools and for `caffeport check`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from caffeport.blocks import Blob, iter_placed, prefetched
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
 from caffeport.ir import Layer, Net
 
@@ -39,7 +41,17 @@ def _exported(layer: Layer, options: ExportOptions) -> bool:
 @register_exporter("keras-h5", suffix=".h5", default_backend="tensorflow",
                    description="Keras 2 HDF5 weights for load_weights(path, by_name=True) (Keras 3 and tf_keras)")
 def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
+    """Write the structure with h5py, then stream the weights into their places.
+
+    Datasets are created contiguous, allocated at once and never filled, so
+    each has a fixed byte range in the file before any weight is written; the
+    weights are then copied there block by block (`caffeport.blocks`), with
+    the model's pages released as they are used. Memory stays bounded by the
+    block size whatever the model size, and HDF5's per-write overhead is paid
+    once per dataset, not per block.
+    """
     names: list[str] = []
+    placed: list[tuple[int, Blob]] = []
     with h5py.File(path, "w") as f:
         for layer in net.layers:
             if not _exported(layer, options):
@@ -48,7 +60,9 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
             weight_names = layer.weight_names or [str(i) for i in range(len(layer.blobs))]
             full_names = [f"{layer.name}/{w}:0" for w in weight_names[: len(layer.blobs)]]
             for name, blob in zip(full_names, layer.blobs):
-                group.create_dataset(name, data=np.asarray(blob, dtype=np.float32))
+                dataset = group.create_dataset(name, shape=blob.shape, dtype="<f4", dcpl=_contiguous_unfilled())
+                if blob.size:
+                    placed.append((dataset.id.get_offset(), blob))
             group.attrs["weight_names"] = _strings(full_names)
             names.append(layer.name)
         backend = str(net.metadata.get("backend", "tensorflow"))
@@ -56,4 +70,24 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
         f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()
         f.attrs["keras_version"] = KERAS_VERSION.encode()
         f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
+    runs = ((offset + 4 * start, run) for offset, blob in placed
+            for start, run in iter_placed(blob, dtype="<f4", release_source=True))
+    with open(path, "r+b") as raw:
+        fd = raw.fileno()
+        for position, run in prefetched(runs):
+            _pwrite_all(fd, memoryview(run).cast("B"), position)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _contiguous_unfilled() -> h5py.h5p.PropDCID:
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from pathlib import Path
 from typing import Literal
 
@@ -46,9 +47,20 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap:
     p = check_file(path)
     try:
         with open(p, "rb") as handle:
-            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise InputFileError(f"cannot read: {exc.strerror or exc}", path=p) from None
+    _MAPPED_PATHS[mapped] = str(p)
+    return mapped
+
+
+#: map -> path: lets block copies read a mapped file with pread instead of touching the map
+_MAPPED_PATHS: weakref.WeakKeyDictionary[mmap.mmap, str] = weakref.WeakKeyDictionary()
+
+
+def mapped_path(mapped: mmap.mmap) -> str | None:
+    """The path a map made by `map_file` reads, or None for any other map."""
+    return _MAPPED_PATHS.get(mapped)
 
 
 def sniff(head: bytes) -> Kind:

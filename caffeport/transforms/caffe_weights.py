@@ -18,8 +18,11 @@ from caffeport.transforms.common import as_compute
 
 
 def inner_product_matrix(layer: Layer) -> np.ndarray:
-    """The InnerProduct weight as (out, in), from (out, in), (in, out) with transpose, or legacy (1, 1, out, in)."""
-    w = as_compute(layer.blobs[0])
+    """The InnerProduct weight as (out, in), from (out, in), (in, out) with transpose, or legacy (1, 1, out, in).
+
+    A view of the stored blob (stored dtype), never a copy: see `caffeport.blocks`.
+    """
+    w = np.asarray(layer.blobs[0])
     if w.ndim > 2:
         if math.prod(w.shape[:-2]) != 1:
             raise ModelStructureError(f"InnerProduct weight of shape {w.shape} is not a matrix", layer=layer.name)
@@ -38,8 +41,8 @@ def inner_product_matrix(layer: Layer) -> np.ndarray:
 
 
 def conv_weight(layer: Layer) -> np.ndarray:
-    """The (De)Convolution weight, at least 3-D (legacy files are always 4-D already)."""
-    w = as_compute(layer.blobs[0])
+    """The (De)Convolution weight as stored (a view, stored dtype), at least 3-D (legacy files are 4-D already)."""
+    w = np.asarray(layer.blobs[0])
     if w.ndim < 3:
         raise ModelStructureError(f"{layer.type} weight of shape {w.shape} has no spatial axes", layer=layer.name)
     return w
@@ -62,6 +65,7 @@ def deconv_full_kernel(layer: Layer) -> np.ndarray:
     g = group(layer)
     if g == 1:
         return w
+    w = as_compute(w)
     cin, opg = w.shape[0], w.shape[1]
     if cin % g:
         raise ModelStructureError(f"Deconvolution input channels {cin} not divisible by group {g}",

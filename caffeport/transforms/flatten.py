@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from caffeport.blocks import Reshaped
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net, Shape
 from caffeport.transforms.common import note, producer
@@ -61,5 +62,6 @@ def flatten_channels_last(net: Net, options: Options) -> None:
             raise ModelStructureError(f"Dense kernel has {kernel.shape[0]} inputs but its input blob {source} "
                                       f"flattens to {c * h * w}", layer=layer.name)
         out = kernel.shape[1]
-        layer.blobs[0] = np.ascontiguousarray(kernel.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(-1, out))
+        # a view: the copy happens block by block when the exporter writes it
+        layer.blobs[0] = Reshaped(np.asarray(kernel).reshape(c, h, w, out).transpose(1, 2, 0, 3), (h * w * c, out))
         note(net, layer, "flatten-reorder", f"input rows reordered C,H,W -> H,W,C for a {c}x{h}x{w} input")

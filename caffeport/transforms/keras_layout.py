@@ -3,6 +3,8 @@
 Keras loaders assign weights by position, so ``weight_names`` order is
 correctness (see shared/notes/keras-formats.md). Kernel layouts do not depend
 on the data format; the PReLU alpha does (it spans the non-shared axes).
+Kernels are numpy views of the stored blobs in their stored dtype: exporters
+copy and cast them block by block (`caffeport.blocks`).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def _per_channel(blob: np.ndarray) -> np.ndarray:
 def embed(net: Net, layer: Layer, options: Options) -> list[Layer]:
     """Embedding keeps W (input_dim, num_output); a Caffe Embed bias becomes its own ``<name>_bias`` layer."""
     expect_blobs(layer, 1, 2)
-    weights = as_compute(layer.blobs[0])
+    weights = np.asarray(layer.blobs[0])
     extra = []
     if len(layer.blobs) == 2:
         extra.append(Layer(name=f"{layer.name}_bias", type="EmbedBias", blobs=[vector(layer.blobs[1])],
@@ -170,7 +172,7 @@ def embed(net: Net, layer: Layer, options: Options) -> list[Layer]:
 def lstm(net: Net, layer: Layer, options: Options) -> None:
     """Gate blocks already in Keras order (lstm_gate_order): transpose to kernel (I, 4H), recurrent (H, 4H)."""
     expect_blobs(layer, 3)
-    w_x, b, w_h = (as_compute(x) for x in layer.blobs)
+    w_x, b, w_h = (np.asarray(x) for x in layer.blobs)
     layer.blobs = [w_x.T, w_h.T, b.reshape(-1)]
     layer.weight_names = ["kernel", "recurrent_kernel", "bias"]
     layer.target = "LSTM"
@@ -181,7 +183,7 @@ def lstm(net: Net, layer: Layer, options: Options) -> None:
 def rnn(net: Net, layer: Layer, options: Options) -> list[Layer]:
     """Caffe RNN (W_xh, b_h, W_hh, W_ho, b_o) -> SimpleRNN + Dense ``<name>_output`` (tanh applied by Caffe)."""
     expect_blobs(layer, 5)
-    w_xh, b_h, w_hh, w_ho, b_o = (as_compute(x) for x in layer.blobs)
+    w_xh, b_h, w_hh, w_ho, b_o = (np.asarray(x) for x in layer.blobs)
     layer.blobs = [w_xh.T, w_hh.T, b_h.reshape(-1)]
     layer.weight_names = ["kernel", "recurrent_kernel", "bias"]
     layer.target = "SimpleRNN"

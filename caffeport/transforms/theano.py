@@ -23,6 +23,5 @@ def flip_kernels(net: Net, options: Options) -> None:
             continue
         kernel = layer.blobs[0]
         spatial = kernel.ndim - 2
-        flipped = kernel[(slice(None, None, -1),) * spatial]
-        layer.blobs[0] = np.ascontiguousarray(flipped)
+        layer.blobs[0] = np.asarray(kernel)[(slice(None, None, -1),) * spatial]  # a view; exporters copy it
         note(net, layer, "kernel-flip", "spatial axes flipped for Theano's true convolution")

@@ -13,7 +13,7 @@ import numpy as np
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
 from caffeport.transforms.caffe_weights import conv_weight, inner_product_matrix
-from caffeport.transforms.common import as_compute, note, vector
+from caffeport.transforms.common import note, vector
 from caffeport.transforms.layouts import converter, expect_blobs, run_layouts
 from caffeport.transforms.registry import Options, register_pass
 
@@ -91,7 +91,7 @@ def scale_bias(net: Net, layer: Layer, options: Options) -> None:
 @converter("torch", "Embed")
 def embed(net: Net, layer: Layer, options: Options) -> None:
     expect_blobs(layer, 1, 2)
-    layer.blobs = [as_compute(layer.blobs[0]), *(vector(b) for b in layer.blobs[1:])]
+    layer.blobs = [np.asarray(layer.blobs[0]), *(vector(b) for b in layer.blobs[1:])]
     layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
     layer.target = "Embedding"
 
@@ -100,7 +100,7 @@ def embed(net: Net, layer: Layer, options: Options) -> None:
 def lstm(net: Net, layer: Layer, options: Options) -> None:
     """Gates already i, f, g, o: weight_ih (4H, I), weight_hh (4H, H), bias_ih, and bias_hh zeros (Caffe has one)."""
     expect_blobs(layer, 3)
-    w_x, b, w_h = (as_compute(x) for x in layer.blobs)
+    w_x, b, w_h = (np.asarray(x) for x in layer.blobs)
     layer.blobs = [w_x, w_h, b.reshape(-1), np.zeros(b.size, dtype=b.dtype)]
     layer.weight_names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
     layer.target = "LSTM"
@@ -109,7 +109,7 @@ def lstm(net: Net, layer: Layer, options: Options) -> None:
 @converter("torch", "RNN")
 def rnn(net: Net, layer: Layer, options: Options) -> list[Layer]:
     expect_blobs(layer, 5)
-    w_xh, b_h, w_hh, w_ho, b_o = (as_compute(x) for x in layer.blobs)
+    w_xh, b_h, w_hh, w_ho, b_o = (np.asarray(x) for x in layer.blobs)
     layer.blobs = [w_xh, w_hh, b_h.reshape(-1), np.zeros(b_h.size, dtype=b_h.dtype)]
     layer.weight_names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
     layer.target = "RNN"

@@ -1,0 +1,384 @@
+"""Streaming blobs in blocks: bounded memory, cache-friendly transposes, pages released after use.
+
+Layout transforms do not copy weights. They return numpy *views* onto the
+model's memory map (a transpose, a flip, a reshape that is a view), or a
+`Reshaped` view when the target shape cannot be a numpy view (the flatten
+reorder). Exporters then pull each blob through `iter_chunks`, which yields
+contiguous blocks of at most a few MiB in the target's C order, cast to the
+target dtype. A block that is a transpose is copied tile by tile so both the
+reads and the writes stay in cache: a plain ``W.T`` copy of a 400 MB matrix
+misses the cache on every element and is several times slower.
+
+`release` drops a blob's pages from this process's memory map once they have
+been used (they stay in the OS page cache), so peak RSS does not grow with
+the model size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import mmap
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from queue import Empty, Queue
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+#: the largest block `iter_chunks` yields, in bytes of the target dtype
+BLOCK_BYTES = 16 << 20
+_TILE = 256
+_PAGE = mmap.PAGESIZE
+T = TypeVar("T")
+
+
+class LazyBlob(Protocol):
+    """What exporters accept besides a numpy array: a shape, a dtype and C-order chunks on demand."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    def iter_chunks(self, max_elements: int) -> Iterator[np.ndarray]: ...
+
+
+class Reshaped:
+    """``view`` read in C order, presented with ``shape`` (same number of elements).
+
+    Used where the target array is a reshape of a strided view that numpy can
+    only express by copying: the copy then happens block by block, when the
+    exporter writes, instead of all at once in the transform.
+    """
+
+    def __init__(self, view: np.ndarray, shape: tuple[int, ...]) -> None:
+        if math.prod(shape) != view.size:
+            raise ValueError(f"cannot present {view.shape} as {shape}")
+        self.view = view
+        self.shape = tuple(shape)
+        self.dtype = view.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return self.view.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.view.nbytes
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = np.ascontiguousarray(self.view).reshape(self.shape)
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self)[index]
+
+    def __repr__(self) -> str:
+        return f"Reshaped(shape={self.shape}, dtype={self.dtype}, view of {self.view.shape})"
+
+    def iter_chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        yield from _view_chunks(self.view, max_elements)
+
+
+Blob = np.ndarray | LazyBlob
+
+
+def iter_chunks(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
+                release_source: bool = False) -> Iterator[np.ndarray]:
+    """The blob's elements in C order as contiguous 1-D arrays of at most ``max_bytes`` (in ``dtype``).
+
+    With ``release_source``, the blob's pages in the model's memory map are
+    released after each chunk is consumed (see `release`): the caller must be
+    done with a chunk when it asks for the next one.
+    """
+    target = np.dtype(dtype) if dtype is not None else np.dtype(blob.dtype)
+    max_elements = max(1, max_bytes // max(target.itemsize, np.dtype(blob.dtype).itemsize))
+    chunks = blob.iter_chunks(max_elements) if not isinstance(blob, np.ndarray) else _view_chunks(blob, max_elements)
+    for chunk in chunks:
+        yield chunk.astype(target, copy=False).reshape(-1)
+        if release_source:
+            release(blob)
+
+
+def _view_chunks(view: np.ndarray, max_elements: int) -> Iterator[np.ndarray]:
+    if view.size == 0:
+        return
+    if view.ndim == 0 or view.flags.c_contiguous:
+        flat = view.reshape(-1)
+        for start in range(0, flat.size, max_elements):
+            yield flat[start:start + max_elements]
+        return
+    if view.ndim == 1:
+        for start in range(0, view.size, max_elements):
+            yield np.ascontiguousarray(view[start:start + max_elements])
+        return
+    if view.ndim > 2 and math.prod(view.shape[-2:]) <= max_elements:
+        # gather whole trailing matrices until a block is full
+        per = math.prod(view.shape[-2:])
+        leading = view.reshape(-1, *view.shape[-2:]) if _reshapable(view) else None
+        if leading is not None:
+            step = max(1, max_elements // per)
+            for start in range(0, leading.shape[0], step):
+                yield _copy_block(leading[start:start + step])
+            return
+        for index in np.ndindex(*view.shape[:-2]):
+            yield _copy_block(view[index])
+        return
+    if view.ndim > 2:
+        for index in np.ndindex(*view.shape[:-2]):
+            yield from _view_chunks(view[index], max_elements)
+        return
+    rows = max(1, max_elements // max(1, view.shape[1]))
+    for start in range(0, view.shape[0], rows):
+        yield _copy_block(view[start:start + rows])
+
+
+def _reshapable(view: np.ndarray) -> bool:
+    """Whether the leading axes can be merged into one without a copy."""
+    try:
+        merged = view.view()
+        merged.shape = (-1, *view.shape[-2:])
+    except AttributeError:
+        return False
+    return True
+
+
+def _copy_block(block: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``block`` that reads its source in the source's own order.
+
+    The block is first copied with its axes ordered by source stride (so the
+    source is read front to back), then rearranged to C order inside a buffer
+    small enough to stay in cache. Copying a transposed view directly would
+    touch a new cache line (and a new page) for almost every element.
+    """
+    if block.flags.c_contiguous:
+        return block
+    order = sorted(range(block.ndim), key=lambda a: -abs(block.strides[a]))
+    if order == list(range(block.ndim)):
+        return np.ascontiguousarray(block)
+    staged = np.ascontiguousarray(block.transpose(order))
+    inverse = np.argsort(order)
+    return np.ascontiguousarray(staged.transpose(inverse))
+
+
+def iter_placed(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
+                release_source: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """``(element offset, contiguous 1-D run)`` pairs covering the blob's C-order elements, in any order.
+
+    For writers that can seek (HDF5 datasets at known offsets, safetensors):
+    blocks are chosen so each touches a bounded part of the source, even for
+    a transposed or reordered view whose C order jumps all over the model
+    file. Each block spans whole output rows along the last axis and runs of
+    the axes that are closest together in the source.
+    """
+    target = np.dtype(dtype) if dtype is not None else np.dtype(blob.dtype)
+    max_elements = max(1, max_bytes // max(target.itemsize, np.dtype(blob.dtype).itemsize))
+    view = blob.view if isinstance(blob, Reshaped) else blob
+    if not isinstance(view, np.ndarray):
+        offset = 0
+        for chunk in iter_chunks(blob, max_bytes, dtype, release_source=release_source):
+            yield offset, chunk
+            offset += chunk.size
+        return
+    for offset, run in _placed_runs(view, max_elements):
+        yield offset, run.astype(target, copy=False)
+        if release_source:
+            release(view)
+
+
+def _placed_runs(view: np.ndarray, max_elements: int) -> Iterator[tuple[int, np.ndarray]]:
+    shape, n = view.shape, view.ndim
+    if view.size == 0:
+        return
+    if n <= 1 or view.flags.c_contiguous or shape[-1] > max_elements:
+        offset = 0
+        for chunk in _view_chunks(view, max_elements):
+            yield offset, chunk.reshape(-1)
+            offset += chunk.size
+        return
+    # choose the block: the last axis whole, then whole axes in order of source stride, then a range of one more
+    budget = max_elements // shape[-1]
+    extent = [1] * (n - 1) + [shape[-1]]
+    for axis in sorted(range(n - 1), key=lambda a: abs(view.strides[a])):
+        if shape[axis] <= budget:
+            extent[axis] = shape[axis]
+            budget //= shape[axis]
+        else:
+            extent[axis] = max(1, budget)
+            break
+    out_strides = [math.prod(shape[a + 1:]) for a in range(n)]
+    starts_per_axis = [range(0, shape[a], extent[a]) for a in range(n)]
+    # the trailing axes that a block covers whole are one contiguous run in the output
+    k = n - 1
+    while k > 0 and extent[k] == shape[k]:
+        k -= 1
+    reader = _FileGather.for_view(view)
+    for starts in itertools.product(*starts_per_axis):
+        box = view[tuple(slice(s, s + e) for s, e in zip(starts, extent))]
+        block = reader.copy(box) if reader is not None else _copy_block(box)
+        base = sum(s * st for s, st in zip(starts, out_strides))
+        lead = block.shape[:k]
+        for index in np.ndindex(*lead):
+            offset = base + sum(i * out_strides[a] for a, i in enumerate(index))
+            yield offset, block[index].reshape(-1)
+    if reader is not None:
+        reader.close()
+
+
+class _FileGather:
+    """Copies boxes of a large strided view by reading the model file with pread, not through the map.
+
+    A transposed view touches every page of its source for each block, and
+    with the kernel's large page-cache folios every touch maps far more than
+    it reads: through the map, one block of a 400 MB fully connected layer
+    puts the whole layer in this process's resident set. pread copies just
+    the bytes asked for into a staging buffer in source order; the block is
+    then rearranged in memory.
+    """
+
+    #: views whose source spans more than this are gathered with pread
+    THRESHOLD = 64 << 20
+
+    def __init__(self, fd: int, view_offset: int, view: np.ndarray) -> None:
+        self.fd = fd
+        self.view_address = view.__array_interface__["data"][0]
+        self.view_offset = view_offset
+
+    @classmethod
+    def for_view(cls, view: np.ndarray) -> _FileGather | None:
+        from caffeport.readers.files import mapped_path
+
+        if any(s <= 0 for s in view.strides):
+            return None
+        low, high = _extent(view)
+        if high - low < cls.THRESHOLD:
+            return None
+        owner = _mapping(view)
+        path = mapped_path(owner) if owner is not None else None
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        return cls(fd, low - _map_address(owner), view)
+
+    def copy(self, box: np.ndarray) -> np.ndarray:
+        order = sorted(range(box.ndim), key=lambda a: -box.strides[a])
+        source = box.transpose(order)
+        k = source.ndim
+        expected = source.itemsize
+        while k > 0 and source.strides[k - 1] == expected:
+            expected *= source.shape[k - 1]
+            k -= 1
+        staged = np.empty(source.shape, dtype=source.dtype)
+        rows = staged.reshape(-1, math.prod(source.shape[k:]) if k < source.ndim else 1)
+        start = self.view_offset + (box.__array_interface__["data"][0] - self.view_address)
+        if k == 0:
+            offsets = np.array([start])
+        else:
+            grid = np.indices(source.shape[:k]).reshape(k, -1)
+            offsets = start + np.asarray(source.strides[:k], dtype=np.int64) @ grid
+        for row, offset in zip(rows, offsets.tolist()):
+            data = memoryview(row).cast("B")
+            while data:
+                got = os.preadv(self.fd, [data], offset)
+                if got <= 0:
+                    raise OSError("the model file ended while reading a weight block")
+                data, offset = data[got:], offset + got
+        return np.ascontiguousarray(staged.transpose(np.argsort(order)))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _mapping(array: np.ndarray) -> mmap.mmap | None:
+    base: Any = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    owner = base.obj if isinstance(base, memoryview) else base
+    return owner if isinstance(owner, mmap.mmap) else None
+
+
+def _map_address(mapped: mmap.mmap) -> int:
+    return int(np.frombuffer(mapped, dtype=np.uint8, count=1).__array_interface__["data"][0])
+
+
+def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Run ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    Block copies (pread, numpy) and writes (pwrite) both release the GIL, so
+    preparing the next block while the current one is written uses both
+    cores; ``depth`` bounds the memory held in flight.
+    """
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                queue.put((True, item))
+            queue.put((False, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            queue.put((False, exc))
+
+    worker = threading.Thread(target=produce, name="caffeport-blocks", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = queue.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.05)
+
+
+def release(blob: np.ndarray | LazyBlob) -> None:
+    """Drop the pages backing ``blob`` from this process's memory map (no-op for in-memory arrays).
+
+    The pages stay in the OS page cache, so touching them again is a cheap
+    minor fault; what goes is their share of this process's resident set.
+    """
+    array = blob.view if isinstance(blob, Reshaped) else blob
+    if not isinstance(array, np.ndarray):
+        return
+    owner = _mapping(array)
+    if owner is None or not hasattr(owner, "madvise"):
+        return
+    start_address = _map_address(owner)
+    low, high = _extent(array)
+    first = max(0, (low - start_address) // _PAGE * _PAGE)
+    last = min(len(owner), high - start_address)
+    if last > first:
+        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+def _extent(array: np.ndarray) -> tuple[int, int]:
+    """The lowest and one-past-highest byte addresses an array view touches."""
+    address = array.__array_interface__["data"][0]
+    low = high = address
+    for dim, stride in zip(array.shape, array.strides):
+        if dim == 0:
+            return address, address
+        span = (dim - 1) * stride
+        if span < 0:
+            low += span
+        else:
+            high += span
+    return low, high + array.itemsize

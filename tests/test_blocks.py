@@ -1,0 +1,99 @@
+"""Streaming blocks give exactly the simple path's bytes, for every kind of view transforms make."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffeport
+from caffeport import blocks
+from caffeport.blocks import Reshaped, iter_chunks, iter_placed, prefetched
+from caffeport.transforms import transform
+from tests.conftest import models_dir
+
+
+def _views() -> list[tuple[str, np.ndarray | Reshaped]]:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 8 * 3 * 3), dtype=np.float32)
+    conv = rng.standard_normal((32, 16, 3, 3), dtype=np.float32)
+    return [
+        ("contiguous", w),
+        ("transpose", w.T),
+        ("flatten-reorder", Reshaped(w.T.reshape(8, 3, 3, 64).transpose(1, 2, 0, 3), (72, 64))),
+        ("hwio", conv.transpose(2, 3, 1, 0)),
+        ("flipped", conv.transpose(2, 3, 1, 0)[::-1, ::-1]),
+        ("vector", w[:, 0]),
+        ("scalar", np.array(1.5, dtype=np.float32)),
+        ("fp16", conv.astype(np.float16).transpose(2, 3, 1, 0)),
+        ("empty", np.zeros((0, 4), np.float32)),
+    ]
+
+
+@pytest.mark.parametrize("max_bytes", [4, 256, 4096, 1 << 20])
+@pytest.mark.parametrize(("name", "blob"), _views(), ids=[n for n, _ in _views()])
+def test_chunks_and_placed_runs_equal_the_materialised_array(name: str, blob: np.ndarray, max_bytes: int) -> None:
+    want = np.asarray(blob, dtype=np.float32).reshape(-1)
+    chunks = list(iter_chunks(blob, max_bytes, dtype="<f4"))
+    assert all(c.flags.c_contiguous and c.ndim == 1 for c in chunks)
+    assert all(c.nbytes <= max(max_bytes, 4 * max(1, blob.shape[-1] if blob.ndim else 1)) for c in chunks)
+    joined = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    np.testing.assert_array_equal(joined, want)
+    placed = np.full(want.size, np.nan, np.float32)
+    covered = np.zeros(want.size, bool)
+    for offset, run in iter_placed(blob, max_bytes, dtype="<f4"):
+        assert not covered[offset:offset + run.size].any(), "runs must not overlap"
+        placed[offset:offset + run.size] = run
+        covered[offset:offset + run.size] = True
+    assert covered.all()
+    np.testing.assert_array_equal(placed, want)
+
+
+def test_gathering_from_the_file_gives_the_same_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pread path (used for views over large blobs) on a real model: LeNet's ip1 with the flatten reorder."""
+    monkeypatch.setattr(blocks._FileGather, "THRESHOLD", 0)
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    net = transform(caffeport.read(folder / "a_lenet.caffemodel", folder / "deploy.prototxt"), "tensorflow")
+    for layer_name in ("ip1", "conv2"):
+        blob = net.layer(layer_name).blobs[0]
+        view = blob.view if isinstance(blob, Reshaped) else blob
+        assert blocks._FileGather.for_view(view) is not None, "the file path must be found for the map"
+        want = np.asarray(blob).reshape(-1)
+        got = np.empty_like(want)
+        for offset, run in iter_placed(blob, max_bytes=4096, dtype="<f4"):
+            got[offset:offset + run.size] = run
+        np.testing.assert_array_equal(got, want)
+
+
+def test_keras_h5_streamed_equals_plain_h5py_write(tmp_path: Path) -> None:
+    """The streaming writer's datasets hold exactly what h5py would write from the materialised arrays."""
+    import h5py
+
+    folder = models_dir() / "caffe-reference" / "b_resnet_block"
+    result = caffeport.convert(folder / "b_resnet_block.caffemodel", folder / "deploy.prototxt", tmp_path / "w.h5")
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        for layer in result.net.layers:
+            if not layer.blobs or layer.type == "FusedScale":
+                continue
+            for name, blob in zip(layer.weight_names, layer.blobs):
+                stored = f[layer.name][f"{layer.name}/{name}:0"]
+                assert stored.dtype == np.float32
+                np.testing.assert_array_equal(stored[()], np.asarray(blob, dtype=np.float32))
+
+
+def test_prefetched_keeps_order_and_raises_errors() -> None:
+    assert list(prefetched(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        list(prefetched(failing()))
+
+
+def test_release_is_harmless_for_plain_arrays() -> None:
+    blocks.release(np.ones(10))
+    blocks.release(Reshaped(np.ones((2, 3)).T, (6,)))
