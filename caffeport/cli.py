@@ -1,7 +1,7 @@
 """The ``caffeport`` command line.
 
 One subcommand per job, each a small function registered in `COMMANDS`, so
-new ones (``convert``) slot in beside ``inspect`` and ``mean``. Bad input
+new ones (``convert``, ``check``) slot in beside ``inspect`` and ``mean``. Bad input
 never shows a traceback: a `CaffeportError` prints one line naming the file
 (and layer, byte offset or line) and exits 1.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -20,6 +21,7 @@ from caffeport.convert import convert
 from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError
 from caffeport.exporters import load_exporters
+from caffeport.keras_model import check_weights_file, load_keras_model
 from caffeport.output import atomic_output
 from caffeport.readers import read, read_blob
 from caffeport.readers.files import sniff_file
@@ -51,12 +53,48 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cwd_on_path() -> None:
+    """Put the working directory first on ``sys.path``, as ``python -m`` does.
+
+    ``--keras-model tests.keras_models:lenet`` then finds a module of the
+    project the user stands in, whether caffeport runs as ``python -m
+    caffeport`` or as the ``caffeport`` console script (whose ``sys.path``
+    starts with the script's own directory instead).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _check_keras3_output(args: argparse.Namespace) -> None:
+    """Refuse an output name Keras would misread, before the conversion runs.
+
+    Keras chooses its reader by file name: a Keras 3 weights file named
+    ``*.h5`` goes to the legacy HDF5 reader, which fails on it (and, with
+    ``by_name=True``, loads nothing without a word).
+    """
+    if args.format != "keras3":
+        return
+    ending = ".keras" if args.save_model else ".weights.h5"
+    if not args.output.endswith(ending):
+        raise CaffeportError(f"{args.output}: Keras reads "
+                             + ("a whole model (--save-model) only from *.keras" if args.save_model
+                                else "Keras 3 weights only from *.weights.h5 (or pass --save-model for *.keras)")
+                             + ": choose an output name ending in " + ending)
+
+
 @command("convert")
 def run_convert(args: argparse.Namespace) -> int:
+    if args.keras_model or args.save_model or args.allow_partial:
+        if args.format != "keras3":
+            raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
+        _cwd_on_path()
+    _check_keras3_output(args)
     result = convert(
         args.model, args.prototxt, args.output, format=args.format, backend=args.backend,
         include_weightless=args.include_weightless, skip_unknown=args.skip_unknown,
         depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
+        keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
     )
     if args.verbose:
         for entry in result.report:
@@ -65,16 +103,39 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("check")
+def run_check(args: argparse.Namespace) -> int:
+    _cwd_on_path()
+    model = load_keras_model(args.keras_model)
+    report = check_weights_file(args.weights, model)
+    print(report)
+    if report.clean:
+        print(f"{args.weights}: every weighted layer matches {args.keras_model}")
+        return 0
+    print(f"{args.weights}: does not fit {args.keras_model}: load_weights(by_name=True) would leave the layers above "
+          "wrong without a word")
+    return 1
+
+
 @command("mean")
 def run_mean(args: argparse.Namespace) -> int:
     blob = read_blob(args.mean)
     array = np.asarray(blob, dtype=np.float32)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
+    layout, order = "C, H, W", "BGR as Caffe stores it"
+    if (args.rgb or args.hwc) and array.ndim != 3:
+        raise CaffeportError(f"--rgb and --hwc need a (C, H, W) mean, this one is {array.shape}", path=args.mean)
+    if args.rgb:
+        array = array[::-1]  # Caffe's mean images are BGR, like the OpenCV-loaded images they were made from
+        order = "RGB"
+    if args.hwc:
+        array = array.transpose(1, 2, 0)
+        layout = "H, W, C"
+    array = np.ascontiguousarray(array)
     with atomic_output(args.output, force=args.force, inputs=[args.mean]) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
-    print(f"wrote {args.output}: mean of shape {array.shape} (C, H, W, BGR as Caffe stores it), float32",
-          file=sys.stderr)
+    print(f"wrote {args.output}: mean of shape {array.shape} ({layout}, {order}), float32", file=sys.stderr)
     return 0
 
 
@@ -123,15 +184,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write depthwise convolutions as grouped Conv2D kernels, not DepthwiseConv2D")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("-v", "--verbose", action="store_true", help="print what was done to every layer")
+    p.add_argument("--keras-model", metavar="SPEC",
+                   help="-f keras3: the Keras model to write for, as module.path:function (called with no "
+                   "arguments; the module is found on sys.path, which starts with the working directory) or a saved "
+                   ".keras file; its layer names must be the Caffe layer names")
+    p.add_argument("--save-model", action="store_true",
+                   help="-f keras3: write the whole model with its weights (output *.keras) instead of *.weights.h5")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="-f keras3: load the layers whose shapes fit and report the others, instead of failing")
+
+    p = sub.add_parser(
+        "check",
+        help="compare a converted keras-h5 file with a Keras model, layer by layer",
+        description="Compare a file written by 'caffeport convert -f keras-h5' with a Keras model by layer name and "
+        "weight shape, without loading it: Keras' load_weights(by_name=True) silently skips what does not match. "
+        "Prints the Keras layers the file would leave at their initial values, the file's layers the model does "
+        "not take and every shape mismatch; exits 1 when there is any, 0 when everything matches.",
+    )
+    p.add_argument("weights", metavar="CONVERTED.h5", help="the converted keras-h5 file")
+    p.add_argument("--keras-model", metavar="SPEC", required=True,
+                   help="module.path:function (called with no arguments; found on sys.path, which starts with the "
+                   "working directory) or a saved .keras file")
 
     p = sub.add_parser(
         "mean",
         help="convert a .binaryproto mean file to .npy",
         description="Save the blob of a .binaryproto mean file as a float32 .npy array, (C, H, W) in Caffe's "
-        "BGR channel order (a leading batch axis of 1 is dropped).",
+        "BGR channel order (a leading batch axis of 1 is dropped), or as --rgb and --hwc ask.",
     )
     p.add_argument("mean", help="the .binaryproto file")
     p.add_argument("-o", "--output", required=True, help="the .npy file to write")
+    p.add_argument("--rgb", action="store_true", help="reverse the channels: BGR (Caffe) -> RGB")
+    p.add_argument("--hwc", action="store_true", help="save (H, W, C), channels last, instead of (C, H, W)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     return parser
 

@@ -83,6 +83,9 @@ def convert(
     depthwise: str = "depthwise",
     force: bool = False,
     phase: str = "TEST",
+    keras_model: str | None = None,
+    allow_partial: bool = False,
+    save_model: bool = False,
 ) -> ConvertResult:
     """Convert a Caffe model's weights.
 
@@ -91,7 +94,8 @@ def convert(
     applies ``backend``'s passes (the format's default when None) and, when
     ``output`` is given, writes ``format`` there atomically: a temporary file
     beside it renamed on success, never over an existing file unless ``force``,
-    never over an input.
+    never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
+    are for formats written against a concrete Keras model (``keras3``).
     """
     exporters = load_exporters()
     exporter = exporters.get(format)
@@ -105,6 +109,7 @@ def convert(
     target = None
     if output is not None:
         with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
-            exporter.write(converted, tmp, ExportOptions(include_weightless=include_weightless))
+            exporter.write(converted, tmp, ExportOptions(include_weightless=include_weightless, keras_model=keras_model,
+                                                         allow_partial=allow_partial, save_model=save_model))
         target = Path(output)
     return ConvertResult(net=converted, format=format, backend=backend, output=target)

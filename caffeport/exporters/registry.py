@@ -21,6 +21,12 @@ class ExportOptions:
 
     #: also write layers without weights (the seed converter's -n)
     include_weightless: bool = False
+    #: for formats written against a concrete Keras model (keras3): ``module:function`` or a ``.keras`` file
+    keras_model: str | None = None
+    #: load the layers that fit when some shapes do not, instead of refusing
+    allow_partial: bool = False
+    #: write the whole model (``.keras``), not only its weights
+    save_model: bool = False
 
 
 Writer = Callable[[Net, Path, ExportOptions], None]

@@ -1,0 +1,111 @@
+"""Keras 3 native files, written by Keras itself from a model the user supplies.
+
+A Keras 3 ``.weights.h5`` file names no layers: its groups are the layers'
+class names numbered in ``model.layers`` order (shared/notes/keras-formats.md),
+so it can only be written against the very model that will load it. This
+format therefore imports the user's model (``--keras-model``), puts the
+converted weights into it by layer name with every shape checked
+(`caffeport.keras_model.assign_weights`), and lets Keras serialise it:
+``model.save_weights`` for ``.weights.h5``, or ``model.save`` for a whole
+``.keras`` model with ``--save-model``. What did not pair up goes into the
+net's report and warnings, so the convert summary shows it; nothing is printed
+here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from caffeport.errors import CaffeportError, OutputError
+from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.ir import Net, ReportEntry
+from caffeport.keras_model import AssignReport, assign_weights, load_keras_model
+
+WEIGHTS_SUFFIX = ".weights.h5"
+MODEL_SUFFIX = ".keras"
+
+
+@register_exporter("keras3", suffix=WEIGHTS_SUFFIX, default_backend="tensorflow",
+                   description="Keras 3 .weights.h5 (or .keras with --save-model) for a model given by --keras-model; "
+                   "loads with plain model.load_weights(path)")
+def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:
+    if not options.keras_model:
+        raise CaffeportError("the keras3 format needs the Keras model the weights are for: Keras 3 files key "
+                             "weights by layer position, not name, so they can only be written from a concrete "
+                             "model. Pass --keras-model module.path:function (a function building the model, layer "
+                             "names = Caffe layer names) or a saved .keras file; or use -f keras-h5 for by-name "
+                             "loading")
+    _check_suffix(path, options.save_model)
+    model = load_keras_model(options.keras_model)
+    report = assign_weights(model, net, allow_partial=options.allow_partial)
+    _record(net, report)
+    _save(model, path, options.save_model)
+
+
+def _check_suffix(path: Path, save_model: bool) -> None:
+    """Keras picks the file format from the name, so a wrong ending cannot be fixed by renaming later."""
+    if save_model and path.suffix != MODEL_SUFFIX:
+        raise OutputError(f"--save-model writes a whole Keras model, which Keras only reads from a {MODEL_SUFFIX} "
+                          "file: name the output *.keras", path=path)
+    if not save_model and path.suffix == MODEL_SUFFIX:
+        raise OutputError(f"a {MODEL_SUFFIX} file holds a whole model: pass --save-model, or name the output "
+                          f"*{WEIGHTS_SUFFIX} for weights only", path=path)
+    if not save_model and path.suffix != ".h5":
+        raise OutputError(f"Keras 3 reads weights only from files named *{WEIGHTS_SUFFIX}", path=path)
+
+
+def _record(net: Net, report: AssignReport) -> None:
+    """The assignment report as report entries (shown with -v) and warnings (always shown by the summary)."""
+    entries = [ReportEntry(name, "keras-assigned") for name in report.assigned]
+    entries += [ReportEntry(name, "keras-unloaded", "Keras layer with weights and no converted weights of its name: "
+                            "left at its initial values") for name in report.unloaded]
+    entries += [ReportEntry(name, "keras-unused", "no Keras layer with weights of this name: not written")
+                for name in report.unused]
+    entries += [ReportEntry(m.layer, "keras-mismatch", str(m)) for m in report.mismatches]
+    entries += [ReportEntry(name, "keras-by-position", "variable names differ from the converted ones")
+                for name in report.by_position]
+    net.report.extend(entries)
+    if report.unloaded:
+        net.warnings.append("Keras layers left at their initial values (no converted weights of that name): "
+                            + ", ".join(report.unloaded))
+    if report.unused:
+        net.warnings.append("converted layers no Keras layer takes (not written): "
+                            + ", ".join(report.unused))
+    if report.mismatches:
+        net.warnings.append("Keras layers not loaded because shapes differ: " + "; ".join(map(str, report.mismatches)))
+
+
+def _save(model: Any, path: Path, save_model: bool) -> None:
+    """Save through a sibling whose name ends the way Keras demands, then rename onto ``path``.
+
+    `caffeport.convert` hands over a temporary name that keeps only the
+    target's last suffix (``.h5``), which ``save_weights`` refuses.
+    """
+    suffix = MODEL_SUFFIX if save_model else WEIGHTS_SUFFIX
+    if path.name.endswith(suffix):
+        _keras_save(model, path, save_model)
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    sibling = Path(name)
+    try:
+        _keras_save(model, sibling, save_model)
+        os.replace(sibling, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            sibling.unlink()
+        raise
+
+
+def _keras_save(model: Any, path: Path, save_model: bool) -> None:
+    try:
+        if save_model:
+            model.save(path, overwrite=True)
+        else:
+            model.save_weights(path, overwrite=True)
+    except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. a custom layer without get_config
+        raise OutputError(f"Keras cannot save this model: {type(exc).__name__}: {exc}", path=path) from exc
