@@ -23,6 +23,8 @@ from caffeport.errors import CaffeportError
 from caffeport.exporters import load_exporters
 from caffeport.keras_model import check_weights_file, load_keras_model
 from caffeport.output import atomic_output
+from caffeport.progress import ProgressBar
+from caffeport.progress import wanted as progress_wanted
 from caffeport.readers import read, read_blob
 from caffeport.readers.files import sniff_file
 from caffeport.transforms import BACKENDS
@@ -90,12 +92,21 @@ def run_convert(args: argparse.Namespace) -> int:
             raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
         _cwd_on_path()
     _check_keras3_output(args)
-    result = convert(
-        args.model, args.prototxt, args.output, format=args.format, backend=args.backend,
-        include_weightless=args.include_weightless, skip_unknown=args.skip_unknown,
-        depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
-        keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
-    )
+    size = os.path.getsize(args.model) if os.path.isfile(args.model) else 0
+    bar = ProgressBar() if progress_wanted(size, args.quiet) else None
+    try:
+        result = convert(
+            args.model, args.prototxt, args.output, format=args.format, backend=args.backend,
+            include_weightless=args.include_weightless, skip_unknown=args.skip_unknown,
+            depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
+            keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.quiet:
+        return 0
     if args.verbose:
         for entry in result.report:
             print(f"  {entry}")
@@ -184,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write depthwise convolutions as grouped Conv2D kernels, not DepthwiseConv2D")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("-v", "--verbose", action="store_true", help="print what was done to every layer")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing unless there is an error (and no progress bar)")
     p.add_argument("--keras-model", metavar="SPEC",
                    help="-f keras3: the Keras model to write for, as module.path:function (called with no "
                    "arguments; the module is found on sys.path, which starts with the working directory) or a saved "

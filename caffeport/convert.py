@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def convert(
     keras_model: str | None = None,
     allow_partial: bool = False,
     save_model: bool = False,
+    progress: Callable[[int, int, int, int], None] | None = None,
 ) -> ConvertResult:
     """Convert a Caffe model's weights.
 
@@ -110,6 +112,7 @@ def convert(
     if output is not None:
         with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
             exporter.write(converted, tmp, ExportOptions(include_weightless=include_weightless, keras_model=keras_model,
-                                                         allow_partial=allow_partial, save_model=save_model))
+                                                         allow_partial=allow_partial, save_model=save_model,
+                                                         progress=progress))
         target = Path(output)
     return ConvertResult(net=converted, format=format, backend=backend, output=target)

@@ -51,7 +51,7 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     once per dataset, not per block.
     """
     names: list[str] = []
-    placed: list[tuple[int, Blob]] = []
+    placed: list[tuple[int, Blob, int]] = []
     with h5py.File(path, "w") as f:
         for layer in net.layers:
             if not _exported(layer, options):
@@ -62,7 +62,7 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
             for name, blob in zip(full_names, layer.blobs):
                 dataset = group.create_dataset(name, shape=blob.shape, dtype="<f4", dcpl=_contiguous_unfilled())
                 if blob.size:
-                    placed.append((dataset.id.get_offset(), blob))
+                    placed.append((dataset.id.get_offset(), blob, len(names)))
             group.attrs["weight_names"] = _strings(full_names)
             names.append(layer.name)
         backend = str(net.metadata.get("backend", "tensorflow"))
@@ -70,12 +70,20 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
         f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()
         f.attrs["keras_version"] = KERAS_VERSION.encode()
         f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
-    runs = ((offset + 4 * start, run) for offset, blob in placed
+    runs = ((offset + 4 * start, run, layer) for offset, blob, layer in placed
             for start, run in iter_placed(blob, dtype="<f4", release_source=True))
+    done_bytes, layers_done, current = 0, 0, -1
+    total_bytes = sum(4 * blob.size for _, blob, _ in placed)
+    total_layers = len({layer for _, _, layer in placed})
     with open(path, "r+b") as raw:
         fd = raw.fileno()
-        for position, run in prefetched(runs):
+        for position, run, layer in prefetched(runs):
             _pwrite_all(fd, memoryview(run).cast("B"), position)
+            if options.progress is not None:
+                done_bytes += run.nbytes
+                layers_done += layer != current
+                current = layer
+                options.progress(done_bytes, total_bytes, layers_done, total_layers)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -27,6 +27,8 @@ class ExportOptions:
     allow_partial: bool = False
     #: write the whole model (``.keras``), not only its weights
     save_model: bool = False
+    #: called as progress(bytes done, bytes total, layers done, layers total) by exporters that stream
+    progress: Callable[[int, int, int, int], None] | None = None
 
 
 Writer = Callable[[Net, Path, ExportOptions], None]
