@@ -99,6 +99,8 @@ def iter_chunks(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
     released after each chunk is consumed (see `release`): the caller must be
     done with a chunk when it asks for the next one.
     """
+    if isinstance(blob, np.generic):  # a numpy scalar is a 0-d blob
+        blob = np.asarray(blob)
     target = np.dtype(dtype) if dtype is not None else np.dtype(blob.dtype)
     max_elements = max(1, max_bytes // max(target.itemsize, np.dtype(blob.dtype).itemsize))
     chunks = blob.iter_chunks(max_elements) if not isinstance(blob, np.ndarray) else _view_chunks(blob, max_elements)

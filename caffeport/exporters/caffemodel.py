@@ -35,16 +35,17 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeAlias
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from caffeport.blocks import Blob, LazyBlob, iter_chunks
 from caffeport.errors import ModelStructureError
 from caffeport.exporters.registry import ExportOptions, register_exporter
-from caffeport.ir import Layer, Net, Shape
+from caffeport.ir import Layer, Net
 from caffeport.output import atomic_output
 from caffeport.readers import caffe_schema
 from caffeport.readers.blob_proto import RAW_DTYPES
@@ -69,26 +70,6 @@ _ENUM_NUMBERS: dict[str, dict[str, int]] = {
     enum: {name: number for number, name in values.items()} for enum, values in caffe_schema.ENUMS.items()
 }
 _RAW_TYPES: dict[str, int] = {dtype: number for number, dtype in RAW_DTYPES.items()}
-
-
-class LazyBlob(Protocol):
-    """A blob whose values are produced on demand (generated benchmark data).
-
-    The writer needs the shape and dtype to size the file before any value
-    exists, then asks for the values in C order, in pieces of at most
-    ``max_elements`` elements, so a multi-GB blob never sits in memory.
-    """
-
-    @property
-    def shape(self) -> Shape: ...
-
-    @property
-    def dtype(self) -> np.dtype[Any]: ...
-
-    def iter_chunks(self, max_elements: int) -> Iterator[np.ndarray]: ...
-
-
-Blob: TypeAlias = "np.ndarray | LazyBlob"
 
 
 # --------------------------------------------------------------------------
@@ -258,28 +239,6 @@ def _plan_blob(blob: Blob, layer: str, index: int) -> _BlobPlan:
     return _BlobPlan(prefix, dtype, count, after, blob)
 
 
-def _array_chunks(array: np.ndarray, max_elements: int) -> Iterator[np.ndarray]:
-    """The array's values in C order, as views of at most ``max_elements`` elements.
-
-    A C-contiguous (or 1-D strided) array is sliced without any copy; any other
-    layout (a transposed view) is walked along its first axis instead of being
-    flattened, which would copy it whole.
-    """
-    if array.ndim <= 1 or array.flags.c_contiguous:
-        flat = array.reshape(-1)
-        for start in range(0, flat.size, max_elements):
-            yield flat[start : start + max_elements]
-    else:
-        for sub in array:
-            yield from _array_chunks(sub, max_elements)
-
-
-def _chunks(blob: Blob, max_elements: int) -> Iterator[np.ndarray]:
-    if isinstance(blob, (np.ndarray, np.generic)):  # a numpy scalar is a 0-d blob
-        return _array_chunks(np.asarray(blob), max_elements)
-    return blob.iter_chunks(max_elements)
-
-
 def _write_all(handle: BinaryIO, data: bytes | memoryview) -> int:
     """Write every byte: a raw (unbuffered) file may take fewer per call."""
     view = memoryview(data)
@@ -293,7 +252,7 @@ def _write_payload(handle: BinaryIO, plan: _BlobPlan, layer: str, index: int) ->
     """Stream the blob's values; a lazy blob giving the wrong number of them is an error."""
     max_elements = max(1, CHUNK_BYTES // plan.dtype.itemsize)
     written = seen = 0
-    for chunk in _chunks(plan.blob, max_elements):
+    for chunk in iter_chunks(plan.blob, max_elements * plan.dtype.itemsize, plan.dtype, release_source=True):
         data = np.ascontiguousarray(chunk, dtype=plan.dtype).reshape(-1)
         seen += data.size
         if seen > plan.count:
