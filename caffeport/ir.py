@@ -27,7 +27,9 @@ class Layer:
     ``blobs`` are in Caffe's layout with the shape ``Blob::FromProto`` gives
     (legacy 4-D dims kept as stored) and the stored dtype (float32 ``data``,
     float64 ``double_data``, float16 NVIDIA ``raw_data``). Arrays read from a
-    caffemodel are read-only views onto the file's memory map.
+    caffemodel are read-only views onto the file's memory map. After a
+    transform a blob may also be a `caffeport.blocks.Reshaped` view (it has
+    ``shape``/``dtype`` and converts with ``numpy.asarray``).
 
     ``bottom_shapes``/``top_shapes`` are filled by shape inference
     (`caffeport.shapes.infer_shapes`): ``None`` where a shape is unknown.

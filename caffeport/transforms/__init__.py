@@ -24,7 +24,7 @@ register_backend("cntk", BACKENDS["tensorflow"])
 register_backend("channels_first", [*_KERAS_COMMON, "channels_first", "keras_layout", "sanitize_names"])
 register_backend("theano", [*_KERAS_COMMON, "channels_first", "keras_layout", "flip_kernels", "sanitize_names"])
 register_backend("torch", ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order", "torch_layout",
-                           "sanitize_names"])
+                           "sanitize_names_torch"])
 register_backend("caffe", [])
 
 __all__ = ["BACKENDS", "PASSES", "Options", "register_backend", "register_pass", "transform"]

@@ -17,19 +17,31 @@ from caffeport.transforms.common import note
 from caffeport.transforms.registry import Options, register_pass
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: PyTorch module names cannot hold '.', which separates state_dict key parts
+_UNSAFE_TORCH = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def safe_name(name: str) -> str:
-    cleaned = _UNSAFE.sub("_", name)
+def safe_name(name: str, unsafe: re.Pattern[str] = _UNSAFE) -> str:
+    cleaned = unsafe.sub("_", name)
     return cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}_"
 
 
 @register_pass("sanitize_names")
 def sanitize_names(net: Net, options: Options) -> None:
+    _sanitize(net, _UNSAFE)
+
+
+@register_pass("sanitize_names_torch")
+def sanitize_names_torch(net: Net, options: Options) -> None:
+    """As sanitize_names, and '.' too: ``conv1.1`` would make the state_dict key ``conv1.1.weight``."""
+    _sanitize(net, _UNSAFE_TORCH)
+
+
+def _sanitize(net: Net, unsafe: re.Pattern[str]) -> None:
     name_map: dict[str, str] = net.metadata.setdefault("name_map", {})
     owners: dict[str, str] = {}
     for layer in net.layers:
-        new = safe_name(layer.name)
+        new = safe_name(layer.name, unsafe)
         if new in owners and owners[new] != layer.name:
             raise ModelStructureError(
                 f"layers {owners[new]!r} and {layer.name!r} both become {new!r} once made safe for the output; "

@@ -299,3 +299,12 @@ def test_register_a_backend() -> None:
         assert out.layer("ip1").blobs[0].shape == (500, 800)  # no layout pass: Caffe's own
     finally:
         del BACKENDS["test_raw_names"]
+
+
+def test_torch_names_have_no_dots() -> None:
+    """PyTorch refuses module names with '.', which would also split state_dict keys."""
+    blob = [np.ones((2, 2), np.float32)]
+    ip = {"inner_product_param": {"num_output": 2}}
+    net = Net(layers=[Layer("conv1.1", "InnerProduct", ["x"], ["y"], params=ip, blobs=blob, bottom_shapes=[(1, 2)])])
+    assert transform(net, "torch").layers[0].name == "conv1_1"
+    assert transform(net, "tensorflow").layers[0].name == "conv1.1"  # Keras and HDF5 accept it

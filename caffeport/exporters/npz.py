@@ -1,0 +1,125 @@
+"""NumPy ``.npz``: one array per blob, for tools that want the weights and nothing else.
+
+Layout (what ``numpy.load(path)`` shows):
+
+- ``<layer>/<weight name>`` for every blob of a layer the backend named
+  (``conv1/kernel`` with backend tensorflow, ``conv1/weight`` with torch);
+  ``<layer>/<index>`` where it gave no names (``conv1/0``, ``conv1/1`` with
+  the default backend ``caffe``, whose blobs are Caffe's own, untouched);
+- ``__caffeport__``: a 0-d unicode array holding the JSON of
+  `conversion_metadata` (source files, backend, BatchNorm eps values, name
+  map, fused layers, target layer classes).
+
+Every blob keeps its dtype where no backend converted its layer: with the
+default backend ``caffe`` an NVIDIA Caffe fp16 blob stays float16 and a
+``double_data`` blob float64, so the file holds the model's exact contents. In
+a layer that a backend converted for a framework (it has a ``target``),
+floating blobs are written in at least float32, the precision frameworks
+load (fp16 widens exactly), so that one layer never mixes fp16 kernels with
+the float32 statistics the BatchNorm passes compute. Arrays are little-endian.
+
+The file is what ``numpy.savez`` writes (stored, not deflated, ZIP64 entries
+so that blobs over 4 GiB work), but each array is streamed into its zip entry
+block by block (`caffeport.blocks.iter_chunks`) straight from the transform's
+view of the caffemodel's memory map, whose pages are released once written:
+a multi-GB model never needs a second copy in memory. A transposed kernel is
+stored in .npy's Fortran order, its source's own order (``numpy.load`` gives
+the same array either way). Other strided views are read in output order:
+the flatten-reordered Dense kernel of a keras-layout backend then has its
+whole source layer mapped while it is written (page cache, released after);
+the seekable formats (safetensors, flax, ir) place blocks instead. Every entry gets the
+same fixed timestamp, so converting the same model twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from caffeport.blocks import Blob, iter_chunks
+from caffeport.errors import ModelStructureError
+from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
+from caffeport.ir import Layer, Net
+
+#: the key of the conversion metadata; no blob key can take it (blob keys contain a '/')
+METADATA_KEY = "__caffeport__"
+#: the most bytes converted and written at once
+CHUNK_BYTES = 16 * 1024 * 1024
+#: the oldest date a zip entry can hold: a fixed date makes the output reproducible
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def written_dtype(layer: Layer, blob: Blob) -> np.dtype[Any]:
+    """Little-endian; floats at least float32 in a layer a backend converted (see the module docstring)."""
+    dtype = np.dtype(blob.dtype)
+    if layer.target and dtype.kind == "f":
+        dtype = np.promote_types(dtype, np.float32)
+    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+
+
+def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
+    """(key, blob, dtype written) for every blob of every layer, in net order; refuses two blobs with one key."""
+    entries: list[tuple[str, Blob, np.dtype[Any]]] = []
+    owners: dict[str, str] = {}
+    for layer in net.layers:
+        names = list(layer.weight_names[: len(layer.blobs)])
+        names += [str(i) for i in range(len(names), len(layer.blobs))]
+        for name, blob in zip(names, layer.blobs):
+            key = f"{layer.name}/{name}"
+            if key in owners:
+                raise ModelStructureError(f"two blobs would both be stored as {key!r} in the npz "
+                                          f"(layers {owners[key]!r} and {layer.name!r}); rename one of the layers",
+                                          layer=layer.name)
+            owners[key] = layer.name
+            entries.append((key, blob, written_dtype(layer, blob)))
+    return entries
+
+
+def _member(archive: zipfile.ZipFile, key: str) -> IO[bytes]:
+    """A new stored member ``<key>.npy``; ZIP64 because its size is not known before it is written."""
+    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16  # -rw-r--r-- for unzip, instead of no permissions at all
+    return archive.open(info, "w", force_zip64=True)
+
+
+def _fortran_source(blob: Blob) -> np.ndarray | None:
+    """``blob.T`` when ``blob`` is a transposed view (Fortran-contiguous), else None.
+
+    A zip member is written front to back, so values go in file order, and
+    .npy offers two: C and Fortran. A transposed kernel (Keras' dense
+    kernels) read in C order would touch its whole source for every block; in
+    Fortran order it is its source's own order, read once, without a copy.
+    """
+    if isinstance(blob, np.ndarray) and blob.ndim > 1 and blob.flags.f_contiguous and not blob.flags.c_contiguous:
+        return blob.T
+    return None
+
+
+def _blob_entry(archive: zipfile.ZipFile, key: str, blob: Blob, dtype: np.dtype[Any]) -> None:
+    """The .npy header ``numpy.save`` would write, then the blob's values block by block."""
+    fortran = _fortran_source(blob)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran is not None,
+              "shape": tuple(int(d) for d in blob.shape)}
+    with _member(archive, key) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        source = blob if fortran is None else fortran
+        for chunk in iter_chunks(source, CHUNK_BYTES, dtype, release_source=True):
+            member.write(np.ascontiguousarray(chunk).data.cast("B"))
+
+
+@register_exporter("npz", suffix=".npz", default_backend="caffe",
+                   description="NumPy .npz: one array per blob ('<layer>/<weight name>'), dtypes kept, metadata JSON")
+def write_npz(net: Net, path: Path, options: ExportOptions) -> None:
+    """Write every blob of ``net`` to ``path``; layers without blobs have nothing to store, whatever ``options``."""
+    entries = _blob_keys(net)
+    metadata = np.array(json.dumps(conversion_metadata(net), sort_keys=True), dtype=np.str_)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, blob, dtype in entries:
+            _blob_entry(archive, key, blob, dtype)
+        with _member(archive, METADATA_KEY) as member:
+            np.lib.format.write_array(member, metadata, allow_pickle=False)
