@@ -22,7 +22,7 @@ from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError
 from caffeport.exporters import load_exporters
 from caffeport.keras_model import check_weights_file, load_keras_model
-from caffeport.output import atomic_output
+from caffeport.output import atomic_output, exit_on_termination_signals
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
 from caffeport.readers import read, read_blob
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    exit_on_termination_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C, so partial outputs are removed
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -67,3 +67,14 @@ class ShapeInferenceError(CaffeportError):
 
 class OutputError(CaffeportError):
     """The output cannot be written where or as asked."""
+
+
+class InternalDecodeError(DecodeError):
+    """A malformed file tripped a check caffeport does not make explicitly.
+
+    The read entry points convert a stray ``ValueError``, ``OverflowError``,
+    ``struct.error``, ``UnicodeDecodeError``, ``KeyError`` or ``IndexError``
+    raised while decoding into this error naming the file, so the user still
+    gets one clean line; reaching it is a caffeport bug (a missing explicit
+    check) and the hostile-input tests treat it as a failure.
+    """

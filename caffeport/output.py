@@ -1,39 +1,93 @@
 """Writing output files safely: all or nothing, never over an input.
 
 Every file caffeport writes goes through `atomic_output`: the writer fills a
-temporary file in the destination directory, which is renamed over the target
-only when writing succeeded. Any error or Ctrl-C removes it, so a user never
-finds a half-written weights file that loads with wrong values.
+temporary file in the destination directory (a hidden ``.NAME.*.partial*``
+beside the target), which is renamed over the target only when writing
+succeeded. Any error, Ctrl-C (``KeyboardInterrupt``) or, once
+`exit_on_termination_signals` is installed, SIGTERM/SIGHUP removes it, so a
+user never finds a half-written weights file that loads with wrong values.
+Only a SIGKILL or a power cut can leave the hidden temporary behind; the
+target path itself never holds a partial file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
+import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 
 from caffeport.errors import OutputError
 
 PathLike = str | os.PathLike[str]
 
+#: the signals `exit_on_termination_signals` turns into ``SystemExit``
+TERMINATION_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+_DEFERRED = {signal.SIGINT, *TERMINATION_SIGNALS}
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_termination_signals() -> None:
+    """Make SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` so that cleanups run, as Ctrl-C does.
+
+    Python's default for these signals kills the process on the spot, which
+    would leave `atomic_output`'s temporary file behind. Call this once, from
+    the main thread, at the start of a command-line program; handlers someone
+    else installed are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in TERMINATION_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _raise_exit)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and termination signals back for a few system calls that must not be split."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name one file: through symlinks and hard links, or the same spelling if absent."""
+    with contextlib.suppress(OSError, ValueError):
+        if os.path.samefile(a, b):
+            return True
+    return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
 
 def check_output_path(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """Refuse an output path that is an input, a directory, or (without ``force``) an existing file."""
+    """Refuse an output path that is an input, a directory, a special file or (without ``force``) a file."""
     target = Path(path)
     for source in inputs:
-        if source is None:
-            continue
-        with contextlib.suppress(OSError):
-            if target.exists() and os.path.samefile(target, source):
-                raise OutputError("refusing to write over an input file; choose another output path", path=target)
-        if Path(os.path.abspath(source)) == Path(os.path.abspath(target)):
+        if source is not None and _same_file(target, source):
             raise OutputError("refusing to write over an input file; choose another output path", path=target)
     if target.is_dir():
         raise OutputError("is a directory; give a file name for the output", path=target)
     if target.exists() and not force:
         raise OutputError("already exists; pass --force to overwrite it", path=target)
+    if target.is_symlink() and not target.exists() and not force:
+        raise OutputError("is a symbolic link to a missing file; pass --force to replace the link", path=target)
+    if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+        raise OutputError("is not a regular file (a device or a pipe?); refusing to replace it", path=target)
     parent = target.parent
     if not parent.is_dir():
         raise OutputError(f"the output directory {str(parent)!r} does not exist", path=target)
@@ -45,24 +99,61 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     The temporary name keeps the target's suffix, so writers that add an
-    extension when it is missing (``numpy.save``) do not rename it.
+    extension when it is missing (``numpy.save``) do not rename it. It is
+    removed on any exception, ``KeyboardInterrupt`` and ``SystemExit``
+    included; signals are held back while it is being created and removed so
+    that one arriving then cannot leave it behind. Without ``force`` the
+    target is published with a hard link, which fails instead of replacing a
+    file that appeared at the path while we were writing.
     """
+    inputs = list(inputs)
     target = check_output_path(path, force=force, inputs=inputs)
+    tmp: Path | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{target.suffix}",
-                                        dir=target.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot create a file in {str(target.parent)!r}: {exc.strerror}", path=target) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        with _signals_deferred():
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{target.suffix}",
+                                                dir=target.parent)
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot create a file in {str(target.parent)!r}: {exc.strerror}", path=target
+                ) from None
+            tmp = Path(tmp_name)
+            os.close(fd)
         yield tmp
         _finish(tmp)
-        os.replace(tmp, target)
+        _publish(tmp, target, force=force, inputs=inputs)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        with _signals_deferred():
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         raise
+
+
+def _publish(tmp: Path, target: Path, *, force: bool, inputs: list[PathLike | None]) -> None:
+    """Move the finished temporary file to ``target`` in one step."""
+    for source in inputs:  # the same checks again: the path may have changed while we wrote
+        if source is not None and _same_file(target, source):
+            raise OutputError("refusing to write over an input file; choose another output path", path=target)
+    if force:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise OutputError("appeared while the output was being written; pass --force to overwrite it",
+                          path=target) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from None
+        if os.path.lexists(target):  # no hard links on this file system: check, then rename
+            raise OutputError("appeared while the output was being written; pass --force to overwrite it",
+                              path=target) from None
+        os.replace(tmp, target)
+        return
+    with _signals_deferred():
+        tmp.unlink()
 
 
 def _umask() -> int:

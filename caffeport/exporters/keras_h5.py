@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from caffeport.blocks import Blob, iter_placed, prefetched
-from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
+from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
 from caffeport.ir import Layer, Net
 
 KERAS_VERSION = "2.15.0"
@@ -52,19 +52,24 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     """
     names: list[str] = []
     placed: list[tuple[int, Blob, int]] = []
+    safe = file_safe_names(net)
     with h5py.File(path, "w") as f:
         for layer in net.layers:
             if not _exported(layer, options):
                 continue
-            group = f.create_group(layer.name)
+            layer_name = safe[layer.name]
+            group = f.create_group(layer_name)
             weight_names = layer.weight_names or [str(i) for i in range(len(layer.blobs))]
-            full_names = [f"{layer.name}/{w}:0" for w in weight_names[: len(layer.blobs)]]
+            full_names = [f"{layer_name}/{w}:0" for w in weight_names[: len(layer.blobs)]]
             for name, blob in zip(full_names, layer.blobs):
                 dataset = group.create_dataset(name, shape=blob.shape, dtype="<f4", dcpl=_contiguous_unfilled())
-                if blob.size:
-                    placed.append((dataset.id.get_offset(), blob, len(names)))
+                offset = dataset.id.get_offset()
+                if offset is not None:
+                    placed.append((offset, blob, len(names)))
+                elif blob.size:  # HDF5 keeps some tiny (scalar) datasets without a byte range of their own
+                    dataset[...] = np.asarray(blob, dtype="<f4")
             group.attrs["weight_names"] = _strings(full_names)
-            names.append(layer.name)
+            names.append(layer_name)
         backend = str(net.metadata.get("backend", "tensorflow"))
         f.attrs["layer_names"] = _strings(names)
         f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()

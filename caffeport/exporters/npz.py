@@ -42,7 +42,7 @@ import numpy as np
 
 from caffeport.blocks import Blob, iter_chunks
 from caffeport.errors import ModelStructureError
-from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
+from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
 from caffeport.ir import Layer, Net
 
 #: the key of the conversion metadata; no blob key can take it (blob keys contain a '/')
@@ -65,11 +65,12 @@ def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
     """(key, blob, dtype written) for every blob of every layer, in net order; refuses two blobs with one key."""
     entries: list[tuple[str, Blob, np.dtype[Any]]] = []
     owners: dict[str, str] = {}
+    safe = file_safe_names(net)
     for layer in net.layers:
         names = list(layer.weight_names[: len(layer.blobs)])
         names += [str(i) for i in range(len(names), len(layer.blobs))]
         for name, blob in zip(names, layer.blobs):
-            key = f"{layer.name}/{name}"
+            key = f"{safe[layer.name]}/{name}"
             if key in owners:
                 raise ModelStructureError(f"two blobs would both be stored as {key!r} in the npz "
                                           f"(layers {owners[key]!r} and {layer.name!r}); rename one of the layers",

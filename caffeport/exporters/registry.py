@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
 
 
@@ -70,3 +71,25 @@ def conversion_metadata(net: Net) -> dict[str, object]:
         "fused": net.metadata.get("fused", {}),
         "targets": {layer.name: layer.target for layer in net.layers if layer.target},
     }
+
+
+def file_safe_names(net: Net) -> dict[str, str]:
+    """Each layer's name as it may appear in a file path or HDF5 group: no '/', '..', NUL or other surprises.
+
+    Backends that sanitise names (all but ``caffe``) already give safe names,
+    which come back unchanged. With raw Caffe names, a name like ``../../x``
+    must not become a zip member or group path outside its place; two layers
+    that end up with one name are refused, as the sanitising pass does.
+    """
+    from caffeport.transforms.names import safe_name
+
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for layer in net.layers:
+        safe = safe_name(layer.name)
+        if owners.setdefault(safe, layer.name) != layer.name:
+            raise ModelStructureError(
+                f"layers {owners[safe]!r} and {layer.name!r} both become {safe!r} in the output; "
+                "rename one of them in the prototxt", layer=layer.name)
+        names[layer.name] = safe
+    return names

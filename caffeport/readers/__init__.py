@@ -3,18 +3,28 @@
 `read` takes a caffemodel (binary V2/V1/V0 or HDF5 snapshot), a prototxt, or
 both, and decides which reader applies by looking at the bytes rather than
 trusting the file name. `read_blob` reads a ``.binaryproto`` (mean files).
+
+Model files come from the internet. Every reader checks lengths, counts and
+shapes itself and raises a `CaffeportError` subclass naming the file (and the
+layer and byte offset, or line and column); as a last line of defence the two
+entry points turn a stray ``ValueError``, ``OverflowError``, ``struct.error``,
+``UnicodeDecodeError``, ``KeyError`` or ``IndexError`` into an
+`InternalDecodeError` naming the file, so a check that was missed still gives
+the user one clean line (and is a bug to report).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from caffeport.errors import CaffeportError, InputFileError
+from caffeport.errors import CaffeportError, InputFileError, InternalDecodeError
 from caffeport.ir import Net
-from caffeport.readers.blob_proto import decode_blob
+from caffeport.readers.blob_proto import decode_blob, nonfinite_counts
 from caffeport.readers.caffemodel import read_caffemodel
 from caffeport.readers.files import map_file, sniff, sniff_file
 from caffeport.readers.hdf5_snapshot import read_hdf5_snapshot
@@ -31,6 +41,22 @@ WEIGHTS_READERS: dict[str, Callable[[PathLike], Net]] = {
     "hdf5": read_hdf5_snapshot,
 }
 
+#: what a decoding bug on malformed input raises (UnicodeDecodeError is a ValueError)
+_UNCHECKED = (ValueError, OverflowError, struct.error, KeyError, IndexError)
+
+
+@contextlib.contextmanager
+def _guard(path: PathLike | None) -> Iterator[None]:
+    """Turn an exception a reader should have prevented into one clean error naming the file."""
+    try:
+        yield
+    except _UNCHECKED as exc:
+        raise InternalDecodeError(
+            f"malformed input that caffeport failed to check ({type(exc).__name__}: {exc}); please report this"
+            " file as a caffeport bug",
+            path=path,
+        ) from exc
+
 
 def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *, phase: str = "TEST") -> Net:
     """Read a Caffe model into a `Net`.
@@ -42,21 +68,30 @@ def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *
       matched by layer name and ``net.match`` reports what did not match.
 
     Shapes are inferred where the inputs are known (``layer.top_shapes``).
+    Blobs holding NaN or infinite values are kept as they are and named in
+    ``net.warnings``.
     """
     if caffemodel is None and prototxt is None:
         raise CaffeportError("nothing to read: give a caffemodel, a prototxt, or both")
-    weights = _read_weights(caffemodel) if caffemodel is not None else None
+    weights = None
+    if caffemodel is not None:
+        with _guard(caffemodel):
+            weights = _read_weights(caffemodel)
+            warn_nonfinite(weights)
     if prototxt is not None:
-        if sniff_file(prototxt) != "text":
-            raise InputFileError(
-                "this is a binary file (a .caffemodel?), not a text prototxt", path=prototxt
-            )
-        structure = read_prototxt(prototxt, phase=phase)
-        net = merge(structure, weights) if weights is not None else structure
+        with _guard(prototxt):
+            if sniff_file(prototxt) != "text":
+                raise InputFileError(
+                    "this is a binary file (a .caffemodel?), not a text prototxt", path=prototxt
+                )
+            structure = read_prototxt(prototxt, phase=phase)
+        with _guard(prototxt if weights is None else caffemodel):
+            net = merge(structure, weights) if weights is not None else structure
     else:
         assert weights is not None
         net = weights
-    return infer_shapes(net)
+    with _guard(prototxt if prototxt is not None else caffemodel):
+        return infer_shapes(net)
 
 
 def _read_weights(path: PathLike) -> Net:
@@ -68,14 +103,30 @@ def _read_weights(path: PathLike) -> Net:
     return WEIGHTS_READERS[kind](path)
 
 
+def warn_nonfinite(net: Net) -> None:
+    """Name in ``net.warnings`` every blob holding NaN or infinite values (they are kept: Caffe would use them)."""
+    for layer in net.layers:
+        for index, blob in enumerate(layer.blobs):
+            nan, inf = nonfinite_counts(blob)
+            if nan or inf:
+                counts = " and ".join(f"{n:,} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
+                net.warnings.append(
+                    f"layer {layer.name!r} blob {index} {tuple(blob.shape)} holds {counts} values (kept as stored)"
+                )
+
+
 def read_blob(path: PathLike) -> np.ndarray:
     """The array stored in a ``.binaryproto`` (a single BlobProto, e.g. a mean image (1, C, H, W), BGR)."""
-    buf = map_file(path)
-    kind = sniff(buf[:512])
-    if kind != "binary":
-        raise InputFileError(f"this is a {kind} file, not a binary .binaryproto blob", path=path)
-    reader = Reader(buf, path=os.fspath(path))
-    return decode_blob(reader, 0, len(buf))
+    with _guard(path):
+        buf = map_file(path)
+        kind = sniff(buf[:512])
+        if kind != "binary":
+            raise InputFileError(f"this is a {kind} file, not a binary .binaryproto blob", path=path)
+        reader = Reader(buf, path=os.fspath(path))
+        blob = decode_blob(reader, 0, len(buf), standalone=True)
+        if blob.size == 0:
+            raise reader.error(f"the blob holds no values (shape {tuple(blob.shape)})", 0)
+        return blob
 
 
-__all__ = ["WEIGHTS_READERS", "read", "read_blob"]
+__all__ = ["WEIGHTS_READERS", "read", "read_blob", "warn_nonfinite"]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from caffeport.errors import CaffeportError, InputFileError
+from caffeport.errors import CaffeportError, InputFileError, ModelStructureError
 from caffeport.ir import Layer, Net, Shape
 from caffeport.readers import caffe_schema, v0_layers
 from caffeport.readers.blob_proto import decode_blob
 from caffeport.readers.files import map_file, sniff
 from caffeport.readers.messages import decode_message
-from caffeport.readers.wire import LENGTH, Field, Reader, signed64
+from caffeport.readers.wire import LENGTH, VARINT, Field, Reader, signed64
 
 # NetParameter
 _NET_NAME, _NET_LAYERS_V1, _NET_INPUT, _NET_INPUT_DIM, _NET_INPUT_SHAPE, _NET_LAYER = 1, 2, 3, 4, 8, 100
@@ -25,6 +25,8 @@ _NET_NAME, _NET_LAYERS_V1, _NET_INPUT, _NET_INPUT_DIM, _NET_INPUT_SHAPE, _NET_LA
 _NAME, _TYPE, _BOTTOM, _TOP, _BLOBS = 1, 2, 3, 4, 7
 # V1LayerParameter
 _V1_V0LAYER, _V1_BOTTOM, _V1_TOP, _V1_NAME, _V1_TYPE, _V1_BLOBS = 1, 2, 3, 4, 5, 6
+#: what one layer counts against the reader's object budget (the Layer, its lists and dicts)
+_LAYER_COST = 16
 
 
 def read_caffemodel(path: str | os.PathLike[str]) -> Net:
@@ -82,7 +84,20 @@ def decode_net(reader: Reader, start: int, end: int) -> Net:
     net.inputs = legacy_net_inputs(legacy_inputs, legacy_dims, legacy_shapes, reader.path)
     net.inputs.update(input_layer_shapes(net.layers))
     v0_layers.fold_padding_layers(net)
+    warn_duplicate_names(net)
     return net
+
+
+def warn_duplicate_names(net: Net) -> None:
+    """A warning for each layer name used more than once (Caffe allows it; matching by name then takes the last)."""
+    counts: dict[str, int] = {}
+    for layer in net.layers:
+        counts[layer.name] = counts.get(layer.name, 0) + 1
+    duplicated = [(name, n) for name, n in counts.items() if n > 1]
+    for name, n in duplicated[:20]:
+        net.warnings.append(f"{n} layers are named {name!r}: weights are matched by name, so only one can get them")
+    if len(duplicated) > 20:
+        net.warnings.append(f"... and {len(duplicated) - 20} more layer names used more than once")
 
 
 def _decode_layer_v2(reader: Reader, outer: Field, forks: set[int]) -> Layer:
@@ -92,6 +107,7 @@ def _decode_layer_v2(reader: Reader, outer: Field, forks: set[int]) -> Layer:
     fork behind yunet stores plain integers in fields 145-148): a parameter
     field that is not a message is skipped and its number added to ``forks``.
     """
+    reader.charge(_LAYER_COST, outer.offset)
     layer = Layer(name="", type="")
     params: dict[str, Any] = {}
     reader.layer = None
@@ -120,6 +136,7 @@ def _decode_layer_v2(reader: Reader, outer: Field, forks: set[int]) -> Layer:
 
 
 def _decode_layer_v1(reader: Reader, outer: Field) -> tuple[Layer, str]:
+    reader.charge(_LAYER_COST, outer.offset)
     layer = Layer(name="", type="")
     params: dict[str, Any] = {}
     v0_field: Field | None = None
@@ -131,7 +148,8 @@ def _decode_layer_v1(reader: Reader, outer: Field) -> tuple[Layer, str]:
             layer.name = reader.string(field)
             reader.layer = layer.name
         elif number == _V1_TYPE:
-            type_value = field.value
+            reader.expect(field, VARINT)
+            type_value = signed64(field.value)
         elif number == _V1_BOTTOM:
             layer.bottoms.append(reader.string(field))
         elif number == _V1_TOP:
@@ -199,11 +217,11 @@ def legacy_net_inputs(
         return {}
     if shapes:
         if len(shapes) != len(names):
-            raise CaffeportError(f"{len(names)} net inputs but {len(shapes)} input_shape entries", path=path)
+            raise ModelStructureError(f"{len(names)} net inputs but {len(shapes)} input_shape entries", path=path)
         return dict(zip(names, shapes))
     if dims:
         if len(dims) != 4 * len(names):
-            raise CaffeportError(
+            raise ModelStructureError(
                 f"{len(names)} net inputs need {4 * len(names)} input_dim values, found {len(dims)}", path=path
             )
         return {name: tuple(dims[4 * i : 4 * i + 4]) for i, name in enumerate(names)}

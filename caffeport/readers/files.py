@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import weakref
 from pathlib import Path
 from typing import Literal
@@ -25,15 +26,19 @@ _TEXT_BYTES = frozenset(b"\t\n\r\f\v" + bytes(range(0x20, 0x7F)))
 def check_file(path: str | os.PathLike[str]) -> Path:
     """The path as a `Path` once it is known to be a readable, non-empty regular file."""
     p = Path(path)
-    if not p.exists():
-        raise InputFileError("no such file", path=p)
-    if p.is_dir():
+    try:
+        info = p.stat()
+    except FileNotFoundError:
+        raise InputFileError("no such file", path=p) from None
+    except (OSError, ValueError) as exc:  # a loop of links, a name too long, a NUL character in the path ...
+        raise InputFileError(f"cannot open: {getattr(exc, 'strerror', None) or exc}", path=p) from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputFileError("is a directory, expected a file", path=p)
-    if not p.is_file():
+    if not stat.S_ISREG(info.st_mode):
         raise InputFileError("is not a regular file", path=p)
     if not os.access(p, os.R_OK):
         raise InputFileError("permission denied: the file is not readable", path=p)
-    if p.stat().st_size == 0:
+    if info.st_size == 0:
         raise InputFileError("the file is empty", path=p)
     return p
 
@@ -48,6 +53,8 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap:
     try:
         with open(p, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except ValueError:  # emptied since check_file looked at it
+        raise InputFileError("the file is empty", path=p) from None
     except OSError as exc:
         raise InputFileError(f"cannot read: {exc.strerror or exc}", path=p) from None
     _MAPPED_PATHS[mapped] = str(p)

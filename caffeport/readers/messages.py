@@ -26,6 +26,7 @@ def decode_message(reader: Reader, start: int, end: int, message: str, depth: in
     """
     if depth > _MAX_DEPTH:
         raise reader.error(f"{message}: messages nested deeper than {_MAX_DEPTH} levels", start)
+    reader.charge(1, start)
     specs = caffe_schema.MESSAGES.get(message, {})
     raw: dict[str, list[Any]] = {}
     for field in reader.fields(start, end):
@@ -46,6 +47,7 @@ def _values(reader: Reader, field: Field, spec: FieldSpec, depth: int) -> list[A
         return [reader.string(field)]
     if kind == "bytes":
         reader.expect(field, LENGTH)
+        reader.charge(1, field.offset)
         return [bytes(reader.buf[field.start : field.end])]
     if kind == "float":
         return _fixed(reader, field, FIXED32, "<f4")
@@ -72,10 +74,12 @@ def _fixed(reader: Reader, field: Field, wire_type: int, dtype: str) -> list[flo
     import numpy as np
 
     if field.wire_type == wire_type:
+        reader.charge(1, field.offset)
         return [field.as_float() if wire_type == FIXED32 else field.as_double()]
     reader.expect(field, LENGTH)  # packed repeated float/double
     size = 4 if wire_type == FIXED32 else 8
     length = field.end - field.start
     if length % size:
         raise reader.error(f"packed field {field.number}: {length} bytes is not a multiple of {size}", field.offset)
+    reader.charge(length // size, field.offset)
     return [float(v) for v in np.frombuffer(reader.buf, dtype=dtype, count=length // size, offset=field.start)]

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.ir import Net
+from caffeport.errors import ModelStructureError
+from caffeport.ir import Layer, Net
 from caffeport.readers import caffe_schema
 from caffeport.readers.blob_proto import decode_blob
 from caffeport.readers.caffe_schema import FieldSpec
@@ -116,19 +117,45 @@ def v2_params(raw: dict[str, list[Any]], layer_type: str) -> dict[str, dict[str,
 
 
 def fold_padding_layers(net: Net) -> None:
-    """Fold each V0 padding layer into the convolution reading its output, as Caffe's upgrade does."""
+    """Fold each V0 padding layer into the convolution reading its output, as Caffe's upgrade does.
+
+    Convolutions are indexed by bottom once (and the index kept up to date as
+    bottoms are rewired), so a file of many padding layers costs linear time.
+    """
     padding = [layer for layer in net.layers if layer.type == "Padding"]
+    if not padding:
+        return
+    convs_by_bottom: dict[str, dict[int, Layer]] = {}
+    for layer in net.layers:
+        if layer.type == "Convolution":
+            for bottom in layer.bottoms:
+                convs_by_bottom.setdefault(bottom, {})[id(layer)] = layer
+    folded: set[int] = set()
     for pad_layer in padding:
         if len(pad_layer.tops) != 1 or len(pad_layer.bottoms) != 1:
             continue
-        consumers = [
-            layer for layer in net.layers if layer.type == "Convolution" and pad_layer.tops[0] in layer.bottoms
-        ]
+        top, bottom = pad_layer.tops[0], pad_layer.bottoms[0]
+        consumers = list(convs_by_bottom.get(top, {}).values())
         if len(consumers) != 1:
             net.warnings.append(f"V0 padding layer {pad_layer.name!r} does not feed exactly one convolution")
             continue
         conv = consumers[0]
-        pad = pad_layer.params.get("padding_param", {}).get("pad", 0)
-        conv.params.setdefault("convolution_param", {})["pad"] = [int(pad[-1] if isinstance(pad, list) else pad)]
-        conv.bottoms = [pad_layer.bottoms[0] if b == pad_layer.tops[0] else b for b in conv.bottoms]
-        net.layers.remove(pad_layer)
+        conv.params.setdefault("convolution_param", {})["pad"] = [_padding(net, pad_layer)]
+        conv.bottoms = [bottom if b == top else b for b in conv.bottoms]
+        del convs_by_bottom[top][id(conv)]
+        convs_by_bottom.setdefault(bottom, {})[id(conv)] = conv
+        folded.add(id(pad_layer))
+    net.layers = [layer for layer in net.layers if id(layer) not in folded]
+
+
+def _padding(net: Net, layer: Layer) -> int:
+    """The ``pad`` of a V0 padding layer, checked (its ``padding_param`` has no schema to do it)."""
+    params = layer.params.get("padding_param")
+    pad = params.get("pad", 0) if isinstance(params, dict) else 0
+    pad = pad[-1] if isinstance(pad, list) and pad else pad
+    if isinstance(pad, float) and pad.is_integer():
+        pad = int(pad)
+    if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < 2**32:
+        raise ModelStructureError(f"V0 padding layer has pad {pad!r}, expected a uint32",
+                                  path=net.prototxt_path or net.caffemodel_path, layer=layer.name)
+    return pad

@@ -7,14 +7,17 @@ below yields *spans* for length-delimited fields and never slices them.
 
 Every malformed length or tag raises `DecodeError` with the absolute byte
 offset, checked against the enclosing message's end before anything is read
-or allocated.
+or allocated. Files come from the internet, so the reader also bounds what a
+file can make it keep: `Reader.charge` counts the Python objects decoding
+retains (layers, names, parameter values) against `MAX_OBJECTS`, which no real
+net comes near, so a few bytes per object cannot add up to gigabytes.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from caffeport.errors import DecodeError
 
@@ -26,17 +29,24 @@ END_GROUP = 4
 FIXED32 = 5
 
 _MAX_VARINT_BYTES = 10
+_UINT64_MASK = (1 << 64) - 1
+#: protobuf's largest field number (2^29 - 1)
+MAX_FIELD_NUMBER = (1 << 29) - 1
+#: decoded objects one file may produce (layers, blobs, strings, parameter values): the largest real nets
+#: have a few thousand layers and well under a million such objects
+MAX_OBJECTS = 2_000_000
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(NamedTuple):
     """One field occurrence inside a message.
 
     ``value`` is the integer for varint fields and the raw little-endian integer
     for fixed32/fixed64 ones; for length-delimited fields ``start``/``end`` span
     the payload and ``value`` is its length. ``offset`` is where the tag starts.
+    (A named tuple: the walker makes one per field, and tuples are the cheapest
+    immutable objects to make.)
     """
 
     number: int
@@ -64,12 +74,28 @@ class Reader:
         self.buf = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
         self.path = path
         self.layer: str | None = None
+        #: objects left before `charge` refuses the file
+        self.budget = MAX_OBJECTS
 
     def error(self, message: str, offset: int) -> DecodeError:
         return DecodeError(message, path=self.path, layer=self.layer, offset=offset)
 
+    def charge(self, count: int, offset: int) -> None:
+        """Account for ``count`` decoded objects kept in memory; refuse the file past `MAX_OBJECTS`."""
+        self.budget -= count
+        if self.budget < 0:
+            raise self.error(
+                f"the file holds more than {MAX_OBJECTS:,} layers, blobs, names and parameter values, far more"
+                " than any real net (a corrupt or hostile file)",
+                offset,
+            )
+
     def varint(self, pos: int, end: int) -> tuple[int, int]:
-        """Decode a varint at ``pos`` that must finish before ``end``."""
+        """Decode a varint at ``pos`` that must finish before ``end``.
+
+        As in protobuf, at most 10 bytes and bits past the 64th are dropped, so
+        every value fits a uint64.
+        """
         buf = self.buf
         result = 0
         shift = 0
@@ -81,26 +107,37 @@ class Reader:
             pos += 1
             result |= (byte & 0x7F) << shift
             if byte < 0x80:
-                return result, pos
+                return result & _UINT64_MASK, pos
             shift += 7
             if pos - start >= _MAX_VARINT_BYTES:
                 raise self.error("varint longer than 10 bytes", start)
 
     def fields(self, start: int, end: int) -> Iterator[Field]:
         """Yield the fields of the message occupying ``buf[start:end]``."""
+        buf = self.buf
         pos = start
         while pos < end:
             offset = pos
-            key, pos = self.varint(pos, end)
+            key = buf[pos]  # one-byte varints (most tags and lengths) without a call
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = self.varint(pos, end)
             number = key >> 3
             wire_type = key & 7
-            if number == 0:
-                raise self.error("invalid field number 0 (this is not a Caffe protobuf file here)", offset)
+            if number == 0 or number > MAX_FIELD_NUMBER:
+                raise self.error(
+                    f"invalid field number {number} (this is not a Caffe protobuf file here)", offset
+                )
             if wire_type == VARINT:
                 value, pos = self.varint(pos, end)
                 yield Field(number, wire_type, value, pos, pos, offset)
             elif wire_type == LENGTH:
-                length, pos = self.varint(pos, end)
+                if pos < end and buf[pos] < 0x80:
+                    length = buf[pos]
+                    pos += 1
+                else:
+                    length, pos = self.varint(pos, end)
                 if length > end - pos:
                     raise self.error(
                         f"field {number} claims {length} bytes but only {end - pos} remain in its message"
@@ -130,13 +167,17 @@ class Reader:
 
     def string(self, field: Field) -> str:
         """A length-delimited field as UTF-8 text (invalid bytes are an error naming the offset)."""
-        self.expect(field, LENGTH)
-        raw = bytes(self.buf[field.start : field.end])
+        if field.wire_type != LENGTH:
+            self.expect(field, LENGTH)
+        self.budget -= 1
+        if self.budget < 0:
+            self.charge(0, field.offset)
         try:
-            return raw.decode("utf-8")
+            return str(self.buf[field.start : field.end], "utf-8")
         except UnicodeDecodeError as exc:
+            raw = bytes(self.buf[field.start : min(field.end, field.start + 40)])
             raise self.error(
-                f"field {field.number}: string is not valid UTF-8 ({raw[:40]!r})", field.start + exc.start
+                f"field {field.number}: string is not valid UTF-8 ({raw!r})", field.start + exc.start
             ) from None
 
     def expect(self, field: Field, wire_type: int) -> None:
@@ -148,6 +189,7 @@ class Reader:
     def packed_varints(self, field: Field) -> list[int]:
         """All varints of a packed repeated field (or the one value of an unpacked occurrence)."""
         if field.wire_type == VARINT:
+            self.charge(1, field.offset)
             return [field.value]
         self.expect(field, LENGTH)
         return self.varints(field.start, field.end)
@@ -159,6 +201,7 @@ class Reader:
         while pos < end:
             value, pos = self.varint(pos, end)
             values.append(value)
+        self.charge(len(values), start)
         return values
 
 
