@@ -166,9 +166,46 @@ def _copy_block(block: np.ndarray) -> np.ndarray:
     order = sorted(range(block.ndim), key=lambda a: -abs(block.strides[a]))
     if order == list(range(block.ndim)):
         return np.ascontiguousarray(block)
-    staged = np.ascontiguousarray(block.transpose(order))
-    inverse = np.argsort(order)
-    return np.ascontiguousarray(staged.transpose(inverse))
+    return _rearrange(np.ascontiguousarray(block.transpose(order)), order)
+
+
+#: width of the column strips `_transpose2d` copies: wide enough to amortise the loop, narrow enough that
+#: the source rows feeding one strip stay in L1
+_STRIP = 16
+_STRIP_MIN_COLS = 512
+
+
+def _transpose2d(matrix: np.ndarray) -> np.ndarray:
+    """``matrix.T`` as a C-contiguous copy, several times faster than numpy's own for large matrices.
+
+    numpy copies a transpose element by element along the output rows, each
+    read from another source row: a cache miss per element once the source
+    rows outgrow the cache. Copying a strip of 16 output columns at a time
+    reads 16 source rows at once, which stay cached while the strip is filled.
+    """
+    rows, cols = matrix.shape
+    if cols < _STRIP_MIN_COLS:  # short source rows: numpy's own copy is already cache-friendly (measured)
+        return np.ascontiguousarray(matrix.T)
+    out = np.empty((cols, rows), dtype=matrix.dtype)
+    for start in range(0, rows, _STRIP):
+        out[:, start:start + _STRIP] = matrix[start:start + _STRIP].T
+    return out
+
+
+def _rearrange(staged: np.ndarray, order: list[int]) -> np.ndarray:
+    """The C-order block from ``staged``, which holds it with its axes in ``order`` (source order).
+
+    The output's last axis is usually the source's outermost (a transposed
+    weight matrix): then one fast 2-D transpose brings it innermost, and the
+    remaining reordering moves whole contiguous rows.
+    """
+    n = staged.ndim
+    if n >= 2 and order[0] == n - 1:
+        last = staged.shape[0]
+        moved = _transpose2d(staged.reshape(last, -1)).reshape(*staged.shape[1:], last)
+        rest = order[1:]  # the output axes 0..n-2, in the order `moved` holds them
+        return np.ascontiguousarray(moved.transpose([*np.argsort(rest), n - 1]))
+    return np.ascontiguousarray(staged.transpose(np.argsort(order)))
 
 
 def iter_placed(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
@@ -296,7 +333,7 @@ class _FileGather:
                 if got <= 0:
                     raise OSError("the model file ended while reading a weight block")
                 data, offset = data[got:], offset + got
-        return np.ascontiguousarray(staged.transpose(np.argsort(order)))
+        return _rearrange(staged, order)
 
     def close(self) -> None:
         os.close(self.fd)
