@@ -68,30 +68,12 @@ def _cwd_on_path() -> None:
         sys.path.insert(0, cwd)
 
 
-def _check_keras3_output(args: argparse.Namespace) -> None:
-    """Refuse an output name Keras would misread, before the conversion runs.
-
-    Keras chooses its reader by file name: a Keras 3 weights file named
-    ``*.h5`` goes to the legacy HDF5 reader, which fails on it (and, with
-    ``by_name=True``, loads nothing without a word).
-    """
-    if args.format != "keras3":
-        return
-    ending = ".keras" if args.save_model else ".weights.h5"
-    if not args.output.endswith(ending):
-        raise CaffeportError(f"{args.output}: Keras reads "
-                             + ("a whole model (--save-model) only from *.keras" if args.save_model
-                                else "Keras 3 weights only from *.weights.h5 (or pass --save-model for *.keras)")
-                             + ": choose an output name ending in " + ending)
-
-
 @command("convert")
 def run_convert(args: argparse.Namespace) -> int:
     if args.keras_model or args.save_model or args.allow_partial:
         if args.format != "keras3":
             raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
         _cwd_on_path()
-    _check_keras3_output(args)
     size = os.path.getsize(args.model) if os.path.isfile(args.model) else 0
     bar = ProgressBar() if progress_wanted(size, args.quiet) else None
     try:

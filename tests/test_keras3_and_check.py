@@ -322,3 +322,11 @@ def test_mean_rgb_hwc(mean: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert both.shape == (blob.shape[1], blob.shape[2], 3)
     np.testing.assert_array_equal(both, blob.transpose(1, 2, 0)[:, :, ::-1])
     np.testing.assert_array_equal(both[..., 0], blob[2])  # R comes from Caffe's third (red) channel
+
+
+def test_python_api_refuses_a_keras3_name_keras_would_misread(tmp_path: Path) -> None:
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    with pytest.raises(CaffeportError, match=r"\*\.weights\.h5"):
+        caffeport.convert(folder / "a_lenet.caffemodel", folder / "deploy.prototxt", tmp_path / "w.h5",
+                          format="keras3", keras_model="tests.keras_models:lenet")
+    assert list(tmp_path.iterdir()) == []
