@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "output is written to a temporary file and renamed when complete; an existing file is only replaced "
         "with --force.",
         epilog="backends: tensorflow (Keras channels_last, default), cntk (same), channels_first, theano "
-        "(channels_first with flipped kernels), torch (Caffe layouts, PyTorch names), caffe (raw blobs).",
+        "(channels_first with flipped kernels), torch (Caffe layouts, PyTorch names), caffe (raw blobs), "
+        "pycaffe (raw blobs in the shapes Caffe's layers hold).",
     )
     p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
     p.add_argument("-p", "--prototxt", help="deploy prototxt (recommended)")

@@ -102,7 +102,8 @@ def _to_keras(output_filename: PathLike, prototxt_filename: PathLike, caffemodel
 def _to_pickle(prototxt_filename: PathLike, caffemodel_filename: PathLike, out_path: PathLike | None) -> ConvertResult:
     pickle_format, extension = FORMATS["pickle"]
     output = None if out_path is None else _with_extension(out_path, extension)
-    return convert(caffemodel_filename, prototxt_filename, output, format=pickle_format, force=True)
+    return convert(caffemodel_filename, prototxt_filename, output, format=pickle_format, backend="pycaffe",
+                   force=True)
 
 
 def convert_caffemodel_to_keras(

@@ -98,7 +98,10 @@ def assert_records_match_net(records: list[dict[str, Any]], net: Net) -> None:
         assert record["type"] == layer.type
         assert len(record["weights"]) == len(layer.blobs), layer.name
         for got, want in zip(record["weights"], layer.blobs):
-            assert got.dtype == want.dtype and got.shape == want.shape, layer.name
+            # pycaffe's shapes: the stored one, less the leading 1s of a legacy 4-D blob
+            dropped = want.ndim - got.ndim
+            assert got.dtype == want.dtype and got.shape == want.shape[dropped:], layer.name
+            assert all(d == 1 for d in want.shape[:dropped]), layer.name
             assert got.tobytes() == np.ascontiguousarray(want).tobytes(), f"{layer.name}: weights differ"
         assert record["bottoms"] == [(b, s) for b, s in zip(layer.bottoms, layer.bottom_shapes)]
         assert record["tops"] == [(t, s) for t, s in zip(layer.tops, layer.top_shapes)]
@@ -321,3 +324,11 @@ def test_cli_bad_input_is_one_line_and_exit_1(problem: str, tmp_path: Path) -> N
         assert len(lines) == 1 and lines[0].startswith("caffe-weight-converter: error: "), result.stderr
         assert str(bad) in lines[0]
         assert not list(tmp_path.glob("out*")), "no output, not even a partial one"
+
+
+def test_pickle_gives_v1_blobs_in_the_shapes_pycaffe_gave(tmp_path: Path) -> None:
+    """MANIFEST: lenet-v1 stores conv bias 1x1x1x20 and IP weight 1x1x500x800; Caffe's layers hold (20,), (500, 800)."""
+    prototxt, caffemodel = model("lenet-v1")
+    records = {r["name"]: r for r in convert_caffemodel_to_dict(prototxt, caffemodel)}
+    assert [w.shape for w in records["conv1"]["weights"]] == [(20, 1, 5, 5), (20,)]
+    assert [w.shape for w in records["ip1"]["weights"]] == [(500, 800), (500,)]

@@ -6,16 +6,18 @@ Backends (each a list of pass names, see `BACKENDS`):
 - ``channels_first``: Keras channels_first, no flatten reorder;
 - ``theano``: channels_first plus spatially flipped convolution kernels;
 - ``torch``: Caffe layouts kept, PyTorch names and LSTM gate order;
-- ``caffe``: identity, the raw blobs.
+- ``caffe``: identity, the raw blobs;
+- ``pycaffe``: the raw blobs in the shapes Caffe's layers hold (legacy 4-D blobs reshaped), as pycaffe gave them.
 
 Add one with `register_backend("name", [...pass names...])`; add a pass with
 `@register_pass("name")`.
 """
 
-from caffeport.transforms import batchnorm, flatten, keras_layout, names, recurrent, theano, torch_layout
+from caffeport.transforms import batchnorm, flatten, keras_layout, names, native_shapes, recurrent, theano, torch_layout
 from caffeport.transforms.registry import BACKENDS, PASSES, Options, register_backend, register_pass, transform
 
-_ = (batchnorm, flatten, keras_layout, names, recurrent, theano, torch_layout)  # modules register their passes
+# the modules register their passes when imported
+_ = (batchnorm, flatten, keras_layout, names, native_shapes, recurrent, theano, torch_layout)
 
 _KERAS_COMMON = ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order"]
 register_backend("tensorflow", [*_KERAS_COMMON, "channels_last", "keras_layout", "flatten_channels_last",
@@ -26,5 +28,6 @@ register_backend("theano", [*_KERAS_COMMON, "channels_first", "keras_layout", "f
 register_backend("torch", ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order", "torch_layout",
                            "sanitize_names_torch"])
 register_backend("caffe", [])
+register_backend("pycaffe", ["native_shapes"])
 
 __all__ = ["BACKENDS", "PASSES", "Options", "register_backend", "register_pass", "transform"]
