@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from caffeport.errors import ModelStructureError
+from caffeport.errors import CaffeportError, ModelStructureError
 
 __all__ = [
     "ENUMS",
@@ -1162,7 +1162,7 @@ def _as_raw_message(message: str, spec: FieldSpec, value: Any) -> Mapping[str, A
     )
 
 
-def _merge(messages: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+def merge_messages(messages: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
     """Several occurrences of one singular message field, merged the proto2 way.
 
     Concatenating each field's values in order is exactly protobuf's merge once
@@ -1183,7 +1183,7 @@ def _convert(message: str, spec: FieldSpec, values: list[Any]) -> Any:
             return [normalize(nested, _as_raw_message(message, spec, value)) for value in values]
         if len(values) == 1:
             return normalize(nested, _as_raw_message(message, spec, values[0]))
-        return normalize(nested, _merge(_as_raw_message(message, spec, value) for value in values))
+        return normalize(nested, merge_messages(_as_raw_message(message, spec, value) for value in values))
     coerce = _COERCE[spec.kind]
     converted = [coerce(message, spec, value) for value in values]
     return converted if spec.repeated else converted[-1]
@@ -1236,3 +1236,20 @@ def normalize(message: str, raw: Mapping[str, list[Any]]) -> dict[str, Any]:
             if name not in known:
                 out[name] = _collapse_values(values)
     return out
+
+
+def normalize_params(occurrences: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """A layer's ``*_param`` messages, each key's occurrences merged (proto2) and normalized.
+
+    The one place both readers turn raw parameter messages into the plain
+    dicts of `Layer.params`. A value a field cannot hold raises
+    `ModelStructureError` whose message starts with the parameter key; the
+    caller adds the file and place.
+    """
+    result: dict[str, dict[str, Any]] = {}
+    for key, messages in occurrences.items():
+        try:
+            result[key] = normalize(PARAM_KEY_BY_NAME.get(key, key), merge_messages(messages))
+        except CaffeportError as exc:
+            raise ModelStructureError(f"{key}: {exc.message}") from None
+    return result

@@ -109,7 +109,7 @@ def _decode_layer_v2(reader: Reader, outer: Field, forks: set[int]) -> Layer:
     """
     reader.charge(_LAYER_COST, outer.offset)
     layer = Layer(name="", type="")
-    params: dict[str, Any] = {}
+    params: dict[str, list[dict[str, list[Any]]]] = {}
     reader.layer = None
     for field in reader.fields(outer.start, outer.end):
         number = field.number
@@ -130,15 +130,15 @@ def _decode_layer_v2(reader: Reader, outer: Field, forks: set[int]) -> Layer:
                 forks.add(number)
                 continue
             key, message = caffe_schema.LAYER_PARAMS[number]
-            _merge_raw(params, key, decode_message(reader, field.start, field.end, message))
-    layer.params = _normalize_params(params, reader, outer.offset, layer.name)
+            params.setdefault(key, []).append(decode_message(reader, field.start, field.end, message))
+    layer.params = _normalize_params(params, reader, outer.offset)
     return layer
 
 
 def _decode_layer_v1(reader: Reader, outer: Field) -> tuple[Layer, str]:
     reader.charge(_LAYER_COST, outer.offset)
     layer = Layer(name="", type="")
-    params: dict[str, Any] = {}
+    params: dict[str, list[dict[str, list[Any]]]] = {}
     v0_field: Field | None = None
     type_value: int | None = None
     reader.layer = None
@@ -163,18 +163,18 @@ def _decode_layer_v1(reader: Reader, outer: Field) -> tuple[Layer, str]:
         elif number in caffe_schema.V1_LAYER_PARAMS:
             key, message = caffe_schema.V1_LAYER_PARAMS[number]
             reader.expect(field, LENGTH)
-            _merge_raw(params, key, decode_message(reader, field.start, field.end, message))
+            params.setdefault(key, []).append(decode_message(reader, field.start, field.end, message))
     if v0_field is not None:
         v0 = v0_layers.decode_v0_layer(reader, v0_field.start, v0_field.end)
         layer.name = layer.name or v0.name
         layer.type = v0.type
         layer.blobs = v0.blobs or layer.blobs
         for key, raw in v0.raw_params.items():
-            _merge_raw(params, key, raw)
-        layer.params = _normalize_params(params, reader, outer.offset, layer.name)
+            params.setdefault(key, []).append(raw)
+        layer.params = _normalize_params(params, reader, outer.offset)
         return layer, "V0"
     layer.type = v1_type_name(type_value)
-    layer.params = _normalize_params(params, reader, outer.offset, layer.name)
+    layer.params = _normalize_params(params, reader, outer.offset)
     return layer, "V1"
 
 
@@ -188,21 +188,11 @@ def v1_type_name(value: int | str | None) -> str:
     return caffe_schema.V1_LAYER_TYPES.get(value, f"V1_TYPE_{value}")
 
 
-def _merge_raw(params: dict[str, Any], key: str, raw: dict[str, list[Any]]) -> None:
-    """A message field seen twice is merged field by field, as protobuf does."""
-    target = params.setdefault(key, {})
-    for name, values in raw.items():
-        target.setdefault(name, []).extend(values)
-
-
-def _normalize_params(params: dict[str, Any], reader: Reader, offset: int, layer: str) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, raw in params.items():
-        try:
-            result[key] = caffe_schema.normalize(caffe_schema.PARAM_KEY_BY_NAME.get(key, key), raw)
-        except CaffeportError as exc:
-            raise reader.error(f"{key}: {exc.message}", offset) from None
-    return result
+def _normalize_params(params: dict[str, list[dict[str, list[Any]]]], reader: Reader, offset: int) -> dict[str, Any]:
+    try:
+        return caffe_schema.normalize_params(params)
+    except CaffeportError as exc:
+        raise reader.error(exc.message, offset) from None
 
 
 def legacy_net_inputs(

@@ -108,7 +108,7 @@ def _layer(entry: dict[str, list[Any]], generation: str, path: str) -> Layer:
         v0_type = _string(_last(inner, "type", ""), "type", path)
         layer_type = v0_layers.v2_type(v0_type)
         name = _string(_last(entry, "name", _last(inner, "name", "")), "name", path)
-        params = v0_layers.v2_params(inner, layer_type)
+        params = {key: [raw] for key, raw in v0_layers.v2_params(inner, layer_type).items()}
     else:
         name = _string(_last(entry, "name", ""), "name", path)
         raw_type = _last(entry, "type", "")
@@ -117,31 +117,21 @@ def _layer(entry: dict[str, list[Any]], generation: str, path: str) -> Layer:
         else:
             raw_type = _string(raw_type, "type", path, name)
             layer_type = v1_type_name(raw_type) if generation == "V1" else raw_type
-        params = {k: v[-1] if len(v) == 1 else _merge(v) for k, v in entry.items() if k.endswith("_param")}
+        params = {k: v for k, v in entry.items() if k.endswith("_param")}
     layer = Layer(
         name=name,
         type=layer_type,
         bottoms=[_string(b, "bottom", path, name) for b in entry.get("bottom", [])],
         tops=[_string(t, "top", path, name) for t in entry.get("top", [])],
     )
-    for key, raw in params.items():
-        if not isinstance(raw, dict):
+    for key, messages in params.items():
+        if not all(isinstance(message, dict) for message in messages):
             raise ModelStructureError(f"{key} must be a message {{ ... }}", path=path, layer=name)
-        try:
-            layer.params[key] = caffe_schema.normalize(caffe_schema.PARAM_KEY_BY_NAME.get(key, key), raw)
-        except CaffeportError as exc:
-            raise ModelStructureError(f"{key}: {exc.message}", path=path, layer=name) from None
+    try:
+        layer.params = caffe_schema.normalize_params(params)
+    except CaffeportError as exc:
+        raise ModelStructureError(exc.message, path=path, layer=name) from None
     return layer
-
-
-def _merge(messages: list[Any]) -> dict[str, list[Any]]:
-    """A message field given twice is merged field by field (protobuf semantics)."""
-    merged: dict[str, list[Any]] = {}
-    for message in messages:
-        if isinstance(message, dict):
-            for key, values in message.items():
-                merged.setdefault(key, []).extend(values)
-    return merged
 
 
 def _included(entry: dict[str, list[Any]], phase: Phase, path: str) -> bool:
