@@ -107,7 +107,9 @@ def convert(
     if output is not None:  # fail before the slow part, not after it
         check_output_path(output, force=force, inputs=[caffemodel, prototxt])
         if format == "keras3":
-            _check_keras3_name(os.fspath(output), save_model)
+            from caffeport.exporters.keras3 import check_output_name
+
+            check_output_name(output, save_model)
     net = read(caffemodel, prototxt, phase=phase)
     converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
     target = None
@@ -119,17 +121,3 @@ def convert(
         target = Path(output)
     return ConvertResult(net=converted, format=format, backend=backend, output=target)
 
-
-def _check_keras3_name(output: str, save_model: bool) -> None:
-    """Refuse an output name Keras would misread, before the conversion runs.
-
-    Keras chooses its reader by file name: a Keras 3 weights file named
-    ``*.h5`` goes to the legacy HDF5 reader, which fails on it (and, with
-    ``by_name=True``, loads nothing without a word).
-    """
-    ending = ".keras" if save_model else ".weights.h5"
-    if not output.endswith(ending):
-        raise CaffeportError(f"{output}: Keras reads "
-                             + ("a whole model (--save-model) only from *.keras" if save_model
-                                else "Keras 3 weights only from *.weights.h5 (or pass --save-model for *.keras)")
-                             + ": choose an output name ending in " + ending)

@@ -98,7 +98,7 @@ def check_output_path(path: PathLike, *, force: bool = False, inputs: Iterable[P
 def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    The temporary name keeps the target's suffix, so writers that add an
+    The temporary name keeps all of the target's suffixes (``.weights.h5``), so writers that add an
     extension when it is missing (``numpy.save``) do not rename it. It is
     removed on any exception, ``KeyboardInterrupt`` and ``SystemExit``
     included; signals are held back while it is being created and removed so
@@ -112,7 +112,7 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
     try:
         with _signals_deferred():
             try:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{target.suffix}",
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{''.join(target.suffixes)}",
                                                 dir=target.parent)
             except OSError as exc:
                 raise OutputError(

@@ -14,9 +14,7 @@ here.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +37,32 @@ def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:
                              "model. Pass --keras-model module.path:function (a function building the model, layer "
                              "names = Caffe layer names) or a saved .keras file; or use -f keras-h5 for by-name "
                              "loading")
-    _check_suffix(path, options.save_model)
+    check_output_name(path, options.save_model)
     model = load_keras_model(options.keras_model)
     report = assign_weights(model, net, allow_partial=options.allow_partial)
     _record(net, report)
     _save(model, path, options.save_model)
 
 
-def _check_suffix(path: Path, save_model: bool) -> None:
-    """Keras picks the file format from the name, so a wrong ending cannot be fixed by renaming later."""
-    if save_model and path.suffix != MODEL_SUFFIX:
+def check_output_name(path: str | os.PathLike[str], save_model: bool) -> None:
+    """Refuse a name Keras would misread: it picks its reader from the file name.
+
+    A Keras 3 weights file named ``*.h5`` goes to the legacy HDF5 reader, which
+    fails on it (and, with ``by_name=True``, loads nothing without a word).
+    `caffeport.convert` calls this on the final name before converting; the
+    temporary file it writes through keeps every suffix, so the writer's own
+    check sees the same ending.
+    """
+    name = os.fspath(path)
+    if save_model and not name.endswith(MODEL_SUFFIX):
         raise OutputError(f"--save-model writes a whole Keras model, which Keras only reads from a {MODEL_SUFFIX} "
-                          "file: name the output *.keras", path=path)
-    if not save_model and path.suffix == MODEL_SUFFIX:
+                          "file: name the output *.keras", path=name)
+    if not save_model and name.endswith(MODEL_SUFFIX):
         raise OutputError(f"a {MODEL_SUFFIX} file holds a whole model: pass --save-model, or name the output "
-                          f"*{WEIGHTS_SUFFIX} for weights only", path=path)
-    if not save_model and path.suffix != ".h5":
-        raise OutputError(f"Keras 3 reads weights only from files named *{WEIGHTS_SUFFIX}", path=path)
+                          f"*{WEIGHTS_SUFFIX} for weights only", path=name)
+    if not save_model and not name.endswith(WEIGHTS_SUFFIX):
+        raise OutputError(f"Keras 3 reads weights only from files named *{WEIGHTS_SUFFIX} (or pass --save-model "
+                          "for *.keras)", path=name)
 
 
 def _record(net: Net, report: AssignReport) -> None:
@@ -80,25 +87,9 @@ def _record(net: Net, report: AssignReport) -> None:
 
 
 def _save(model: Any, path: Path, save_model: bool) -> None:
-    """Save through a sibling whose name ends the way Keras demands, then rename onto ``path``.
-
-    `caffeport.convert` hands over a temporary name that keeps only the
-    target's last suffix (``.h5``), which ``save_weights`` refuses.
-    """
-    suffix = MODEL_SUFFIX if save_model else WEIGHTS_SUFFIX
-    if path.name.endswith(suffix):
-        _keras_save(model, path, save_model)
-        return
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    sibling = Path(name)
-    try:
-        _keras_save(model, sibling, save_model)
-        os.replace(sibling, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            sibling.unlink()
-        raise
+    """Save to ``path``: `caffeport.output.atomic_output` keeps every suffix of the target
+    (``.weights.h5``, ``.keras``) in its temporary name, which is what Keras checks."""
+    _keras_save(model, path, save_model)
 
 
 def _keras_save(model: Any, path: Path, save_model: bool) -> None:
