@@ -351,6 +351,13 @@ def _map_address(mapped: mmap.mmap) -> int:
     return int(np.frombuffer(mapped, dtype=np.uint8, count=1).__array_interface__["data"][0])
 
 
+def pwrite_all(fd: int, data: memoryview, position: int) -> None:
+    """Write all of ``data`` at byte ``position`` of ``fd`` (a pwrite may write less than asked)."""
+    while data:
+        written = os.pwrite(fd, data, position)
+        data, position = data[written:], position + written
+
+
 def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """Run ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
 

@@ -13,13 +13,12 @@ backend, BatchNorm eps values, name map) for tools and for `caffeport check`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, prefetched
+from caffeport.blocks import Blob, iter_placed, prefetched, pwrite_all
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
 from caffeport.ir import Layer, Net
 
@@ -83,18 +82,13 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     with open(path, "r+b") as raw:
         fd = raw.fileno()
         for position, run, layer in prefetched(runs):
-            _pwrite_all(fd, memoryview(run).cast("B"), position)
+            pwrite_all(fd, memoryview(run).cast("B"), position)
             if options.progress is not None:
                 done_bytes += run.nbytes
                 layers_done += layer != current
                 current = layer
                 options.progress(done_bytes, total_bytes, layers_done, total_layers)
 
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
 
 
 def _contiguous_unfilled() -> h5py.h5p.PropDCID:

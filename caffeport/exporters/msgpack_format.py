@@ -75,7 +75,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +82,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed
+from caffeport.blocks import Blob, iter_placed, pwrite_all
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import ExportOptions, register_exporter
 from caffeport.ir import Layer, Net
@@ -201,14 +200,9 @@ class _Stream:
             while data:
                 position, count = segments[segment]
                 take = min(len(data) // dtype.itemsize, firsts[segment] + count - offset)
-                _pwrite_all(fd, data[: take * dtype.itemsize], position + (offset - firsts[segment]) * dtype.itemsize)
+                pwrite_all(fd, data[: take * dtype.itemsize], position + (offset - firsts[segment]) * dtype.itemsize)
                 data, offset, segment = data[take * dtype.itemsize :], offset + take, segment + 1
 
-
-def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, position)
-        data, position = data[written:], position + written
 
 
 # --------------------------------------------------------------------------

@@ -55,14 +55,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed
+from caffeport.blocks import Blob, iter_placed, pwrite_all
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
 from caffeport.ir import Layer, Net
@@ -151,11 +150,6 @@ def _header(net: Net) -> tuple[bytes, list[tuple[Blob, np.dtype[Any]]]]:
     return text, [(blob, dtype) for _, blob, dtype in tensors]
 
 
-def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, position)
-        data, position = data[written:], position + written
-
 
 @register_exporter("safetensors", suffix=".safetensors", default_backend="torch",
                    description="safetensors with PyTorch state_dict names (load_state_dict(load_file(path)))")
@@ -170,5 +164,5 @@ def write_safetensors(net: Net, path: Path, options: ExportOptions) -> None:
         start = 8 + len(header)
         for blob, dtype in tensors:
             for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True):
-                _pwrite_all(fd, np.ascontiguousarray(run).data.cast("B"), start + offset * dtype.itemsize)
+                pwrite_all(fd, np.ascontiguousarray(run).data.cast("B"), start + offset * dtype.itemsize)
             start += math.prod(blob.shape) * dtype.itemsize
