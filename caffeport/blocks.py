@@ -19,19 +19,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import mmap
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from queue import Empty, Queue
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from caffeport import tiled_transpose
+from caffeport.mapped import byte_extent, open_source, pread_exact, release_pages
+
 #: the largest block `iter_chunks` yields, in bytes of the target dtype
 BLOCK_BYTES = 16 << 20
-_TILE = 256
-_PAGE = mmap.PAGESIZE
 T = TypeVar("T")
 
 
@@ -227,6 +227,10 @@ def iter_placed(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
             yield offset, chunk
             offset += chunk.size
         return
+    transposed = tiled_transpose.as_transposed(view)
+    if transposed is not None:
+        yield from tiled_transpose.transposed_runs(transposed, target, release_source=release_source)
+        return
     for offset, run in _placed_runs(view, max_elements):
         yield offset, run.astype(target, copy=False)
         if release_source:
@@ -275,16 +279,14 @@ def _placed_runs(view: np.ndarray, max_elements: int) -> Iterator[tuple[int, np.
 class _FileGather:
     """Copies boxes of a large strided view by reading the model file with pread, not through the map.
 
-    A transposed view touches every page of its source for each block, and
-    with the kernel's large page-cache folios every touch maps far more than
-    it reads: through the map, one block of a 400 MB fully connected layer
-    puts the whole layer in this process's resident set. pread copies just
-    the bytes asked for into a staging buffer in source order; the block is
-    then rearranged in memory.
+    A strided view touches every page of its source for each block, and with
+    the kernel's large page-cache folios every touch maps far more than it
+    reads: through the map, one block of a 400 MB layer can put the whole
+    layer in this process's resident set. pread copies just the bytes asked
+    for into a staging buffer in source order; the block is then rearranged
+    in memory. (Transposed matrices, the common case, take the faster
+    `caffeport.tiled_transpose` path instead.)
     """
-
-    #: views whose source spans more than this are gathered with pread
-    THRESHOLD = 64 << 20
 
     def __init__(self, fd: int, view_offset: int, view: np.ndarray) -> None:
         self.fd = fd
@@ -293,22 +295,13 @@ class _FileGather:
 
     @classmethod
     def for_view(cls, view: np.ndarray) -> _FileGather | None:
-        from caffeport.readers.files import mapped_path
-
         if any(s <= 0 for s in view.strides):
             return None
-        low, high = _extent(view)
-        if high - low < cls.THRESHOLD:
+        low, high = byte_extent(view)
+        if high - low <= tiled_transpose.PREAD_ABOVE:
             return None
-        owner = _mapping(view)
-        path = mapped_path(owner) if owner is not None else None
-        if path is None:
-            return None
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
-        return cls(fd, low - _map_address(owner), view)
+        opened = open_source(view)
+        return cls(opened[0], opened[1], view) if opened is not None else None
 
     def copy(self, box: np.ndarray) -> np.ndarray:
         order = sorted(range(box.ndim), key=lambda a: -box.strides[a])
@@ -327,28 +320,11 @@ class _FileGather:
             grid = np.indices(source.shape[:k]).reshape(k, -1)
             offsets = start + np.asarray(source.strides[:k], dtype=np.int64) @ grid
         for row, offset in zip(rows, offsets.tolist()):
-            data = memoryview(row).cast("B")
-            while data:
-                got = os.preadv(self.fd, [data], offset)
-                if got <= 0:
-                    raise OSError("the model file ended while reading a weight block")
-                data, offset = data[got:], offset + got
+            pread_exact(self.fd, memoryview(row).cast("B"), offset)
         return _rearrange(staged, order)
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def _mapping(array: np.ndarray) -> mmap.mmap | None:
-    base: Any = array
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    owner = base.obj if isinstance(base, memoryview) else base
-    return owner if isinstance(owner, mmap.mmap) else None
-
-
-def _map_address(mapped: mmap.mmap) -> int:
-    return int(np.frombuffer(mapped, dtype=np.uint8, count=1).__array_interface__["data"][0])
 
 
 def pwrite_all(fd: int, data: memoryview, position: int) -> None:
@@ -356,6 +332,62 @@ def pwrite_all(fd: int, data: memoryview, position: int) -> None:
     while data:
         written = os.pwrite(fd, data, position)
         data, position = data[written:], position + written
+
+
+def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
+    """Write each contiguous run at its byte position; runs that meet in the file go in one vectored write.
+
+    A transpose with reordered rows hands out its target rows one by one, in
+    source order; sorted, the rows that meet in the file (a whole group of
+    the flatten reorder) become a single ``pwritev``, as cheap as one
+    contiguous write, instead of one system call each.
+    """
+    ordered = sorted(runs, key=lambda item: item[0])
+    i = 0
+    while i < len(ordered):
+        position, run = ordered[i]
+        buffers = [memoryview(run).cast("B")]
+        end = position + run.nbytes
+        i += 1
+        while i < len(ordered) and ordered[i][0] == end and len(buffers) < _IOV_MAX:
+            run = ordered[i][1]
+            buffers.append(memoryview(run).cast("B"))
+            end += run.nbytes
+            i += 1
+        _pwritev_all(fd, buffers, position)
+
+
+_IOV_MAX = 1024
+
+
+def _pwritev_all(fd: int, buffers: list[memoryview], position: int) -> None:
+    written = os.pwritev(fd, buffers, position) if len(buffers) > 1 and hasattr(os, "pwritev") else 0
+    for data in buffers:  # what a short (or no) vectored write left, buffer by buffer
+        if written >= len(data):
+            written -= len(data)
+        else:
+            pwrite_all(fd, data[written:], position + written)
+            written = 0
+        position += len(data)
+
+
+def batched(items: Iterable[T], size: Callable[[T], int], max_size: int) -> Iterator[list[T]]:
+    """``items`` in consecutive lists whose ``size`` adds up to at most ``max_size`` (an item over it goes alone).
+
+    A row-by-row transpose hands out tens of thousands of small runs; passing
+    them between threads one at a time would cost more than copying them.
+    """
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if batch and total + n > max_size:
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += n
+    if batch:
+        yield batch
 
 
 def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -402,29 +434,5 @@ def release(blob: np.ndarray | LazyBlob) -> None:
     minor fault; what goes is their share of this process's resident set.
     """
     array = blob.view if isinstance(blob, Reshaped) else blob
-    if not isinstance(array, np.ndarray):
-        return
-    owner = _mapping(array)
-    if owner is None or not hasattr(owner, "madvise"):
-        return
-    start_address = _map_address(owner)
-    low, high = _extent(array)
-    first = max(0, (low - start_address) // _PAGE * _PAGE)
-    last = min(len(owner), high - start_address)
-    if last > first:
-        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
-
-
-def _extent(array: np.ndarray) -> tuple[int, int]:
-    """The lowest and one-past-highest byte addresses an array view touches."""
-    address = array.__array_interface__["data"][0]
-    low = high = address
-    for dim, stride in zip(array.shape, array.strides):
-        if dim == 0:
-            return address, address
-        span = (dim - 1) * stride
-        if span < 0:
-            low += span
-        else:
-            high += span
-    return low, high + array.itemsize
+    if isinstance(array, np.ndarray):
+        release_pages(array)

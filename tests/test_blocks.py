@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport import blocks
+from caffeport import blocks, tiled_transpose
 from caffeport.blocks import Reshaped, iter_chunks, iter_placed, prefetched
 from caffeport.transforms import transform
 from tests.conftest import models_dir
@@ -52,8 +52,13 @@ def test_chunks_and_placed_runs_equal_the_materialised_array(name: str, blob: np
 
 
 def test_gathering_from_the_file_gives_the_same_block(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pread path (used for views over large blobs) on a real model: LeNet's ip1 with the flatten reorder."""
-    monkeypatch.setattr(blocks._FileGather, "THRESHOLD", 0)
+    """The general pread path (used for strided views over large blobs) on a real model: LeNet's ip1 and conv2.
+
+    The tiled-transpose path is switched off here so the general one is the
+    one tested (tests/test_tiled_transpose.py covers that one).
+    """
+    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(tiled_transpose, "as_transposed", lambda view: None)
     folder = models_dir() / "caffe-reference" / "a_lenet"
     net = transform(caffeport.read(folder / "a_lenet.caffemodel", folder / "deploy.prototxt"), "tensorflow")
     for layer_name in ("ip1", "conv2"):

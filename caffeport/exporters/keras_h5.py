@@ -18,11 +18,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, prefetched, pwrite_all
+from caffeport.blocks import Blob, batched, iter_placed, prefetched, write_placed
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
 from caffeport.ir import Layer, Net
 
 KERAS_VERSION = "2.15.0"
+#: runs handed from the block thread to the writing one at a time: many small rows per hand-over, few MB in flight
+_BATCH_BYTES = 8 << 20
 _BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
 
 
@@ -81,14 +83,14 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     total_layers = len({layer for _, _, layer in placed})
     with open(path, "r+b") as raw:
         fd = raw.fileno()
-        for position, run, layer in prefetched(runs):
-            pwrite_all(fd, memoryview(run).cast("B"), position)
-            if options.progress is not None:
-                done_bytes += run.nbytes
+        for batch in prefetched(batched(runs, lambda item: item[1].nbytes, _BATCH_BYTES)):
+            write_placed(fd, [(position, run) for position, run, _ in batch])
+            done_bytes += sum(run.nbytes for _, run, _ in batch)
+            for _, _, layer in batch:
                 layers_done += layer != current
                 current = layer
+            if options.progress is not None:
                 options.progress(done_bytes, total_bytes, layers_done, total_layers)
-
 
 
 def _contiguous_unfilled() -> h5py.h5p.PropDCID:

@@ -15,13 +15,12 @@ The result is read-only when the buffer is (a read-only memory map).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import mmap
 
 import numpy as np
 
 from caffeport.errors import InputFileError
+from caffeport.mapped import mapping_of, release_pages
 from caffeport.readers.wire import FIXED32, FIXED64, LENGTH, MAX_FIELD_NUMBER, VARINT, Reader, signed64
 
 #: Caffe's ``kMaxBlobAxes``
@@ -271,7 +270,7 @@ def nonfinite_counts(array: np.ndarray) -> tuple[int, int]:
     if array.dtype.kind != "f" or array.size == 0:
         return 0, 0
     flat = array.reshape(-1)
-    mapping = _mapping_of(flat)
+    mapped = mapping_of(flat) is not None
     accumulate = np.float64 if array.dtype.itemsize > 4 else np.float32
     nan = inf = 0
     for i in range(0, flat.size, _SCAN_BLOCK):
@@ -281,35 +280,6 @@ def nonfinite_counts(array: np.ndarray) -> tuple[int, int]:
         if not math.isfinite(total):
             nan += int(np.count_nonzero(np.isnan(block)))
             inf += int(np.count_nonzero(np.isinf(block)))
-        if mapping is not None:
-            _release(mapping, block)
+        if mapped:
+            release_pages(block)
     return nan, inf
-
-
-def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
-    """The memory map ``array`` is a view onto, if it is one."""
-    obj: object = array
-    for _ in range(16):
-        if isinstance(obj, mmap.mmap):
-            return obj
-        if isinstance(obj, np.ndarray):
-            obj = obj.base
-        elif isinstance(obj, memoryview):
-            obj = obj.obj
-        else:
-            return None
-    return None
-
-
-def _release(mapping: mmap.mmap, block: np.ndarray) -> None:
-    """Drop the pages under ``block`` from this process (MADV_DONTNEED on a read-only file map loses nothing)."""
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if advice is None or len(mapping) == 0 or block.ndim != 1 or block.strides[0] <= 0:
-        return
-    base = np.frombuffer(mapping, dtype=np.uint8, count=1).__array_interface__["data"][0]
-    low = block.__array_interface__["data"][0] - base
-    high = low + (block.size - 1) * block.strides[0] + block.itemsize
-    start = low // mmap.PAGESIZE * mmap.PAGESIZE
-    if 0 <= start < len(mapping) and high <= len(mapping):
-        with contextlib.suppress(OSError, ValueError):
-            mapping.madvise(advice, start, high - start)
