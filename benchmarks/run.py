@@ -53,7 +53,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import statistics
@@ -74,9 +73,6 @@ SECTION = "## Conversion throughput (issue 5)"
 DEFAULT_MODELS = "vgg16,resnet50,widefc:2000"
 DEFAULT_FORMATS = "keras-h5,npz,safetensors,flax,caffe"
 QUICK = {"models": "widefc:20", "formats": "keras-h5,caffe", "repeat": 1}
-#: output file endings per format, used when the registry cannot be asked
-SUFFIXES = {"keras-h5": ".h5", "keras3": ".weights.h5", "npz": ".npz", "safetensors": ".safetensors",
-            "flax": ".msgpack", "ir": ".ir.msgpack", "caffe": ".caffemodel", "pickle": ".pkl"}
 SAMPLE_INTERVAL_S = 0.005
 DD_BLOCK = "4M"
 
@@ -258,26 +254,17 @@ def child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
 
-def registered_formats(caffeport: Path, env: dict[str, str]) -> list[str]:
-    """The ``-f`` choices ``caffeport convert --help`` lists."""
-    done = subprocess.run([str(caffeport), "convert", "--help"], env=env, capture_output=True, text=True)
-    match = re.search(r"--format \{([^}]*)\}", done.stdout)
-    if done.returncode != 0 or match is None:
-        raise SystemExit(f"run.py: cannot read the formats from '{caffeport} convert --help':\n{done.stderr}")
-    return match.group(1).split(",")
-
-
 SUFFIX_QUERY = ("import json; from caffeport.exporters import load_exporters; "
                 "print(json.dumps({n: e.suffix for n, e in load_exporters().items()}))")
 
 
-def format_suffixes(env: dict[str, str]) -> dict[str, str]:
-    """Each registered format's file ending, from the exporter registry (asked in a child)."""
+def registered_formats(env: dict[str, str]) -> dict[str, str]:
+    """Every format the exporter registry holds (plugins included) and its file ending, asked in a child."""
     done = subprocess.run([sys.executable, "-c", SUFFIX_QUERY], env=env, capture_output=True, text=True)
     try:
-        return {**SUFFIXES, **json.loads(done.stdout)}
+        return dict(json.loads(done.stdout))
     except json.JSONDecodeError:
-        return dict(SUFFIXES)
+        raise SystemExit(f"run.py: cannot list caffeport's formats:\n{done.stderr}") from None
 
 
 def failure_reason(stderr: str) -> tuple[str, str]:
@@ -331,8 +318,7 @@ def startup(caffeport: Path, env: dict[str, str], repeat: int) -> list[Run]:
 
 def benchmark(models: list[Model], formats: list[str], repeat: int, workdir: Path, caffeport: Path,
               env: dict[str, str], *, dd_fsync: bool) -> list[Result]:
-    registered = registered_formats(caffeport, env)
-    suffixes = format_suffixes(env)
+    suffixes = registered_formats(env)
     copy = workdir / "copy"
     results: list[Result] = []
     for model in models:
@@ -342,11 +328,11 @@ def benchmark(models: list[Model], formats: list[str], repeat: int, workdir: Pat
         for fmt in formats:
             result = Result(model, fmt)
             results.append(result)
-            if fmt not in registered:
-                result.status, result.reason = "skipped", f"no exporter registered (offered: {', '.join(registered)})"
+            if fmt not in suffixes:
+                result.status, result.reason = "skipped", f"no exporter registered (offered: {', '.join(suffixes)})"
                 print(f"{model.name} {fmt}: skipped, {result.reason}", flush=True)
                 continue
-            out = workdir / f"{model.name}.out{suffixes.get(fmt, '.' + fmt)}"
+            out = workdir / f"{model.name}.out{suffixes[fmt]}"
             convert = [str(caffeport), "convert", str(model.caffemodel), "-p", str(model.prototxt), "-o", str(out),
                        "-f", fmt, "--force"]
             for index in range(repeat):

@@ -132,6 +132,13 @@ def run_mean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_name(name: str) -> str:
+    """An exporter's name; installed plugins are searched only for a name that is not one of ours."""
+    if name not in load_exporters(name):
+        raise argparse.ArgumentTypeError(f"unknown format {name!r} (choose from {', '.join(sorted(load_exporters()))})")
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caffeport",
@@ -167,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
     p.add_argument("-p", "--prototxt", help="deploy prototxt (recommended)")
     p.add_argument("-o", "--output", required=True, help="the file to write")
-    p.add_argument("-f", "--format", default="keras-h5", choices=sorted(load_exporters()),
-                   help="output format (default: keras-h5)")
+    p.add_argument("-f", "--format", default="keras-h5", type=_format_name,
+                   help=f"output format: {', '.join(sorted(load_exporters('keras-h5')))}, or one a plugin "
+                   "registers (default: keras-h5)")
     p.add_argument("--backend", choices=sorted(BACKENDS), help="target backend (default: the format's own)")
     p.add_argument("-n", "--include-weightless", action="store_true",
                    help="also write layers that have no weights")

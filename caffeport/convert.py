@@ -99,10 +99,9 @@ def convert(
     never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
     are for formats written against a concrete Keras model (``keras3``).
     """
-    exporters = load_exporters()
-    exporter = exporters.get(format)
+    exporter = load_exporters(format).get(format)
     if exporter is None:
-        raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(exporters))}")
+        raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(load_exporters()))}")
     backend = backend or exporter.default_backend
     if output is not None:  # fail before the slow part, not after it
         check_output_path(output, force=force, inputs=[caffemodel, prototxt])

@@ -105,14 +105,13 @@ def _read_weights(path: PathLike) -> Net:
 
 def warn_nonfinite(net: Net) -> None:
     """Name in ``net.warnings`` every blob holding NaN or infinite values (they are kept: Caffe would use them)."""
-    for layer in net.layers:
-        for index, blob in enumerate(layer.blobs):
-            nan, inf = nonfinite_counts(blob)
-            if nan or inf:
-                counts = " and ".join(f"{n:,} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
-                net.warnings.append(
-                    f"layer {layer.name!r} blob {index} {tuple(blob.shape)} holds {counts} values (kept as stored)"
-                )
+    blobs = [(layer, index, blob) for layer in net.layers for index, blob in enumerate(layer.blobs)]
+    for (layer, index, blob), (nan, inf) in zip(blobs, nonfinite_counts([blob for _, _, blob in blobs])):
+        if nan or inf:
+            counts = " and ".join(f"{n:,} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
+            net.warnings.append(
+                f"layer {layer.name!r} blob {index} {tuple(blob.shape)} holds {counts} values (kept as stored)"
+            )
 
 
 def read_blob(path: PathLike) -> np.ndarray:

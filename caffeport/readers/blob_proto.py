@@ -257,29 +257,42 @@ def _decode_shape(reader: Reader, start: int, end: int) -> list[int]:
     return dims
 
 
-def nonfinite_counts(array: np.ndarray) -> tuple[int, int]:
-    """How many NaN and how many infinite values a floating-point blob holds.
+def nonfinite_counts(arrays: list[np.ndarray]) -> list[tuple[int, int]]:
+    """How many NaN and how many infinite values each floating-point blob holds.
 
     Scanned a block at a time (a block's sum is finite exactly when all its
     values are, up to a rare overflow that the exact count then clears), so
-    no temporary the size of the blob is made. For a view onto a memory map
+    no temporary the size of a blob is made. For a view onto a memory map
     the pages of each block are given back after it is scanned (they stay in
     the page cache), so checking every weight does not leave the whole file
-    in the process's resident memory, which reading it never does.
+    in the process's resident memory, which reading it never does. Above
+    64 MB in all, two threads share the blocks (numpy lets go of the GIL
+    while it sums): this pass is on the path of every conversion.
     """
-    if array.dtype.kind != "f" or array.size == 0:
-        return 0, 0
-    flat = array.reshape(-1)
-    mapped = mapping_of(flat) is not None
-    accumulate = np.float64 if array.dtype.itemsize > 4 else np.float32
-    nan = inf = 0
-    for i in range(0, flat.size, _SCAN_BLOCK):
-        block = flat[i : i + _SCAN_BLOCK]
-        with np.errstate(all="ignore"):
-            total = float(np.add.reduce(block, dtype=accumulate))
-        if not math.isfinite(total):
-            nan += int(np.count_nonzero(np.isnan(block)))
-            inf += int(np.count_nonzero(np.isinf(block)))
-        if mapped:
-            release_pages(block)
-    return nan, inf
+    blocks = [(n, flat[i:i + _SCAN_BLOCK]) for n, flat in enumerate(a.reshape(-1) for a in arrays)
+              if flat.dtype.kind == "f" for i in range(0, flat.size, _SCAN_BLOCK)]
+    counts = [[0, 0] for _ in arrays]
+    if sum(block.nbytes for _, block in blocks) > _PARALLEL_SCAN_BYTES:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2, thread_name_prefix="caffeport-scan") as pool:
+            results = list(pool.map(_block_counts, (block for _, block in blocks)))
+    else:
+        results = [_block_counts(block) for _, block in blocks]
+    for (n, _), (nan, inf) in zip(blocks, results):
+        counts[n][0] += nan
+        counts[n][1] += inf
+    return [(nan, inf) for nan, inf in counts]
+
+
+_PARALLEL_SCAN_BYTES = 64 << 20
+
+
+def _block_counts(block: np.ndarray) -> tuple[int, int]:
+    with np.errstate(all="ignore"):
+        total = float(np.add.reduce(block, dtype=np.float64 if block.itemsize > 4 else np.float32))
+    counts = (0, 0) if math.isfinite(total) else \
+        (int(np.count_nonzero(np.isnan(block))), int(np.count_nonzero(np.isinf(block))))
+    if mapping_of(block) is not None:
+        release_pages(block)
+    return counts

@@ -34,7 +34,7 @@ from caffeport.errors import (
     ModelStructureError,
     PrototxtSyntaxError,
 )
-from caffeport.readers import hdf5_snapshot, prototxt
+from caffeport.readers import blob_proto, hdf5_snapshot, prototxt
 from tests import protowriter as pw
 from tests.conftest import models_dir
 from tests.hostile.hostile_helpers import hang_guard
@@ -200,7 +200,11 @@ def test_unpacked_float_behind_an_overlong_tag(tmp_path: Path) -> None:
     assert net.layer("ip").blobs[0].tolist() == [1.5, 2.5]
 
 
-def test_nan_and_inf_weights_are_kept_and_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan", ["serial", "parallel blocks"])
+def test_nan_and_inf_weights_are_kept_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan: str) -> None:
+    if scan == "parallel blocks":  # what a large model gets: blocks of every blob shared by two threads
+        monkeypatch.setattr(blob_proto, "_PARALLEL_SCAN_BYTES", 0)
+        monkeypatch.setattr(blob_proto, "_SCAN_BLOCK", 1)
     weights = np.array([[1.0, np.nan], [np.inf, -np.inf]], dtype=np.float32)
     path = _model(tmp_path, _layer("ok", blobs=[pw.blob(np.ones(3, np.float32))]),
                   _layer("bad", blobs=[pw.blob(np.zeros(2, np.float32)), pw.blob(weights)]),
