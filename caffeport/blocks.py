@@ -334,6 +334,30 @@ def pwrite_all(fd: int, data: memoryview, position: int) -> None:
         data, position = data[written:], position + written
 
 
+#: runs handed from the block thread to the writing one at a time: many small rows per hand-over, few MB in flight
+STREAM_BATCH_BYTES = 8 << 20
+
+
+def stream_placed(fd: int, items: Iterable[tuple[Any, ...]],
+                  on_batch: Callable[[list[tuple[Any, ...]]], None] | None = None) -> None:
+    """Write ``(byte position, contiguous run, ...)`` items made in a background thread, as they come.
+
+    The items (from `iter_placed`, with any tags the caller adds after the
+    run) are made in a thread of their own, which reads and transposes while
+    this one writes; both let go of the GIL for most of their work. Runs are
+    handed over in batches and written with `write_placed`. A run that is a
+    view of the model's memory map is released once written, so streaming
+    contiguous blobs does not pile the model's pages up in this process.
+    ``on_batch`` sees each batch after it is written (for progress).
+    """
+    for batch in prefetched(batched(items, lambda item: item[1].nbytes, STREAM_BATCH_BYTES)):
+        write_placed(fd, [(item[0], item[1]) for item in batch])
+        for item in batch:
+            release_pages(item[1])
+        if on_batch is not None:
+            on_batch(batch)
+
+
 def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
     """Write each contiguous run at its byte position; runs that meet in the file go in one vectored write.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from caffeport.errors import CaffeportError
 from caffeport.exporters import ExportOptions, load_exporters
 from caffeport.ir import Net, ReportEntry
 from caffeport.output import atomic_output, check_output_path
-from caffeport.readers import read
+from caffeport.readers import nonfinite_warnings, read
 from caffeport.transforms import Options, transform
 
 PathLike = str | os.PathLike[str]
@@ -109,14 +110,19 @@ def convert(
             from caffeport.exporters.keras3 import check_output_name
 
             check_output_name(output, save_model)
-    net = read(caffemodel, prototxt, phase=phase)
-    converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
-    target = None
-    if output is not None:
-        with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
-            exporter.write(converted, tmp, ExportOptions(include_weightless=include_weightless, keras_model=keras_model,
-                                                         allow_partial=allow_partial, save_model=save_model,
-                                                         progress=progress))
-        target = Path(output)
+    net = read(caffemodel, prototxt, phase=phase, check_values=False)
+    # the NaN/Inf check reads every weight once; run beside the export, it overlaps the writes instead of
+    # delaying their start (its warnings are the same, reported once the conversion is done)
+    with ThreadPoolExecutor(1, thread_name_prefix="caffeport-check") as pool:
+        checked = pool.submit(nonfinite_warnings, net, threads=1)
+        converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
+        target = None
+        if output is not None:
+            with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
+                exporter.write(converted, tmp, ExportOptions(
+                    include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
+                    save_model=save_model, progress=progress))
+            target = Path(output)
+        converted.warnings[:0] = checked.result()
     return ConvertResult(net=converted, format=format, backend=backend, output=target)
 

@@ -18,13 +18,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from caffeport.blocks import Blob, batched, iter_placed, prefetched, write_placed
+from caffeport.blocks import Blob, iter_placed, stream_placed
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
 from caffeport.ir import Layer, Net
 
 KERAS_VERSION = "2.15.0"
-#: runs handed from the block thread to the writing one at a time: many small rows per hand-over, few MB in flight
-_BATCH_BYTES = 8 << 20
 _BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
 
 
@@ -78,19 +76,20 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
         f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
     runs = ((offset + 4 * start, run, layer) for offset, blob, layer in placed
             for start, run in iter_placed(blob, dtype="<f4", release_source=True))
-    done_bytes, layers_done, current = 0, 0, -1
     total_bytes = sum(4 * blob.size for _, blob, _ in placed)
     total_layers = len({layer for _, _, layer in placed})
+    done = {"bytes": 0, "layers": 0, "current": -1}
+
+    def report(batch: list[tuple[int, np.ndarray, int]]) -> None:
+        for _, run, layer in batch:
+            done["bytes"] += run.nbytes
+            done["layers"] += layer != done["current"]
+            done["current"] = layer
+        if options.progress is not None:
+            options.progress(done["bytes"], total_bytes, done["layers"], total_layers)
+
     with open(path, "r+b") as raw:
-        fd = raw.fileno()
-        for batch in prefetched(batched(runs, lambda item: item[1].nbytes, _BATCH_BYTES)):
-            write_placed(fd, [(position, run) for position, run, _ in batch])
-            done_bytes += sum(run.nbytes for _, run, _ in batch)
-            for _, _, layer in batch:
-                layers_done += layer != current
-                current = layer
-            if options.progress is not None:
-                options.progress(done_bytes, total_bytes, layers_done, total_layers)
+        stream_placed(raw.fileno(), runs, report)
 
 
 def _contiguous_unfilled() -> h5py.h5p.PropDCID:

@@ -75,14 +75,14 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, pwrite_all
+from caffeport.blocks import Blob, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import ExportOptions, register_exporter
 from caffeport.ir import Layer, Net
@@ -189,19 +189,21 @@ class _Stream:
         elements in order (one segment, or Flax's chunks with headers between
         them). Blocks come from `caffeport.blocks.iter_placed` in the order
         that reads the source best, which for a transposed view is not the
-        output order, and are written where they belong with ``pwrite``.
+        output order, and are written where they belong by `stream_placed`.
         """
         self.handle.flush()
-        fd = self.handle.fileno()
         firsts = list(itertools.accumulate((count for _, count in segments), initial=0))
-        for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True):
-            data = np.ascontiguousarray(run).data.cast("B")
-            segment = bisect.bisect_right(firsts, offset) - 1
-            while data:
-                position, count = segments[segment]
-                take = min(len(data) // dtype.itemsize, firsts[segment] + count - offset)
-                pwrite_all(fd, data[: take * dtype.itemsize], position + (offset - firsts[segment]) * dtype.itemsize)
-                data, offset, segment = data[take * dtype.itemsize :], offset + take, segment + 1
+
+        def placed() -> Iterator[tuple[int, np.ndarray]]:
+            for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True):
+                segment = bisect.bisect_right(firsts, offset) - 1
+                while run.size:
+                    position, count = segments[segment]
+                    take = min(run.size, firsts[segment] + count - offset)
+                    yield position + (offset - firsts[segment]) * dtype.itemsize, run[:take]
+                    run, offset, segment = run[take:], offset + take, segment + 1
+
+        stream_placed(self.handle.fileno(), placed())
 
 
 

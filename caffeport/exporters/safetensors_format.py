@@ -53,6 +53,7 @@ element size, which lets readers map the file without copies.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -61,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, pwrite_all
+from caffeport.blocks import Blob, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
 from caffeport.ir import Layer, Net
@@ -160,9 +161,8 @@ def write_safetensors(net: Net, path: Path, options: ExportOptions) -> None:
         handle.write(struct.pack("<Q", len(header)))
         handle.write(header)
         handle.flush()
-        fd = handle.fileno()
-        start = 8 + len(header)
-        for blob, dtype in tensors:
-            for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True):
-                pwrite_all(fd, np.ascontiguousarray(run).data.cast("B"), start + offset * dtype.itemsize)
-            start += math.prod(blob.shape) * dtype.itemsize
+        starts = itertools.accumulate((math.prod(blob.shape) * dtype.itemsize for blob, dtype in tensors),
+                                      initial=8 + len(header))
+        stream_placed(handle.fileno(), ((start + offset * dtype.itemsize, run)
+                                        for (blob, dtype), start in zip(tensors, starts)
+                                        for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True)))

@@ -58,7 +58,8 @@ def _guard(path: PathLike | None) -> Iterator[None]:
         ) from exc
 
 
-def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *, phase: str = "TEST") -> Net:
+def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *, phase: str = "TEST",
+         check_values: bool = True) -> Net:
     """Read a Caffe model into a `Net`.
 
     - ``caffemodel`` alone: names, types, parameters and blobs all come from
@@ -69,7 +70,9 @@ def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *
 
     Shapes are inferred where the inputs are known (``layer.top_shapes``).
     Blobs holding NaN or infinite values are kept as they are and named in
-    ``net.warnings``.
+    ``net.warnings``; ``check_values=False`` leaves that pass over every
+    weight to the caller (`nonfinite_warnings`; `convert` runs it beside
+    the export).
     """
     if caffemodel is None and prototxt is None:
         raise CaffeportError("nothing to read: give a caffemodel, a prototxt, or both")
@@ -77,7 +80,8 @@ def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *
     if caffemodel is not None:
         with _guard(caffemodel):
             weights = _read_weights(caffemodel)
-            warn_nonfinite(weights)
+            if check_values:
+                weights.warnings.extend(nonfinite_warnings(weights))
     if prototxt is not None:
         with _guard(prototxt):
             if sniff_file(prototxt) != "text":
@@ -103,15 +107,16 @@ def _read_weights(path: PathLike) -> Net:
     return WEIGHTS_READERS[kind](path)
 
 
-def warn_nonfinite(net: Net) -> None:
-    """Name in ``net.warnings`` every blob holding NaN or infinite values (they are kept: Caffe would use them)."""
+def nonfinite_warnings(net: Net, *, threads: int = 2) -> list[str]:
+    """A warning naming each blob that holds NaN or infinite values (they are kept: Caffe would use them)."""
     blobs = [(layer, index, blob) for layer in net.layers for index, blob in enumerate(layer.blobs)]
-    for (layer, index, blob), (nan, inf) in zip(blobs, nonfinite_counts([blob for _, _, blob in blobs])):
+    warnings = []
+    for (layer, index, blob), (nan, inf) in zip(blobs, nonfinite_counts([b for _, _, b in blobs], threads=threads)):
         if nan or inf:
             counts = " and ".join(f"{n:,} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
-            net.warnings.append(
-                f"layer {layer.name!r} blob {index} {tuple(blob.shape)} holds {counts} values (kept as stored)"
-            )
+            warnings.append(f"layer {layer.name!r} blob {index} {tuple(blob.shape)} holds {counts} values "
+                            "(kept as stored)")
+    return warnings
 
 
 def read_blob(path: PathLike) -> np.ndarray:
@@ -128,4 +133,4 @@ def read_blob(path: PathLike) -> np.ndarray:
         return blob
 
 
-__all__ = ["WEIGHTS_READERS", "read", "read_blob", "warn_nonfinite"]
+__all__ = ["WEIGHTS_READERS", "nonfinite_warnings", "read", "read_blob"]

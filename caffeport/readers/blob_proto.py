@@ -257,7 +257,7 @@ def _decode_shape(reader: Reader, start: int, end: int) -> list[int]:
     return dims
 
 
-def nonfinite_counts(arrays: list[np.ndarray]) -> list[tuple[int, int]]:
+def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2) -> list[tuple[int, int]]:
     """How many NaN and how many infinite values each floating-point blob holds.
 
     Scanned a block at a time (a block's sum is finite exactly when all its
@@ -266,16 +266,16 @@ def nonfinite_counts(arrays: list[np.ndarray]) -> list[tuple[int, int]]:
     the pages of each block are given back after it is scanned (they stay in
     the page cache), so checking every weight does not leave the whole file
     in the process's resident memory, which reading it never does. Above
-    64 MB in all, two threads share the blocks (numpy lets go of the GIL
-    while it sums): this pass is on the path of every conversion.
+    64 MB in all, ``threads`` threads share the blocks (numpy lets go of the
+    GIL while it sums).
     """
     blocks = [(n, flat[i:i + _SCAN_BLOCK]) for n, flat in enumerate(a.reshape(-1) for a in arrays)
               if flat.dtype.kind == "f" for i in range(0, flat.size, _SCAN_BLOCK)]
     counts = [[0, 0] for _ in arrays]
-    if sum(block.nbytes for _, block in blocks) > _PARALLEL_SCAN_BYTES:
+    if threads > 1 and sum(block.nbytes for _, block in blocks) > _PARALLEL_SCAN_BYTES:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(2, thread_name_prefix="caffeport-scan") as pool:
+        with ThreadPoolExecutor(threads, thread_name_prefix="caffeport-scan") as pool:
             results = list(pool.map(_block_counts, (block for _, block in blocks)))
     else:
         results = [_block_counts(block) for _, block in blocks]

@@ -220,6 +220,17 @@ def test_nan_and_inf_weights_are_kept_and_named(tmp_path: Path, monkeypatch: pyt
     np.testing.assert_array_equal(net.layer("bad").blobs[1], weights)
 
 
+def test_convert_reports_nan_weights_checked_beside_the_export(tmp_path: Path) -> None:
+    """`convert` reads without the check and runs it while writing: the same warning, first in the list."""
+    weights = np.array([1.0, np.nan, np.inf], dtype=np.float32)
+    path = _model(tmp_path, _layer("bad", type_="Bias", blobs=[pw.blob(weights)]))
+    result = caffeport.convert(path, output=tmp_path / "out.npz", format="npz")
+    assert result.warnings[0] == "layer 'bad' blob 0 (3,) holds 1 NaN and 1 infinite values (kept as stored)"
+    with np.load(tmp_path / "out.npz") as stored:
+        np.testing.assert_array_equal(stored["bad/0"], weights)
+    assert not [w for w in caffeport.read(path, check_values=False).warnings if "NaN" in w]
+
+
 def test_finite_large_values_are_not_reported(tmp_path: Path) -> None:
     """A sum that overflows float32 is not a NaN: the exact count clears it."""
     big = np.full(1000, 3e38, dtype=np.float32)
