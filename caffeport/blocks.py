@@ -9,6 +9,13 @@ target dtype. A block that is a transpose is copied tile by tile so both the
 reads and the writes stay in cache: a plain ``W.T`` copy of a 400 MB matrix
 misses the cache on every element and is several times slower.
 
+Writers that can seek use `iter_placed` instead: blocks in whatever order
+reads the source best, each with its place in the target. A transposed
+matrix (every Dense kernel) goes through `caffeport.tiled_transpose`; other
+strided views through the general block path here. `stream_placed` is the
+one writing loop for them: blocks made in a background thread, written in
+batches with vectored writes.
+
 `release` drops a blob's pages from this process's memory map once they have
 been used (they stay in the OS page cache), so peak RSS does not grow with
 the model size.

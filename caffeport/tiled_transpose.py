@@ -8,10 +8,10 @@ big ones (VGG16's fc6 is 411 MB of a 553 MB model) decide how fast a whole
 conversion runs, so they get this path:
 
 - the source is read in tiles of up to 4096 source rows and as many columns
-  as fit in 32 MiB, so each ``pread`` copies 8 KiB or more (file-backed
-  views over 64 MiB are read with ``pread``, never through the map: with the
-  kernel's large page-cache folios, touching one value per source row would
-  map the whole layer into this process);
+  as fit in 16 MiB, so each ``pread`` copies 4 KiB or more into one reused
+  staging buffer (file-backed views over 16 MiB are read with ``pread``,
+  never through the map: with the kernel's large page-cache folios, touching
+  one value per source row would map the whole layer into this process);
 - each tile is transposed in strips of 8 source rows, which stay in the L1
   cache while their values are spread over the target rows (numpy's own
   ``W.T`` copy misses the cache on nearly every element and runs at a
@@ -47,6 +47,7 @@ PIECE_BYTES = 8 << 20
 _STRIP = 8
 #: a reordered target goes out row by row, so its rows must be long enough to be worth a write each
 _MIN_ROW_BYTES = 4096
+
 
 @dataclass(frozen=True)
 class TransposedMatrix:
