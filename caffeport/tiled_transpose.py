@@ -7,21 +7,23 @@ Caffe matrix, so a streamed copy must either read or write with a stride. The
 big ones (VGG16's fc6 is 411 MB of a 553 MB model) decide how fast a whole
 conversion runs, so they get this path:
 
-- the source is read in tiles of up to 4096 source rows and as many columns
-  as fit in 16 MiB, so each ``pread`` copies 4 KiB or more into one reused
-  staging buffer (file-backed views over 16 MiB are read with ``pread``,
-  never through the map: with the kernel's large page-cache folios, touching
-  one value per source row would map the whole layer into this process);
+- the source is read in tiles of up to 16384 source rows and as many columns
+  as fit in 16 MiB (or 4 KiB per row, whichever is more), one ``pread`` per
+  row into one reused staging buffer. File-backed views over 16 MiB are read
+  with ``pread``, never through the map: with the kernel's large page-cache
+  folios, touching one value per source row would map the whole layer into
+  this process;
 - each tile is transposed in strips of 8 source rows, which stay in the L1
   cache while their values are spread over the target rows (numpy's own
   ``W.T`` copy misses the cache on nearly every element and runs at a
   quarter of the speed);
-- every target row, or row fragment when the source has more than 4096 rows,
-  is handed out with its offset in the target, so a writer that seeks puts
-  it in place and no pass is spent only reordering rows (`caffeport.blocks`
-  `write_placed` joins rows that meet in the target into one vectored
-  write). Rows that follow each other in the target (a plain transpose) go
-  out as one run.
+- every target row (a row fragment only past 16384 source rows: measured,
+  fragments written into each other's gaps cost ext4 more than the smaller
+  reads of whole rows) is handed out with its offset in the target, so a
+  writer that seeks puts it in place and no pass is spent only reordering
+  rows; `caffeport.blocks.write_placed` joins rows that meet in the target
+  into one vectored write. Rows that follow each other in the target (a
+  plain transpose) go out as one run.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from caffeport.mapped import byte_extent, open_source, pread_exact, release_page
 
 #: file-backed views spanning more than this are gathered with pread rather than read through the map
 PREAD_ABOVE = 16 << 20
-#: rows (of the source, as stored) per tile; also the longest run a row fragment can be
-TILE_ROWS = 4096
-#: bytes of source per tile (one staging buffer, reused)
+#: rows (of the source, as stored) per tile: target rows are split into fragments only beyond this
+TILE_ROWS = 16384
+#: bytes of source per tile (one staging buffer, reused), unless rows of MIN_READ_BYTES need more
 TILE_BYTES = 16 << 20
+#: the least each pread copies (a tile of 16384 rows then stages 64 MiB)
+MIN_READ_BYTES = 4096
 #: bytes of target per transposed piece handed out
 PIECE_BYTES = 8 << 20
 #: source rows per strip of the in-cache transpose (measured: 8 beats 4, 16 and 32 on 4096-row tiles)
@@ -118,7 +122,7 @@ def transposed_runs(matrix: TransposedMatrix, dtype: Any, *,
     source = matrix.source
     rows, cols = matrix.rows, matrix.cols
     band = min(rows, TILE_ROWS)
-    tile_cols = _even_share(cols, TILE_BYTES // (band * source.itemsize))
+    tile_cols = _even_share(cols, max(TILE_BYTES // (band * source.itemsize), MIN_READ_BYTES // source.itemsize))
     low, high = byte_extent(source)
     opened = open_source(source) if high - low > PREAD_ABOVE else None
     staging = np.empty((band, tile_cols), dtype=source.dtype) if opened is not None else None
