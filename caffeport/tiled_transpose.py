@@ -8,13 +8,13 @@ big ones (VGG16's fc6 is 411 MB of a 553 MB model) decide how fast a whole
 conversion runs, so they get this path:
 
 - the source is read in tiles of up to 16384 source rows and as many columns
-  as fit in 16 MiB (or 4 KiB per row, whichever is more), one ``pread`` per
+  as fit in 32 MiB (or 4 KiB per row, whichever is more), one ``pread`` per
   row into one reused staging buffer. File-backed views over 16 MiB are read
   with ``pread``, never through the map: with the kernel's large page-cache
   folios, touching one value per source row would map the whole layer into
   this process;
-- each tile is transposed in strips of 8 source rows, which stay in the L1
-  cache while their values are spread over the target rows (numpy's own
+- each tile is transposed in strips of 8 to 64 source rows, which stay in
+  the cache while their values are spread over the target rows (numpy's own
   ``W.T`` copy misses the cache on nearly every element and runs at a
   quarter of the speed);
 - every target row (a row fragment only past 16384 source rows: measured,
@@ -42,13 +42,16 @@ PREAD_ABOVE = 16 << 20
 #: rows (of the source, as stored) per tile: target rows are split into fragments only beyond this
 TILE_ROWS = 16384
 #: bytes of source per tile (one staging buffer, reused), unless rows of MIN_READ_BYTES need more
-TILE_BYTES = 16 << 20
+TILE_BYTES = 32 << 20
 #: the least each pread copies (a tile of 16384 rows then stages 64 MiB)
 MIN_READ_BYTES = 4096
 #: bytes of target per transposed piece handed out
 PIECE_BYTES = 8 << 20
-#: source rows per strip of the in-cache transpose (measured: 8 beats 4, 16 and 32 on 4096-row tiles)
+#: source rows per strip of the in-cache transpose: 8 for pieces of 256 columns or more (measured best on
+#: VGG16's fc6, whose pieces have about 500), more for narrower pieces (those of tall sources), up to 64, so
+#: each numpy call copies about _STRIP_ELEMENTS values (measured: 57 rows beat 28 and 8 on 14719-row tiles)
 _STRIP = 8
+_STRIP_ELEMENTS = 8192
 #: a reordered target goes out row by row, so its rows must be long enough to be worth a write each
 _MIN_ROW_BYTES = 4096
 
@@ -172,8 +175,9 @@ def _transpose(tile: np.ndarray, target: np.dtype[Any]) -> np.ndarray:
     """``tile.T`` as a new C-contiguous array of ``target``, copied a strip of source rows at a time."""
     height, width = tile.shape
     piece = np.empty((width, height), dtype=target)
-    for s in range(0, height, _STRIP):
-        piece[:, s:s + _STRIP] = tile[s:s + _STRIP].T
+    strip = _STRIP if width >= 256 else min(64, max(_STRIP, _STRIP_ELEMENTS // width))
+    for s in range(0, height, strip):
+        piece[:, s:s + strip] = tile[s:s + strip].T
     return piece
 
 
