@@ -363,7 +363,7 @@ def run_target(kind: str, path: Path, partner: Path | None, mode: int, deep: boo
         for blob in layer.blobs:
             assert isinstance(blob, np.ndarray)
     if deep:
-        from caffeport.convert import convert
+        from caffeport.conversion import convert
         from caffeport.describe import table, to_json
 
         table(net)

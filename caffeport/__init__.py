@@ -9,18 +9,56 @@ The public API is small:
 - `load_ir(path)` -> the `Net` stored in a ``-f ir`` file
 - `Net`, `Layer`: the intermediate representation (`caffeport.ir`)
 - `CaffeportError` and its subclasses (`caffeport.errors`) for bad input
+
+Each name is imported from its module on first use, so ``import caffeport``
+costs nothing until then, and the command line (`caffeport.cli`) can set up
+the process before numpy loads.
 """
 
-from caffeport.convert import ConvertResult, convert
-from caffeport.errors import CaffeportError
-from caffeport.ir import Layer, MatchReport, Net
-from caffeport.ir_file import load_ir
-from caffeport.readers import read, read_blob
-from caffeport.transforms import register_backend, register_pass, transform
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "CaffeportError": "caffeport.errors",
+    "ConvertResult": "caffeport.conversion",
+    "convert": "caffeport.conversion",
+    "Layer": "caffeport.ir",
+    "MatchReport": "caffeport.ir",
+    "Net": "caffeport.ir",
+    "load_ir": "caffeport.ir_file",
+    "read": "caffeport.readers",
+    "read_blob": "caffeport.readers",
+    "register_backend": "caffeport.transforms",
+    "register_pass": "caffeport.transforms",
+    "transform": "caffeport.transforms",
+}
 
 __all__ = [
     "CaffeportError", "ConvertResult", "Layer", "MatchReport", "Net", "__version__", "convert", "load_ir", "read",
     "read_blob", "register_backend", "register_pass", "transform",
 ]
+
+if TYPE_CHECKING:
+    from caffeport.conversion import ConvertResult, convert
+    from caffeport.errors import CaffeportError
+    from caffeport.ir import Layer, MatchReport, Net
+    from caffeport.ir_file import load_ir
+    from caffeport.readers import read, read_blob
+    from caffeport.transforms import register_backend, register_pass, transform
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'caffeport' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -14,10 +14,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+# caffeport does no linear algebra, so numpy's BLAS worker threads would only spin beside the conversion on the
+# cores it uses (measured: about 0.15 s of CPU and 0.07 s of wall time of a 0.9 s VGG16 conversion on two
+# cores). Set before numpy loads (`import caffeport` does not load it); a value the user set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 from caffeport import __version__
-from caffeport.convert import convert
+from caffeport.conversion import convert
 from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError
 from caffeport.exporters import load_exporters

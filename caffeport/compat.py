@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from caffeport.convert import ConvertResult, convert
+from caffeport.conversion import ConvertResult, convert
 from caffeport.errors import CaffeportError
 from caffeport.exporters.pickle_format import layer_records
 

@@ -290,7 +290,7 @@ def test_console_script_finds_the_model_module_in_the_working_directory(keras_h5
 def test_keras_h5_conversion_does_not_import_tensorflow(tmp_path: Path) -> None:
     out = tmp_path / "w.h5"
     code = (
-        "import sys; import caffeport.cli, caffeport.convert; "
+        "import sys; import caffeport.cli, caffeport.conversion; "
         f"code = caffeport.cli.main({['convert', *model_args('a_lenet'), '-o', str(out)]!r}); "
         "assert code == 0, code; "
         "leaked = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules); "
