@@ -35,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from caffeport import tiled_transpose
-from caffeport.mapped import byte_extent, open_source, pread_exact, release_pages
+from caffeport.mapped import SourceFile, byte_extent, open_source, release_pages
 
 #: the largest block `iter_chunks` yields, in bytes of the target dtype
 BLOCK_BYTES = 16 << 20
@@ -279,8 +279,6 @@ def _placed_runs(view: np.ndarray, max_elements: int) -> Iterator[tuple[int, np.
         for index in np.ndindex(*lead):
             offset = base + sum(i * out_strides[a] for a, i in enumerate(index))
             yield offset, block[index].reshape(-1)
-    if reader is not None:
-        reader.close()
 
 
 class _FileGather:
@@ -295,10 +293,9 @@ class _FileGather:
     `caffeport.tiled_transpose` path instead.)
     """
 
-    def __init__(self, fd: int, view_offset: int, view: np.ndarray) -> None:
-        self.fd = fd
+    def __init__(self, source: SourceFile, view: np.ndarray) -> None:
+        self.source = source
         self.view_address = view.__array_interface__["data"][0]
-        self.view_offset = view_offset
 
     @classmethod
     def for_view(cls, view: np.ndarray) -> _FileGather | None:
@@ -307,8 +304,8 @@ class _FileGather:
         low, high = byte_extent(view)
         if high - low <= tiled_transpose.PREAD_ABOVE:
             return None
-        opened = open_source(view)
-        return cls(opened[0], opened[1], view) if opened is not None else None
+        source = open_source(view)
+        return cls(source, view) if source is not None else None
 
     def copy(self, box: np.ndarray) -> np.ndarray:
         order = sorted(range(box.ndim), key=lambda a: -box.strides[a])
@@ -320,18 +317,15 @@ class _FileGather:
             k -= 1
         staged = np.empty(source.shape, dtype=source.dtype)
         rows = staged.reshape(-1, math.prod(source.shape[k:]) if k < source.ndim else 1)
-        start = self.view_offset + (box.__array_interface__["data"][0] - self.view_address)
+        start = self.source.offset + (box.__array_interface__["data"][0] - self.view_address)
         if k == 0:
             offsets = np.array([start])
         else:
             grid = np.indices(source.shape[:k]).reshape(k, -1)
             offsets = start + np.asarray(source.strides[:k], dtype=np.int64) @ grid
         for row, offset in zip(rows, offsets.tolist()):
-            pread_exact(self.fd, memoryview(row).cast("B"), offset)
+            self.source.read_into(memoryview(row).cast("B"), offset)
         return _rearrange(staged, order)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def pwrite_all(fd: int, data: memoryview, position: int) -> None:

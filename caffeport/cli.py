@@ -139,8 +139,14 @@ def run_mean(args: argparse.Namespace) -> int:
 
 def _format_name(name: str) -> str:
     """An exporter's name; installed plugins are searched only for a name that is not one of ours."""
-    if name not in load_exporters(name):
-        raise argparse.ArgumentTypeError(f"unknown format {name!r} (choose from {', '.join(sorted(load_exporters()))})")
+    try:
+        if name not in load_exporters(name):
+            raise argparse.ArgumentTypeError(
+                f"unknown format {name!r} (choose from {', '.join(sorted(load_exporters()))})")
+    except argparse.ArgumentTypeError:
+        raise
+    except Exception as exc:  # a plugin that fails to import: say which and why, not just "invalid value"
+        raise argparse.ArgumentTypeError(f"loading the format plugins failed: {type(exc).__name__}: {exc}") from exc
     return name
 
 

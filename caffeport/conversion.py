@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,10 +112,13 @@ def convert(
 
             check_output_name(output, save_model)
     net = read(caffemodel, prototxt, phase=phase, check_values=False)
-    # the NaN/Inf check reads every weight once; run beside the export, it overlaps the writes instead of
-    # delaying their start (its warnings are the same, reported once the conversion is done)
-    with ThreadPoolExecutor(1, thread_name_prefix="caffeport-check") as pool:
-        checked = pool.submit(nonfinite_warnings, net, threads=1)
+    # the NaN/Inf check reads every weight once: run beside the export, it overlaps the writes instead of
+    # delaying their start; its warnings go where `read` would have put them, after the reader's own
+    checked_at = len(net.warnings)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="caffeport-check")
+    try:
+        checked = pool.submit(nonfinite_warnings, net, threads=1, stop=stop)
         converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
         target = None
         if output is not None:
@@ -123,6 +127,9 @@ def convert(
                     include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
                     save_model=save_model, progress=progress))
             target = Path(output)
-        converted.warnings[:0] = checked.result()
+        converted.warnings[checked_at:checked_at] = checked.result()
+    finally:  # on an error or Ctrl-C, the scan stops at its next block instead of running to the end
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
     return ConvertResult(net=converted, format=format, backend=backend, output=target)
 

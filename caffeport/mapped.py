@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import mmap
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from caffeport.errors import InputFileError
 
 _PAGE = mmap.PAGESIZE
 
@@ -55,14 +58,17 @@ def byte_extent(array: np.ndarray) -> tuple[int, int]:
 
 
 def release_pages(array: np.ndarray) -> None:
-    """Drop the pages under ``array`` from this process's memory map (no-op for in-memory arrays).
+    """Drop the pages under ``array`` from this process, if it is a view onto a model map (else nothing).
 
     MADV_DONTNEED on a read-only file map loses nothing: the pages stay in the
-    OS page cache, and touching them again is a cheap minor fault.
+    OS page cache, and touching them again is a cheap minor fault. Only maps
+    made by `caffeport.readers.files.map_file` are released: on someone
+    else's map (a copy-on-write ``np.memmap``, say) it could throw away
+    values held only in memory.
     """
     owner = mapping_of(array)
     advice = getattr(mmap, "MADV_DONTNEED", None)
-    if owner is None or advice is None or len(owner) == 0 or array.size == 0:
+    if owner is None or advice is None or array.size == 0 or _model_file(owner) is None:
         return
     start_address = map_address(owner)
     low, high = byte_extent(array)
@@ -72,31 +78,46 @@ def release_pages(array: np.ndarray) -> None:
         owner.madvise(advice, first, last - first)
 
 
-def open_source(array: np.ndarray) -> tuple[int, int] | None:
-    """``(file descriptor, file offset of the array's lowest byte)`` for a view onto a mapped model file.
+@dataclass(frozen=True)
+class SourceFile:
+    """Where a view onto a model map comes from: the file (a descriptor open on it) and the view's offset."""
 
-    None when the array is not a view onto a file this package mapped (an
-    in-memory array, a decoded fp16 blob) or the file cannot be opened again.
-    The caller closes the descriptor.
+    fd: int
+    path: str
+    offset: int
+
+    def read_into(self, buffer: memoryview, position: int) -> None:
+        """Fill ``buffer`` from byte ``position`` of the file (a pread may return less than asked).
+
+        A file that shrank, or a read that fails, while its weights are being
+        converted is an `InputFileError` naming it, not a stray OSError.
+        """
+        while buffer:
+            try:
+                got = os.preadv(self.fd, [buffer], position)
+            except OSError as exc:
+                raise InputFileError(f"reading weights at byte {position:,} failed: {exc.strerror or exc}",
+                                     path=self.path) from None
+            if got <= 0:
+                raise InputFileError(f"the file ended at byte {position:,} while its weights were being "
+                                     "converted (was it changed meanwhile?)", path=self.path)
+            buffer, position = buffer[got:], position + got
+
+
+def open_source(array: np.ndarray) -> SourceFile | None:
+    """The model file a view onto a map made by `map_file` reads, for pread; None for any other array.
+
+    The descriptor belongs to the map and lives as long as it (and so as long
+    as the view): callers do not close it.
     """
-    from caffeport.readers.files import mapped_path
-
     owner = mapping_of(array)
-    path = mapped_path(owner) if owner is not None else None
-    if owner is None or path is None:
+    found = _model_file(owner) if owner is not None else None
+    if owner is None or found is None:
         return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    return fd, byte_extent(array)[0] - map_address(owner)
+    return SourceFile(found.fd, found.path, byte_extent(array)[0] - map_address(owner))
 
 
-def pread_exact(fd: int, buffer: memoryview, offset: int) -> None:
-    """Fill ``buffer`` from byte ``offset`` of ``fd`` (a pread may return less than asked)."""
-    while buffer:
-        got = os.preadv(fd, [buffer], offset)
-        if got <= 0:
-            raise OSError("the model file ended while reading a weight block")
-        buffer, offset = buffer[got:], offset + got
+def _model_file(owner: mmap.mmap) -> Any:
+    from caffeport.readers.files import mapped_file
 
+    return mapped_file(owner)

@@ -17,6 +17,7 @@ import errno
 import os
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -226,7 +227,7 @@ def _sync_file_range_available() -> bool:
 
 
 def _load_sync_file_range() -> object:
-    if os.uname().sysname != "Linux":
+    if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes

@@ -28,14 +28,13 @@ conversion runs, so they get this path:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from caffeport.mapped import byte_extent, open_source, pread_exact, release_pages
+from caffeport.mapped import SourceFile, byte_extent, open_source, release_pages
 
 #: file-backed views spanning more than this are gathered with pread rather than read through the map
 PREAD_ABOVE = 16 << 20
@@ -129,24 +128,20 @@ def transposed_runs(matrix: TransposedMatrix, dtype: Any, *,
     low, high = byte_extent(source)
     opened = open_source(source) if high - low > PREAD_ABOVE else None
     staging = np.empty((band, tile_cols), dtype=source.dtype) if opened is not None else None
-    try:
-        for r0 in range(0, rows, band):
-            height = min(band, rows - r0)
-            for c0 in range(0, cols, tile_cols):
-                width = min(tile_cols, cols - c0)
-                if opened is not None and staging is not None:
-                    tile = _pread_tile(opened, source, staging, r0, height, c0, width)
-                else:
-                    tile = source[r0:r0 + height, c0:c0 + width]
-                piece_cols = _even_share(width, PIECE_BYTES // (height * target.itemsize))
-                for p0 in range(0, width, piece_cols):
-                    piece = _transpose(tile[:, p0:p0 + piece_cols], target)
-                    yield from _piece_runs(matrix, piece, r0, c0 + p0)
-            if release_source:
-                release_pages(source[r0:r0 + height])
-    finally:
-        if opened is not None:
-            os.close(opened[0])
+    for r0 in range(0, rows, band):
+        height = min(band, rows - r0)
+        for c0 in range(0, cols, tile_cols):
+            width = min(tile_cols, cols - c0)
+            if opened is not None and staging is not None:
+                tile = _pread_tile(opened, source, staging, r0, height, c0, width)
+            else:
+                tile = source[r0:r0 + height, c0:c0 + width]
+            piece_cols = _even_share(width, PIECE_BYTES // (height * target.itemsize))
+            for p0 in range(0, width, piece_cols):
+                piece = _transpose(tile[:, p0:p0 + piece_cols], target)
+                yield from _piece_runs(matrix, piece, r0, c0 + p0)
+        if release_source:
+            release_pages(source[r0:r0 + height])
 
 
 def _even_share(total: int, most: int) -> int:
@@ -155,18 +150,17 @@ def _even_share(total: int, most: int) -> int:
     return -(-total // parts)
 
 
-def _pread_tile(opened: tuple[int, int], source: np.ndarray, staging: np.ndarray,
+def _pread_tile(opened: SourceFile, source: np.ndarray, staging: np.ndarray,
                 r0: int, height: int, c0: int, width: int) -> np.ndarray:
     """Source rows ``r0..r0+height``, columns ``c0..c0+width``, read into ``staging`` one pread per row."""
-    fd, file_offset = opened
     item = source.itemsize
     row_stride = source.strides[0]
     staged_row = staging.shape[1] * item
     segment = width * item
     raw = memoryview(staging).cast("B")
-    position = file_offset + r0 * row_stride + c0 * item
+    position = opened.offset + r0 * row_stride + c0 * item
     for r in range(height):
-        pread_exact(fd, raw[r * staged_row:r * staged_row + segment], position)
+        opened.read_into(raw[r * staged_row:r * staged_row + segment], position)
         position += row_stride
     return staging[:height, :width]
 

@@ -11,6 +11,7 @@ import pytest
 import caffeport
 from caffeport import blocks, tiled_transpose
 from caffeport.blocks import Reshaped, iter_placed
+from caffeport.errors import InputFileError
 from caffeport.readers.files import map_file
 from caffeport.tiled_transpose import as_transposed, transposed_runs
 from caffeport.transforms import transform
@@ -100,8 +101,7 @@ def test_reading_a_mapped_file_with_pread_gives_the_same_runs(tmp_path: Path, sm
         matrix = as_transposed(view)
         assert matrix is not None
         opened = tiled_transpose.open_source(matrix.source)
-        assert opened is not None and opened[1] == 12, "the file and the view's offset in it must be found"
-        os.close(opened[0])
+        assert opened is not None and opened.offset == 12, "the file and the view's offset in it must be found"
         runs = list(transposed_runs(matrix, "<f4", release_source=True))
         np.testing.assert_array_equal(_assemble(runs, view.size), np.asarray(view, dtype=np.float32).reshape(-1))
 
@@ -143,3 +143,48 @@ def test_write_placed_joins_runs_that_meet(tmp_path: Path, monkeypatch: pytest.M
     np.testing.assert_array_equal(written[400:], data[400:])
     assert path.read_bytes()[1000:1600] == b"\xff" * 600, "the gap is left alone"
     assert sorted(calls) == [2, 3], "two vectored writes: one per group of runs that meet"
+
+
+def _mapped_weight(tmp_path: Path, weight: np.ndarray) -> tuple[Path, np.ndarray]:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\x00" * 12 + weight.tobytes())
+    mapped = np.frombuffer(map_file(path), dtype=weight.dtype, offset=12, count=weight.size).reshape(weight.shape)
+    return path, mapped
+
+
+def test_pread_reads_the_mapped_file_even_after_its_path_names_another(tmp_path: Path, small_tiles: None,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The descriptor kept at map time is read, never the path opened again (which may be another file by then)."""
+    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    weight = np.random.default_rng(5).standard_normal((13, 24)).astype(np.float32)
+    path, mapped = _mapped_weight(tmp_path, weight)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\x00" * (12 + weight.nbytes))
+    os.replace(other, path)  # the path now names a file of zeros
+    monkeypatch.chdir(tmp_path)
+    matrix = as_transposed(mapped.T)
+    assert matrix is not None
+    np.testing.assert_array_equal(_assemble(list(transposed_runs(matrix, "<f4")), weight.size), weight.T.reshape(-1))
+
+
+def test_a_file_cut_short_while_converting_is_a_clear_error(tmp_path: Path, small_tiles: None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    weight = np.ones((13, 24), np.float32)
+    path, mapped = _mapped_weight(tmp_path, weight)
+    matrix = as_transposed(mapped.T)
+    assert matrix is not None
+    os.truncate(path, 100)  # the map is not touched: only pread reads, and finds the end
+    with pytest.raises(InputFileError, match="ended at byte") as info:
+        list(transposed_runs(matrix, "<f4"))
+    assert info.value.path is not None and Path(info.value.path).name == "weights.bin"
+
+
+def test_pages_of_maps_caffeport_did_not_make_are_never_released(tmp_path: Path) -> None:
+    """A copy-on-write memmap holds edits only in memory: releasing its pages would lose them."""
+    path = tmp_path / "cow.npy"
+    np.save(path, np.zeros(4096, np.float32))
+    edited = np.load(path, mmap_mode="c")
+    edited[:] = 1.5
+    blocks.release(edited)
+    assert (edited == 1.5).all()

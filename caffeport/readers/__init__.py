@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -107,11 +108,15 @@ def _read_weights(path: PathLike) -> Net:
     return WEIGHTS_READERS[kind](path)
 
 
-def nonfinite_warnings(net: Net, *, threads: int = 2) -> list[str]:
-    """A warning naming each blob that holds NaN or infinite values (they are kept: Caffe would use them)."""
+def nonfinite_warnings(net: Net, *, threads: int = 2, stop: threading.Event | None = None) -> list[str]:
+    """A warning naming each blob that holds NaN or infinite values (they are kept: Caffe would use them).
+
+    ``stop`` ends the scan early (see `nonfinite_counts`); the list is then incomplete.
+    """
     blobs = [(layer, index, blob) for layer in net.layers for index, blob in enumerate(layer.blobs)]
     warnings = []
-    for (layer, index, blob), (nan, inf) in zip(blobs, nonfinite_counts([b for _, _, b in blobs], threads=threads)):
+    counts = nonfinite_counts([b for _, _, b in blobs], threads=threads, stop=stop)
+    for (layer, index, blob), (nan, inf) in zip(blobs, counts):
         if nan or inf:
             counts = " and ".join(f"{n:,} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
             warnings.append(f"layer {layer.name!r} blob {index} {tuple(blob.shape)} holds {counts} values "

@@ -15,7 +15,9 @@ The result is read-only when the buffer is (a read-only memory map).
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 
 import numpy as np
 
@@ -257,7 +259,8 @@ def _decode_shape(reader: Reader, start: int, end: int) -> list[int]:
     return dims
 
 
-def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2) -> list[tuple[int, int]]:
+def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2,
+                     stop: threading.Event | None = None) -> list[tuple[int, int]]:
     """How many NaN and how many infinite values each floating-point blob holds.
 
     Scanned a block at a time (a block's sum is finite exactly when all its
@@ -267,7 +270,8 @@ def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2) -> list[tupl
     the page cache), so checking every weight does not leave the whole file
     in the process's resident memory, which reading it never does. Above
     64 MB in all, ``threads`` threads share the blocks (numpy lets go of the
-    GIL while it sums).
+    GIL while it sums). Once ``stop`` is set the remaining blocks are skipped
+    (a conversion that failed or was interrupted does not wait for the scan).
     """
     blocks = [(n, flat[i:i + _SCAN_BLOCK]) for n, flat in enumerate(a.reshape(-1) for a in arrays)
               if flat.dtype.kind == "f" for i in range(0, flat.size, _SCAN_BLOCK)]
@@ -276,9 +280,9 @@ def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2) -> list[tupl
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads, thread_name_prefix="caffeport-scan") as pool:
-            results = list(pool.map(_block_counts, (block for _, block in blocks)))
+            results = list(pool.map(_block_counts, (block for _, block in blocks), itertools.repeat(stop)))
     else:
-        results = [_block_counts(block) for _, block in blocks]
+        results = [_block_counts(block, stop) for _, block in blocks]
     for (n, _), (nan, inf) in zip(blocks, results):
         counts[n][0] += nan
         counts[n][1] += inf
@@ -288,7 +292,9 @@ def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2) -> list[tupl
 _PARALLEL_SCAN_BYTES = 64 << 20
 
 
-def _block_counts(block: np.ndarray) -> tuple[int, int]:
+def _block_counts(block: np.ndarray, stop: threading.Event | None = None) -> tuple[int, int]:
+    if stop is not None and stop.is_set():
+        return 0, 0
     with np.errstate(all="ignore"):
         total = float(np.add.reduce(block, dtype=np.float64 if block.itemsize > 4 else np.float32))
     counts = (0, 0) if math.isfinite(total) else \

@@ -12,6 +12,7 @@ import mmap
 import os
 import stat
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -47,27 +48,39 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap:
     """A read-only memory map of the whole file.
 
     Blob arrays are views onto this map, so the weights are never copied into
-    Python memory and pages the OS no longer needs can be dropped.
+    Python memory and pages the OS no longer needs can be dropped. A
+    descriptor of the same open file is kept beside the map (`mapped_file`)
+    for block copies that read with pread rather than touch the map: never
+    the path opened again, which could by then name another file.
     """
     p = check_file(path)
     try:
         with open(p, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = os.dup(handle.fileno())
     except ValueError:  # emptied since check_file looked at it
         raise InputFileError("the file is empty", path=p) from None
     except OSError as exc:
         raise InputFileError(f"cannot read: {exc.strerror or exc}", path=p) from None
-    _MAPPED_PATHS[mapped] = str(p)
+    weakref.finalize(mapped, os.close, fd)
+    _MAPPED[mapped] = MappedFile(str(p), fd)
     return mapped
 
 
-#: map -> path: lets block copies read a mapped file with pread instead of touching the map
-_MAPPED_PATHS: weakref.WeakKeyDictionary[mmap.mmap, str] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True)
+class MappedFile:
+    """The file behind a map made by `map_file`: its path (for messages) and a descriptor open on it."""
+
+    path: str
+    fd: int
 
 
-def mapped_path(mapped: mmap.mmap) -> str | None:
-    """The path a map made by `map_file` reads, or None for any other map."""
-    return _MAPPED_PATHS.get(mapped)
+_MAPPED: weakref.WeakKeyDictionary[mmap.mmap, MappedFile] = weakref.WeakKeyDictionary()
+
+
+def mapped_file(mapped: mmap.mmap) -> MappedFile | None:
+    """The file a map made by `map_file` reads (its descriptor lives as long as the map), or None for any other map."""
+    return _MAPPED.get(mapped)
 
 
 def sniff(head: bytes) -> Kind:

@@ -50,3 +50,14 @@ def test_plugins_are_searched_only_for_a_format_that_is_not_built_in(tmp_path: P
     result = _run(tmp_path, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_its_error(tmp_path: Path) -> None:
+    _install_fake_plugin(tmp_path)
+    (tmp_path / "fakeplugin_fmt.py").write_text("raise ValueError('the plugin is broken')\n")
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    result = _run(tmp_path, "-m", "caffeport.cli", "convert", str(folder / "a_lenet.caffemodel"),
+                  "-o", str(tmp_path / "out.fake"), "-f", "fakefmt")
+    assert result.returncode == 2
+    assert "loading the format plugins failed: ValueError: the plugin is broken" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out.fake").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -221,14 +222,26 @@ def test_nan_and_inf_weights_are_kept_and_named(tmp_path: Path, monkeypatch: pyt
 
 
 def test_convert_reports_nan_weights_checked_beside_the_export(tmp_path: Path) -> None:
-    """`convert` reads without the check and runs it while writing: the same warning, first in the list."""
+    """`convert` reads without the check and runs it while writing: the same warning, after the reader's own."""
     weights = np.array([1.0, np.nan, np.inf], dtype=np.float32)
     path = _model(tmp_path, _layer("bad", type_="Bias", blobs=[pw.blob(weights)]))
     result = caffeport.convert(path, output=tmp_path / "out.npz", format="npz")
-    assert result.warnings[0] == "layer 'bad' blob 0 (3,) holds 1 NaN and 1 infinite values (kept as stored)"
+    unchecked = caffeport.read(path, check_values=False).warnings
+    assert unchecked and not [w for w in unchecked if "NaN" in w]
+    assert result.warnings[:len(unchecked) + 1] == [
+        *unchecked, "layer 'bad' blob 0 (3,) holds 1 NaN and 1 infinite values (kept as stored)"]
     with np.load(tmp_path / "out.npz") as stored:
         np.testing.assert_array_equal(stored["bad/0"], weights)
-    assert not [w for w in caffeport.read(path, check_values=False).warnings if "NaN" in w]
+
+
+def test_a_stopped_scan_skips_the_remaining_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What lets an interrupted conversion end without waiting for the NaN/Inf scan of the whole model."""
+    monkeypatch.setattr(blob_proto, "_SCAN_BLOCK", 2)
+    arrays = [np.array([np.nan, 1, np.inf, np.nan], np.float32)]
+    assert blob_proto.nonfinite_counts(arrays, threads=1) == [(2, 1)]
+    stop = threading.Event()
+    stop.set()
+    assert blob_proto.nonfinite_counts(arrays, threads=1, stop=stop) == [(0, 0)]
 
 
 def test_finite_large_values_are_not_reported(tmp_path: Path) -> None:
