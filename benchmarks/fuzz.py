@@ -50,6 +50,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from caffeport.readers.wire import encode_delimited as _ld
+from caffeport.readers.wire import encode_key as _key
+from caffeport.readers.wire import encode_varint as _varint
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ROOT.parent / "shared" / "caffe-models"
 KINDS = ("caffemodel", "h5", "binaryproto", "prototxt")
@@ -68,26 +72,6 @@ class Seed:
     partner: Path | None = None
     #: protobuf positions found by walking the seed: (start, end, role) of varints
     varints: list[tuple[int, int, str]] = field(default_factory=list)
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _ld(number: int, payload: bytes) -> bytes:
-    return _key(number, 2) + _varint(len(payload)) + payload
 
 
 def _synthetic_seeds() -> list[Seed]:
@@ -299,7 +283,7 @@ class Mutator:
         else:
             delta = self.rng.choice((-1, 1, -4, 4))
             new = self.rng.choice((*INTERESTING_INTS, max(value + delta, 0), value * 2, 2**64 - 1 - value))
-        encoded = _varint(new)
+        encoded = _varint(new & ((1 << 64) - 1))  # a doubled value wraps to 64 bits, as a field would
         if self.rng.random() < 0.1:  # overlong encodings: protobuf allows padding up to 10 bytes, not 11
             encoded = bytes(b | 0x80 for b in encoded) + b"\x80" * self.rng.choice((0, 5, 9)) + b"\x00"
         data[start:end] = encoded

@@ -8,31 +8,16 @@ import struct
 
 import numpy as np
 
+from caffeport.readers.wire import encode_delimited, encode_key, encode_varint
 
-def varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def key(number: int, wire_type: int) -> bytes:
-    return varint((number << 3) | wire_type)
+#: the wire encoders are caffeport's own (`caffeport.readers.wire`), under short names for building test files
+varint = encode_varint
+key = encode_key
+ld = encode_delimited
 
 
 def vint(number: int, value: int) -> bytes:
     return key(number, 0) + varint(value)
-
-
-def ld(number: int, payload: bytes) -> bytes:
-    return key(number, 2) + varint(len(payload)) + payload
 
 
 def string(number: int, text: str) -> bytes:

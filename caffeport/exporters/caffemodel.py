@@ -50,7 +50,15 @@ from caffeport.output import atomic_output
 from caffeport.readers import caffe_schema
 from caffeport.readers.blob_proto import RAW_DTYPES
 from caffeport.readers.caffe_schema import FieldSpec
-from caffeport.readers.wire import FIXED32, FIXED64, LENGTH, VARINT
+from caffeport.readers.wire import (
+    FIXED32,
+    FIXED64,
+    LENGTH,
+    VARINT,
+    encode_delimited,
+    encode_key,
+    encode_varint,
+)
 
 __all__ = ["CHUNK_BYTES", "LazyBlob", "encode_message", "write_caffemodel", "write_caffemodel_stream"]
 
@@ -76,28 +84,8 @@ _RAW_TYPES: dict[str, int] = {dtype: number for number, dtype in RAW_DTYPES.item
 # Wire primitives
 
 
-def _varint(value: int) -> bytes:
-    """A base-128 varint; negative values as their 64-bit two's complement, as protobuf does."""
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(number: int, wire_type: int) -> bytes:
-    return _varint((number << 3) | wire_type)
-
-
-def _delimited(number: int, payload: bytes) -> bytes:
-    return _key(number, LENGTH) + _varint(len(payload)) + payload
-
-
 def _text(number: int, text: str) -> bytes:
-    return _delimited(number, text.encode("utf-8"))
+    return encode_delimited(number, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------
@@ -122,8 +110,8 @@ def _encode_field(message: str, spec: FieldSpec, value: Any) -> bytes:
     occurrences = list(value) if spec.repeated and isinstance(value, (list, tuple, np.ndarray)) else [value]
     try:
         if (message, spec.name) in _PACKED:
-            packed = b"".join(_varint(_integer(spec, v)) for v in occurrences)
-            return _delimited(spec.number, packed) if packed else b""
+            packed = b"".join(encode_varint(_integer(spec, v)) for v in occurrences)
+            return encode_delimited(spec.number, packed) if packed else b""
         return b"".join(_encode_one(spec, v) for v in occurrences)
     except (TypeError, ValueError, OverflowError, struct.error) as exc:
         raise ModelStructureError(f"{message}.{spec.name}: cannot write {value!r} as {spec.kind}: {exc}") from None
@@ -135,18 +123,18 @@ def _encode_one(spec: FieldSpec, value: Any) -> bytes:
     if kind == "message":
         if not isinstance(value, Mapping):
             raise TypeError(f"expected a {spec.type_name} dict")
-        return _delimited(spec.number, encode_message(spec.type_name or "", value))
+        return encode_delimited(spec.number, encode_message(spec.type_name or "", value))
     if kind == "string":
         if not isinstance(value, str):
             raise TypeError("expected a str")
         return _text(spec.number, value)
     if kind == "bytes":
-        return _delimited(spec.number, bytes(value))
+        return encode_delimited(spec.number, bytes(value))
     if kind == "float":
-        return _key(spec.number, FIXED32) + struct.pack("<f", float(value))
+        return encode_key(spec.number, FIXED32) + struct.pack("<f", float(value))
     if kind == "double":
-        return _key(spec.number, FIXED64) + struct.pack("<d", float(value))
-    return _key(spec.number, VARINT) + _varint(_integer(spec, value))
+        return encode_key(spec.number, FIXED64) + struct.pack("<d", float(value))
+    return encode_key(spec.number, VARINT) + encode_varint(_integer(spec, value))
 
 
 def _integer(spec: FieldSpec, value: Any) -> int:
@@ -180,7 +168,7 @@ def _encode_params(layer: Layer) -> bytes:
         if not isinstance(values, Mapping):
             continue
         try:
-            out += _delimited(number, encode_message(caffe_schema.PARAM_KEY_BY_NAME[key], values))
+            out += encode_delimited(number, encode_message(caffe_schema.PARAM_KEY_BY_NAME[key], values))
         except ModelStructureError as exc:
             raise ModelStructureError(f"{key}: {exc.message}", layer=layer.name) from None
     return bytes(out)
@@ -215,7 +203,7 @@ def _payload_encoding(dtype: np.dtype[Any]) -> tuple[bytes, int, np.dtype[Any]]:
     raw_type = _RAW_TYPES.get(little.str)
     if raw_type is None:
         raise ValueError(f"dtype {dtype} has no Caffe encoding (float32, float64, float16, int32 and uint32 have)")
-    return _key(_BLOB_RAW_DATA_TYPE, VARINT) + _varint(raw_type), _BLOB_RAW_DATA, little
+    return encode_key(_BLOB_RAW_DATA_TYPE, VARINT) + encode_varint(raw_type), _BLOB_RAW_DATA, little
 
 
 def _plan_blob(blob: Blob, layer: str, index: int) -> _BlobPlan:
@@ -228,14 +216,14 @@ def _plan_blob(blob: Blob, layer: str, index: int) -> _BlobPlan:
     if any(d < 0 for d in shape):
         raise ModelStructureError(f"blob {index} has a negative dimension in shape {shape}", layer=layer)
     count = math.prod(shape)
-    shape_field = _delimited(_BLOB_SHAPE, encode_message("BlobShape", {"dim": list(shape)}))
-    payload_header = _key(payload_field, LENGTH) + _varint(count * dtype.itemsize)
+    shape_field = encode_delimited(_BLOB_SHAPE, encode_message("BlobShape", {"dim": list(shape)}))
+    payload_header = encode_key(payload_field, LENGTH) + encode_varint(count * dtype.itemsize)
     if payload_field < _BLOB_SHAPE:  # data (5) precedes shape (7)
         before, after = payload_header, shape_field
     else:
         before, after = shape_field + type_field + payload_header, b""
     message_size = len(before) + count * dtype.itemsize + len(after)
-    prefix = _key(_BLOBS, LENGTH) + _varint(message_size) + before
+    prefix = encode_key(_BLOBS, LENGTH) + encode_varint(message_size) + before
     return _BlobPlan(prefix, dtype, count, after, blob)
 
 
@@ -288,7 +276,7 @@ def _write_layer(handle: BinaryIO, layer: Layer) -> int:
     plans = [_plan_blob(blob, layer.name, i) for i, blob in enumerate(layer.blobs)]
     params = _encode_params(layer)
     size = len(header) + sum(plan.size for plan in plans) + len(params)
-    written = _write_all(handle, _key(_NET_LAYER, LENGTH) + _varint(size) + header)
+    written = _write_all(handle, encode_key(_NET_LAYER, LENGTH) + encode_varint(size) + header)
     for i, plan in enumerate(plans):
         written += _write_all(handle, plan.prefix)
         written += _write_payload(handle, plan, layer.name, i)
@@ -302,7 +290,7 @@ def _net_inputs(inputs: Mapping[str, Sequence[int]]) -> bytes:
     if not any(len(shape) for shape in inputs.values()):
         return names
     shapes = b"".join(
-        _delimited(_NET_INPUT_SHAPE, encode_message("BlobShape", {"dim": [int(d) for d in shape]}))
+        encode_delimited(_NET_INPUT_SHAPE, encode_message("BlobShape", {"dim": [int(d) for d in shape]}))
         for shape in inputs.values()
     )
     return names + shapes

@@ -213,3 +213,29 @@ def signed64(value: int) -> int:
 def zigzag(value: int) -> int:
     """Decode a sint32/sint64 varint."""
     return (value >> 1) ^ -(value & 1)
+
+
+# --------------------------------------------------------------------------
+# The writing side of the same format: the caffemodel exporter, and the test and fuzz builders of Caffe files
+
+
+def encode_varint(value: int) -> bytes:
+    """A base-128 varint; a negative value as its 64-bit two's complement, as protobuf writes it."""
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_key(number: int, wire_type: int) -> bytes:
+    """A field's tag: its number and wire type."""
+    return encode_varint((number << 3) | wire_type)
+
+
+def encode_delimited(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (a string, bytes, packed values or a nested message)."""
+    return encode_key(number, LENGTH) + encode_varint(len(payload)) + payload

@@ -107,15 +107,3 @@ def varint_positions(data: bytes, start: int = 0, end: int | None = None, depth:
         else:
             break
     return found
-
-
-def encode_varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import caffeport
+from caffeport.readers.wire import encode_varint
 from tests.conftest import models_dir
-from tests.hostile.hostile_helpers import check_clean, encode_varint, varint_positions
+from tests.hostile.hostile_helpers import check_clean, varint_positions
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                     max_examples=800)
