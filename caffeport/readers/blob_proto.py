@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from caffeport.errors import InputFileError
-from caffeport.mapped import mapping_of, release_pages
+from caffeport.mapped import release_pages
 from caffeport.readers.wire import FIXED32, FIXED64, LENGTH, MAX_FIELD_NUMBER, VARINT, Reader, signed64
 
 #: Caffe's ``kMaxBlobAxes``
@@ -299,6 +299,5 @@ def _block_counts(block: np.ndarray, stop: threading.Event | None = None) -> tup
         total = float(np.add.reduce(block, dtype=np.float64 if block.itemsize > 4 else np.float32))
     counts = (0, 0) if math.isfinite(total) else \
         (int(np.count_nonzero(np.isnan(block))), int(np.count_nonzero(np.isinf(block))))
-    if mapping_of(block) is not None:
-        release_pages(block)
+    release_pages(block)  # a no-op unless the block is a view onto a model map
     return counts
