@@ -35,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from caffeport import tiled_transpose
-from caffeport.mapped import SourceFile, byte_extent, open_source, release_pages
+from caffeport.mapped import SourceFile, pread_source, release_pages
 
 #: the largest block `iter_chunks` yields, in bytes of the target dtype
 BLOCK_BYTES = 16 << 20
@@ -301,10 +301,7 @@ class _FileGather:
     def for_view(cls, view: np.ndarray) -> _FileGather | None:
         if any(s <= 0 for s in view.strides):
             return None
-        low, high = byte_extent(view)
-        if high - low <= tiled_transpose.PREAD_ABOVE:
-            return None
-        source = open_source(view)
+        source = pread_source(view)
         return cls(source, view) if source is not None else None
 
     def copy(self, box: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ import numpy as np
 from caffeport.errors import InputFileError
 
 _PAGE = mmap.PAGESIZE
+#: views spanning more than this of a model map are gathered with pread rather than read through the map
+PREAD_ABOVE = 16 << 20
 
 
 def mapping_of(array: np.ndarray) -> mmap.mmap | None:
@@ -104,17 +106,21 @@ class SourceFile:
             buffer, position = buffer[got:], position + got
 
 
-def open_source(array: np.ndarray) -> SourceFile | None:
-    """The model file a view onto a map made by `map_file` reads, for pread; None for any other array.
+def pread_source(array: np.ndarray) -> SourceFile | None:
+    """The model file to read a view from with pread, or None to read the view through the map (or memory).
 
-    The descriptor belongs to the map and lives as long as it (and so as long
-    as the view): callers do not close it.
+    Only views onto a map made by `map_file` that span more than
+    `PREAD_ABOVE` bytes are read with pread: touching a large strided view
+    through the map would map whole page-cache folios, and with them far
+    more than is read. The descriptor belongs to the map and lives as long
+    as it (and so as long as the view): callers do not close it.
     """
     owner = mapping_of(array)
     found = _model_file(owner) if owner is not None else None
-    if owner is None or found is None:
+    low, high = byte_extent(array)
+    if owner is None or found is None or high - low <= PREAD_ABOVE:
         return None
-    return SourceFile(found.fd, found.path, byte_extent(array)[0] - map_address(owner))
+    return SourceFile(found.fd, found.path, low - map_address(owner))
 
 
 def _model_file(owner: mmap.mmap) -> Any:

@@ -34,10 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.mapped import SourceFile, byte_extent, open_source, release_pages
+from caffeport.mapped import SourceFile, pread_source, release_pages
 
-#: file-backed views spanning more than this are gathered with pread rather than read through the map
-PREAD_ABOVE = 16 << 20
 #: rows (of the source, as stored) per tile: target rows are split into fragments only beyond this
 TILE_ROWS = 16384
 #: bytes of source per tile (one staging buffer, reused), unless rows of MIN_READ_BYTES need more
@@ -125,8 +123,7 @@ def transposed_runs(matrix: TransposedMatrix, dtype: Any, *,
     rows, cols = matrix.rows, matrix.cols
     band = min(rows, TILE_ROWS)
     tile_cols = _even_share(cols, max(TILE_BYTES // (band * source.itemsize), MIN_READ_BYTES // source.itemsize))
-    low, high = byte_extent(source)
-    opened = open_source(source) if high - low > PREAD_ABOVE else None
+    opened = pread_source(source)
     staging = np.empty((band, tile_cols), dtype=source.dtype) if opened is not None else None
     for r0 in range(0, rows, band):
         height = min(band, rows - r0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport import blocks, tiled_transpose
+from caffeport import blocks, mapped, tiled_transpose
 from caffeport.blocks import Reshaped, iter_chunks, iter_placed, prefetched
 from caffeport.transforms import transform
 from tests.conftest import models_dir
@@ -57,7 +57,7 @@ def test_gathering_from_the_file_gives_the_same_block(monkeypatch: pytest.Monkey
     The tiled-transpose path is switched off here so the general one is the
     one tested (tests/test_tiled_transpose.py covers that one).
     """
-    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(mapped, "PREAD_ABOVE", -1)
     monkeypatch.setattr(tiled_transpose, "as_transposed", lambda view: None)
     folder = models_dir() / "caffe-reference" / "a_lenet"
     net = transform(caffeport.read(folder / "a_lenet.caffemodel", folder / "deploy.prototxt"), "tensorflow")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport import blocks, tiled_transpose
+from caffeport import blocks, mapped, tiled_transpose
 from caffeport.blocks import Reshaped, iter_placed
 from caffeport.errors import InputFileError
 from caffeport.readers.files import map_file
@@ -91,16 +91,16 @@ def test_views_that_are_not_transposed_matrices_are_left_to_the_general_path() -
 def test_reading_a_mapped_file_with_pread_gives_the_same_runs(tmp_path: Path, small_tiles: None,
                                                              monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
     """Views onto a mapped file over PREAD_ABOVE are read with pread into the staging buffer."""
-    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(mapped, "PREAD_ABOVE", -1)
     rng = np.random.default_rng(3)
     weight = rng.standard_normal((13, 2 * 3 * 4)).astype(dtype)
     path = tmp_path / "weights.bin"
     path.write_bytes(b"\x00" * 12 + weight.tobytes())
-    mapped = np.frombuffer(map_file(path), dtype=dtype, offset=12, count=weight.size).reshape(weight.shape)
-    for view in (mapped.T, _flatten_reorder(mapped, 2, 3, 4)):
+    stored = np.frombuffer(map_file(path), dtype=dtype, offset=12, count=weight.size).reshape(weight.shape)
+    for view in (stored.T, _flatten_reorder(stored, 2, 3, 4)):
         matrix = as_transposed(view)
         assert matrix is not None
-        opened = tiled_transpose.open_source(matrix.source)
+        opened = mapped.pread_source(matrix.source)
         assert opened is not None and opened.offset == 12, "the file and the view's offset in it must be found"
         runs = list(transposed_runs(matrix, "<f4", release_source=True))
         np.testing.assert_array_equal(_assemble(runs, view.size), np.asarray(view, dtype=np.float32).reshape(-1))
@@ -108,7 +108,7 @@ def test_reading_a_mapped_file_with_pread_gives_the_same_runs(tmp_path: Path, sm
 
 def test_a_real_model_through_iter_placed(small_tiles: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """LeNet's ip1 (flatten reorder of a 50x4x4 blob) and ip2 (a plain W.T), read from the caffemodel by pread."""
-    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(mapped, "PREAD_ABOVE", -1)
     folder = models_dir() / "caffe-reference" / "a_lenet"
     net = transform(caffeport.read(folder / "a_lenet.caffemodel", folder / "deploy.prototxt"), "tensorflow")
     for layer_name in ("ip1", "ip2"):
@@ -148,31 +148,31 @@ def test_write_placed_joins_runs_that_meet(tmp_path: Path, monkeypatch: pytest.M
 def _mapped_weight(tmp_path: Path, weight: np.ndarray) -> tuple[Path, np.ndarray]:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"\x00" * 12 + weight.tobytes())
-    mapped = np.frombuffer(map_file(path), dtype=weight.dtype, offset=12, count=weight.size).reshape(weight.shape)
-    return path, mapped
+    stored = np.frombuffer(map_file(path), dtype=weight.dtype, offset=12, count=weight.size).reshape(weight.shape)
+    return path, stored
 
 
 def test_pread_reads_the_mapped_file_even_after_its_path_names_another(tmp_path: Path, small_tiles: None,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The descriptor kept at map time is read, never the path opened again (which may be another file by then)."""
-    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(mapped, "PREAD_ABOVE", -1)
     weight = np.random.default_rng(5).standard_normal((13, 24)).astype(np.float32)
-    path, mapped = _mapped_weight(tmp_path, weight)
+    path, stored = _mapped_weight(tmp_path, weight)
     other = tmp_path / "other.bin"
     other.write_bytes(b"\x00" * (12 + weight.nbytes))
     os.replace(other, path)  # the path now names a file of zeros
     monkeypatch.chdir(tmp_path)
-    matrix = as_transposed(mapped.T)
+    matrix = as_transposed(stored.T)
     assert matrix is not None
     np.testing.assert_array_equal(_assemble(list(transposed_runs(matrix, "<f4")), weight.size), weight.T.reshape(-1))
 
 
 def test_a_file_cut_short_while_converting_is_a_clear_error(tmp_path: Path, small_tiles: None,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiled_transpose, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(mapped, "PREAD_ABOVE", -1)
     weight = np.ones((13, 24), np.float32)
-    path, mapped = _mapped_weight(tmp_path, weight)
-    matrix = as_transposed(mapped.T)
+    path, stored = _mapped_weight(tmp_path, weight)
+    matrix = as_transposed(stored.T)
     assert matrix is not None
     os.truncate(path, 100)  # the map is not touched: only pread reads, and finds the end
     with pytest.raises(InputFileError, match="ended at byte") as info:
