@@ -6,6 +6,7 @@ The public API is small:
 - `read_blob(path)` -> numpy array (``.binaryproto`` mean files)
 - `convert(caffemodel, prototxt, output, format=..., backend=...)` -> `ConvertResult`
 - `transform(net, backend)` -> a new `Net` with weights in the backend's layout
+- `run(net, inputs, all_layers=False)` -> the net's outputs computed in Caffe's semantics (numpy)
 - `load_ir(path)` -> the `Net` stored in a ``-f ir`` file
 - `Net`, `Layer`: the intermediate representation (`caffeport.ir`)
 - `CaffeportError` and its subclasses (`caffeport.errors`) for bad input
@@ -34,17 +35,19 @@ _HOMES = {
     "read_blob": "caffeport.readers",
     "register_backend": "caffeport.transforms",
     "register_pass": "caffeport.transforms",
+    "run": "caffeport.forward",
     "transform": "caffeport.transforms",
 }
 
 __all__ = [
     "CaffeportError", "ConvertResult", "Layer", "MatchReport", "Net", "__version__", "convert", "load_ir", "read",
-    "read_blob", "register_backend", "register_pass", "transform",
+    "read_blob", "register_backend", "register_pass", "run", "transform",
 ]
 
 if TYPE_CHECKING:
     from caffeport.conversion import ConvertResult, convert
     from caffeport.errors import CaffeportError
+    from caffeport.forward import run
     from caffeport.ir import Layer, MatchReport, Net
     from caffeport.ir_file import load_ir
     from caffeport.readers import read, read_blob

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Net, Shape
-from caffeport.shapes import conv_window, pool_window
+from caffeport.layers import layer_type
 
 
 def format_shape(shape: Shape | None) -> str:
@@ -19,54 +18,9 @@ def format_shape(shape: Shape | None) -> str:
     return "x".join(str(d) for d in shape) if shape else "()"
 
 
-def _window(layer: Layer, pooling: bool) -> str:
-    try:
-        w = pool_window(layer) if pooling else conv_window(layer)
-    except ShapeInferenceError:
-        return "window=?"
-
-    def axes(values: tuple[int, ...]) -> str:
-        return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
-
-    text = f"k={axes(w.kernel)} s={axes(w.stride)} p={axes(w.pad)}"
-    return text + (f" d={axes(w.dilation)}" if any(d != 1 for d in w.dilation) else "")
-
-
 def key_params(layer: Layer) -> str:
-    """A short summary of the parameters that decide a layer's behaviour."""
-    t = layer.type
-    if t in ("Convolution", "Deconvolution"):
-        p = layer.param("convolution_param")
-        parts = [f"out={p.get('num_output', '?')}", _window(layer, pooling=False)]
-        if p.get("group", 1) != 1:
-            parts.append(f"group={p['group']}")
-        if not p.get("bias_term", True):
-            parts.append("no-bias")
-        return " ".join(parts)
-    if t == "Pooling":
-        p = layer.param("pooling_param")
-        if p.get("global_pooling"):
-            return f"{p.get('pool', 'MAX')} global"
-        return f"{p.get('pool', 'MAX')} {_window(layer, pooling=True)}"
-    if t == "InnerProduct":
-        p = layer.param("inner_product_param")
-        extra = " transpose" if p.get("transpose") else ""
-        extra += f" axis={p['axis']}" if p.get("axis", 1) != 1 else ""
-        return f"out={p.get('num_output', '?')}{extra}" + ("" if p.get("bias_term", True) else " no-bias")
-    if t == "BatchNorm":
-        return f"eps={layer.param('batch_norm_param').get('eps', 1e-5):g}"
-    if t == "Scale":
-        return "bias" if layer.param("scale_param").get("bias_term") else ""
-    if t == "PReLU":
-        return "channel_shared" if layer.param("prelu_param").get("channel_shared") else ""
-    if t == "Eltwise":
-        return str(layer.param("eltwise_param").get("operation", "SUM"))
-    if t in ("LSTM", "RNN"):
-        return f"out={layer.param('recurrent_param').get('num_output', '?')}"
-    if t == "Embed":
-        p = layer.param("embed_param")
-        return f"in={p.get('input_dim', '?')} out={p.get('num_output', '?')}"
-    return ""
+    """A short summary of the parameters that decide a layer's behaviour (its type's `LayerType.key_params`)."""
+    return layer_type(layer.type).key_params(layer)
 
 
 def _io(names: list[str], shapes: list[Shape | None]) -> str:

@@ -78,3 +78,14 @@ class InternalDecodeError(DecodeError):
     gets one clean line; reaching it is a caffeport bug (a missing explicit
     check) and the hostile-input tests treat it as a failure.
     """
+
+
+class UnsupportedModelError(CaffeportError):
+    """The reference forward (`caffeport.run`) does not implement some layer types or parameter values.
+
+    The message lists every such layer at once, by name, before any work is done.
+    """
+
+
+class InputError(CaffeportError):
+    """An input given to `caffeport.run` is missing, unknown to the net, or of the wrong shape."""

@@ -15,7 +15,8 @@ import pytest
 import caffeport
 from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Net, Shape
-from caffeport.shapes import RULES, infer_shapes, shape_rule
+from caffeport.layers import LAYER_TYPES, LayerType, register
+from caffeport.shapes import infer_shapes
 
 
 def make(type_: str, bottoms: list[str], tops: list[str], name: str = "L", **params: Any) -> Layer:
@@ -120,9 +121,9 @@ def test_missing_bottoms_is_an_error() -> None:
 
 def test_rule_registry() -> None:
     for t in ("Convolution", "Deconvolution", "Pooling", "PriorBox", "Permute", "LSTM", "Input"):
-        assert t in RULES
+        assert type(LAYER_TYPES[t]).infer is not LayerType.infer, t
     with pytest.raises(ValueError, match="registered twice"):
-        shape_rule("ReLU")(lambda layer, shapes: [])
+        register("ReLU")(type("AnotherReLU", (LayerType,), {}))
 
 
 # ----------------------------------------------------------------------------- sources

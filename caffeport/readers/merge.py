@@ -11,19 +11,12 @@ report both kinds of mismatch instead of hiding them.
 from __future__ import annotations
 
 from caffeport.ir import Layer, MatchReport, Net
-
-#: layer types that own learned blobs in Caffe (Scale and Bias only with one bottom)
-WEIGHTED_TYPES = frozenset(
-    {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU", "Embed", "LSTM", "RNN",
-     "Normalize"}
-)
+from caffeport.layers import layer_type
 
 
 def expects_weights(layer: Layer) -> bool:
-    """Whether Caffe would give this layer learned blobs of its own."""
-    if layer.type in ("Scale", "Bias"):
-        return len(layer.bottoms) < 2
-    return layer.type in WEIGHTED_TYPES
+    """Whether Caffe would give this layer learned blobs of its own (its type's `LayerType.weighted`)."""
+    return layer_type(layer.type).weighted(layer)
 
 
 def merge(structure: Net, weights: Net) -> Net:

@@ -1,8 +1,9 @@
-"""The numpy Caffe forward of reference_nets.py against Caffe's own outputs.
+"""`caffeport.run`, the reference forward, against Caffe's own outputs.
 
-The Keras and PyTorch MTCNN tests use that numpy forward as their ground truth
-(MTCNN comes without Caffe outputs), so it has to reproduce BVLC Caffe first:
-every per-layer output of every caffe-reference model, at the same tolerance.
+Every per-layer output of every caffe-reference model (written by BVLC Caffe
+1.0 with its own forward outputs), at the proof tests' tolerance. The Keras
+and PyTorch proof tests then use `caffeport.run` as their ground truth where
+a model comes without Caffe's outputs (MTCNN).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from tests.proof.reference_nets import (
     REFERENCE_MODELS,
     add_split_copies,
     assert_all_close,
-    caffe_forward,
     model_files,
     reference_inputs,
     reference_outputs,
@@ -22,10 +22,11 @@ from tests.proof.reference_nets import (
 
 
 @pytest.mark.parametrize("name", REFERENCE_MODELS)
-def test_numpy_forward_reproduces_caffe(name: str) -> None:
+def test_reference_forward_reproduces_caffe(name: str) -> None:
     caffemodel, prototxt = model_files(name)
     net = caffeport.read(caffemodel, prototxt)
     expected = reference_outputs(name)
-    got = caffe_forward(net, reference_inputs(name))
+    outputs = caffeport.run(net, reference_inputs(name), all_layers=True)
+    got = {key.replace("/", "__", 1): value for key, value in outputs.items() if "/" in key}
     add_split_copies(got, expected)
     assert_all_close(got, expected)

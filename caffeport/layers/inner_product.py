@@ -1,0 +1,44 @@
+"""InnerProduct: a fully connected layer over the axes from ``axis`` on, flattened in C order.
+
+Shapes (``InnerProductLayer::Reshape``): the axes from ``axis`` (default 1)
+on collapse into one of size ``num_output``.
+
+Blobs (``InnerProductLayer::LayerSetUp``): weight ``(num_output, K)`` with
+``K`` the product of the input's axes from ``axis`` on, ``(K, num_output)``
+with ``transpose: true``; with ``bias_term`` a bias ``(num_output,)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from caffeport.ir import Layer, Shape
+from caffeport.layers.fields import axis_index, positive
+from caffeport.layers.registry import BlobShape, LayerType, Tops, register
+
+
+@register("InnerProduct")
+class InnerProduct(LayerType):
+    param = "inner_product_param"
+
+    def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
+        p = self.params_of(layer)
+        axis = axis_index(layer, p.get("axis", 1), len(bottoms[0]))
+        return [(*bottoms[0][:axis], positive(layer, p, "num_output", "inner_product_param"))]
+
+    def weighted(self, layer: Layer) -> bool:
+        return True
+
+    def blob_shapes(self, layer: Layer, bottoms: list[Shape | None]) -> list[BlobShape] | None:
+        p = self.params_of(layer)
+        num_output = positive(layer, p, "num_output", "inner_product_param")
+        shape = bottoms[0] if bottoms else None
+        k = None if shape is None else math.prod(shape[axis_index(layer, p.get("axis", 1), len(shape)) :])
+        weight: BlobShape = (k, num_output) if p.get("transpose", False) else (num_output, k)
+        return [weight, (num_output,)] if p.get("bias_term", True) else [weight]
+
+    def key_params(self, layer: Layer) -> str:
+        p = self.params_of(layer)
+        extra = " transpose" if p.get("transpose") else ""
+        extra += f" axis={p['axis']}" if p.get("axis", 1) != 1 else ""
+        return f"out={p.get('num_output', '?')}{extra}" + ("" if p.get("bias_term", True) else " no-bias")
