@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 # caffeport does no linear algebra, so numpy's BLAS worker threads would only spin beside the conversion on the
 # cores it uses (measured: about 0.15 s of CPU and 0.07 s of wall time of a 0.9 s VGG16 conversion on two
 # cores). Set before numpy loads (`import caffeport` does not load it); a value the user set wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# ``caffeport run`` does: its convolutions are matrix products, so it keeps BLAS's threads.
+if sys.argv[1:2] != ["run"]:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
@@ -26,8 +28,11 @@ from caffeport.conversion import convert
 from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError
 from caffeport.exporters import load_exporters
+from caffeport.forward import net_outputs, run
 from caffeport.keras_model import check_weights_file, load_keras_model
+from caffeport.layers.blobs import blob_problems
 from caffeport.output import atomic_output, exit_on_termination_signals
+from caffeport.preprocess import image_input, parse_mean
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
 from caffeport.readers import read, read_blob
@@ -57,7 +62,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(table(net))
-    return 0
+    return 1 if blob_problems(net) else 0
 
 
 def _cwd_on_path() -> None:
@@ -113,6 +118,84 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"{args.weights}: does not fit {args.keras_model}: load_weights(by_name=True) would leave the layers above "
           "wrong without a word")
     return 1
+
+
+def _named_values(items: list[str], what: str) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict (a lone ``VALUE`` is named ``""``: the net's only input)."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            name, value = "", item
+        if name in values:
+            raise CaffeportError(f"{what} given twice for input {name or '(the only one)'!r}")
+        values[name] = value
+    return values
+
+
+def _only_input(net_inputs: dict[str, tuple[int, ...]], what: str) -> str:
+    if len(net_inputs) != 1:
+        raise CaffeportError(f"the net has {len(net_inputs)} inputs ({', '.join(net_inputs)}): "
+                             f"name the one meant, {what} NAME=FILE")
+    return next(iter(net_inputs))
+
+
+def _run_inputs(args: argparse.Namespace, net_inputs: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The arrays ``--input``, ``--image`` and ``--random`` give, by net input name."""
+    inputs: dict[str, np.ndarray] = {}
+    for name, path in _named_values(args.input, "--input").items():
+        name = name or _only_input(net_inputs, "--input")
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CaffeportError(f"cannot read it as a .npy array ({exc})", path=path) from exc
+    mean = None
+    if args.mean is not None:
+        parsed = parse_mean(args.mean)
+        mean = read_blob(parsed) if isinstance(parsed, str) else parsed
+    for name, path in _named_values(args.image, "--image").items():
+        name = name or _only_input(net_inputs, "--image")
+        if name not in net_inputs:
+            raise CaffeportError(f"the net has no input named {name!r} (its inputs: {', '.join(net_inputs)})")
+        if name in inputs:
+            raise CaffeportError(f"input {name!r} given both as --input and as --image")
+        inputs[name] = image_input(path, net_inputs[name], mean=mean, scale=args.scale, swap_rb=args.swap_rb,
+                                   resize=args.resize)
+    if args.random is not None:
+        rng = np.random.default_rng(args.random)
+        for name, shape in net_inputs.items():
+            if name not in inputs:
+                inputs[name] = rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    return inputs
+
+
+def _resize(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W (two integers), got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"H and W must be positive, got {text!r}")
+    return height, width
+
+
+@command("run")
+def run_forward(args: argparse.Namespace) -> int:
+    net = read(args.model, args.prototxt)
+    inputs = _run_inputs(args, {name: tuple(shape) for name, shape in net.inputs.items()})
+    outputs = run(net, inputs, all_layers=args.all_layers)
+    with atomic_output(args.output, force=args.force, inputs=[args.model, args.prototxt]) as tmp, \
+            open(tmp, "wb") as handle:
+        np.savez(handle, **outputs)
+    if not args.quiet:
+        for name in net_outputs(net):
+            value = outputs.get(name)
+            if value is not None:
+                stats = f"min {value.min():.6g} max {value.max():.6g} mean {value.mean():.6g}" if value.size else ""
+                print(f"{name}: {'x'.join(map(str, value.shape))} {stats}")
+        extra = f" and {sum('/' in k for k in outputs)} layer tops" if args.all_layers else ""
+        print(f"wrote {args.output}: {len(net_outputs(net))} net outputs{extra}", file=sys.stderr)
+    return 0
 
 
 @command("mean")
@@ -220,6 +303,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras-model", metavar="SPEC", required=True,
                    help="module.path:function (called with no arguments; found on sys.path, which starts with the "
                    "working directory) or a saved .keras file")
+
+    p = sub.add_parser(
+        "run",
+        help="run the model forward in Caffe's semantics (numpy) and save its outputs",
+        description="Run a Caffe model forward with caffeport's reference implementation of Caffe's layers "
+        "(numpy, float32, Caffe's own rules: ceil-mode pooling, the AVE divisor, BatchNorm's scale factor, "
+        "SSD's DetectionOutput...) and save the outputs as .npz: the net's output blobs by name, and with "
+        "--all-layers every layer's tops as '<layer>/<top>', taken right after that layer ran. Use it as the "
+        "ground truth for a converted model. Layers the reference cannot run are listed before any work.",
+        epilog="examples: caffeport run det1.caffemodel -p det1.prototxt --random 0 -o out.npz; "
+        "caffeport run m.caffemodel -p deploy.prototxt --image cat.jpg --mean 104,117,123 -o out.npz --all-layers",
+    )
+    p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
+    p.add_argument("-p", "--prototxt", help="deploy prototxt (decides the layers and the input shapes)")
+    p.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input array in Caffe's layout (N, C, H, W), by net input name (repeat per input; "
+                   "the name may be left out for a net with one input); any batch size")
+    p.add_argument("--image", action="append", default=[], metavar="[NAME=]FILE",
+                   help="an image for an input: loaded BGR (as Caffe's OpenCV-loaded training images) 0..255, "
+                   "resized to the input's H x W (bilinear), then --mean subtracted and --scale applied; "
+                   "needs Pillow")
+    p.add_argument("--mean", metavar="B,G,R|MEAN.binaryproto",
+                   help="subtracted from --image inputs: values per channel in the order the net receives "
+                   "them, or a mean image")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies --image inputs after the mean (default 1)")
+    p.add_argument("--swap-rb", action="store_true", help="give --image inputs to the net in RGB order, not BGR")
+    p.add_argument("--resize", type=_resize, metavar="H,W",
+                   help="the size --image inputs are resized to (default: the input's own); the net runs at that size "
+                   "where its layers allow it, as Caffe reshapes a net")
+    p.add_argument("--random", type=int, metavar="SEED",
+                   help="fill every input not given otherwise with seeded uniform values in [-1, 1] (a smoke run)")
+    p.add_argument("--all-layers", action="store_true", help="also save every layer's tops as '<layer>/<top>'")
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless there is an error")
 
     p = sub.add_parser(
         "mean",

@@ -1,15 +1,20 @@
 """Human and JSON descriptions of a `Net` (what ``caffeport inspect`` prints).
 
-Kept apart from the CLI so the same summary can be used from Python and by
-the convert report later.
+Kept apart from the CLI so the same summary can be used from Python. Layers
+whose blobs do not fit them (`caffeport.layers.blobs`) are marked in the
+table and listed as errors after it (``inspect`` then exits 1, the verdict
+``convert`` and ``run`` give), with the layers the reference forward cannot
+run.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from caffeport.forward import unsupported_layers
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers import layer_type
+from caffeport.layers.blobs import blob_problems
 
 
 def format_shape(shape: Shape | None) -> str:
@@ -31,6 +36,7 @@ def _io(names: list[str], shapes: list[Shape | None]) -> str:
 
 def layer_rows(net: Net) -> list[list[str]]:
     rows = []
+    problems = blob_problems(net)
     for layer in net.layers:
         blobs = " ".join(f"{format_shape(b.shape)}:{b.dtype.name}" for b in layer.blobs)
         rows.append([
@@ -39,7 +45,7 @@ def layer_rows(net: Net) -> list[list[str]]:
             f"{_io(layer.bottoms, layer.bottom_shapes)} -> {_io(layer.tops, layer.top_shapes)}",
             blobs,
             f"{layer.num_weights:,}" if layer.blobs else "",
-            key_params(layer),
+            " ".join(filter(None, [key_params(layer), "<- BLOBS DO NOT FIT" if layer.name in problems else ""])),
         ])
     return rows
 
@@ -78,6 +84,10 @@ def summary_lines(net: Net) -> list[str]:
         if net.match.unused_weights:
             lines.append("match: caffemodel weights no prototxt layer uses: " + ", ".join(net.match.unused_weights))
     lines.extend(f"warning: {w}" for w in net.warnings)
+    unsupported = unsupported_layers(net)
+    if unsupported:
+        lines.append(f"run: the reference forward cannot run {len(unsupported)} layer(s): " + "; ".join(unsupported))
+    lines.extend(f"error: layer {name!r}: {problem}" for name, problem in blob_problems(net).items())
     return lines
 
 
@@ -109,6 +119,8 @@ def to_json(net: Net) -> dict[str, Any]:
             "unused_weights": net.match.unused_weights,
         },
         "warnings": net.warnings,
+        "blob_problems": blob_problems(net),
+        "run_unsupported": unsupported_layers(net),
     }
 
 

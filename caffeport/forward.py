@@ -14,14 +14,22 @@ Before any work, every layer the reference cannot run is listed at once
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
-from caffeport.errors import CaffeportError, InputError, ModelStructureError, UnsupportedModelError
+from caffeport.errors import (
+    CaffeportError,
+    InputError,
+    ModelStructureError,
+    ShapeInferenceError,
+    UnsupportedModelError,
+)
 from caffeport.ir import Layer, Net
 from caffeport.layers import Unsupported, layer_type
 from caffeport.layers.blobs import check_net
+from caffeport.shapes import infer_shapes
 
 __all__ = ["net_outputs", "run", "unsupported_layers"]
 
@@ -65,14 +73,32 @@ def _check_inputs(net: Net, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
         if name not in inputs:
             raise InputError(f"no value given for input {name!r} (expected shape {list(shape)})")
         value = np.asarray(inputs[name])
-        # the batch (axis 0) may differ, as after pycaffe's blobs[name].reshape(); everything else is the net's
-        if value.ndim != len(shape) or tuple(value.shape[1:]) != tuple(shape[1:]) or value.shape[0] < 1:
-            raise InputError(f"input {name!r} has shape {list(value.shape)}, expected {list(shape)} "
-                             "(any batch size along axis 0)")
+        if not shape:
+            raise InputError(f"the shape of input {name!r} is not known (a caffemodel alone does not say it): "
+                             "give the deploy prototxt")
+        # other sizes are allowed, as after pycaffe's blobs[name].reshape(): `run` checks the net at them
+        if value.ndim != len(shape) or value.size == 0:
+            raise InputError(f"input {name!r} has shape {list(value.shape)}, expected {list(shape)}")
         if not np.issubdtype(value.dtype, np.number) and value.dtype != np.bool_:
             raise InputError(f"input {name!r} holds {value.dtype} values, not numbers")
         values[name] = np.ascontiguousarray(value, dtype=np.float32)
     return values
+
+
+def _reshaped(net: Net, shapes: dict[str, tuple[int, ...]]) -> Net:
+    """``net`` at other input sizes, its shapes inferred strictly and its blobs checked again (``Net::Reshape``).
+
+    A copy (blobs shared): the caller's net keeps its own shapes.
+    """
+    layers = [dataclasses.replace(layer, bottom_shapes=[], top_shapes=[]) for layer in net.layers]
+    resized = dataclasses.replace(net, layers=layers, inputs=dict(shapes), warnings=[])
+    try:
+        infer_shapes(resized, strict=True)
+    except ShapeInferenceError as exc:
+        sizes = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
+        raise InputError(f"the net cannot run at input size {sizes}: {exc}") from exc
+    check_net(resized)
+    return resized
 
 
 def _forward_one(layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
@@ -109,6 +135,8 @@ def run(net: Net, inputs: Mapping[str, np.ndarray], *, all_layers: bool = False)
             f"the reference forward cannot run {len(problems)} layer(s): " + "; ".join(problems),
             path=net.prototxt_path or net.caffemodel_path)
     blobs = _check_inputs(net, inputs)
+    if any(tuple(blobs[name].shape) != tuple(shape) for name, shape in net.inputs.items()):
+        _reshaped(net, {name: tuple(value.shape) for name, value in blobs.items()})
     fed = set(blobs)
     results: dict[str, np.ndarray] = {}
     with np.errstate(all="ignore"):  # Caffe computes through overflow and NaN without a word; so does this

@@ -111,3 +111,33 @@ def _run_rule(layer: Layer) -> Tops:
         raise ShapeInferenceError(f"cannot read {layer.type} parameters ({type(exc).__name__}: {exc})",
                                   layer=layer.name) from exc
     return (list(tops) + unknown)[: len(layer.tops)]
+
+
+def unknown_shape_cause(net: Net, layer: Layer, bottom: int = 0) -> str:
+    """Why bottom ``bottom`` of ``layer`` has no known shape: the layer where knowledge stopped, and why.
+
+    Walks back through producers whose own inputs are unknown to the first one
+    whose inputs were known (its type has no shape rule, or its rule failed)
+    or to a blob nobody produces.
+    """
+    if bottom >= len(layer.bottoms):
+        return f"layer {layer.name!r} has no bottom {bottom}"
+    index = next(i for i, candidate in enumerate(net.layers) if candidate is layer)
+    blob = layer.bottoms[bottom]
+    while True:
+        index, producer = next(((i, la) for i, la in zip(range(index - 1, -1, -1), reversed(net.layers[:index]))
+                                if blob in la.tops), (0, None))
+        if producer is None:
+            if blob in net.inputs:
+                return f"the shape of net input {blob!r} is not known (give the deploy prototxt)"
+            return f"blob {blob!r} comes from no layer and is not a net input with a known shape"
+        unknown = [i for i, shape in enumerate(producer.bottom_shapes) if shape is None]
+        if unknown:
+            blob = producer.bottoms[unknown[0]]
+            continue
+        kind = layer_type(producer.type)
+        if type(kind).infer is LayerType.infer:
+            return f"layer {producer.name!r} is of type {producer.type!r}, which has no shape rule in caffeport"
+        if not producer.bottoms:
+            return f"layer {producer.name!r} ({producer.type}) reads its data from files at run time"
+        return f"layer {producer.name!r} ({producer.type}) could not be shaped (see its warning)"

@@ -23,6 +23,7 @@ from caffeport.layers import (  # noqa: F401 - imported to register their types
     flatten,
     inner_product,
     input,
+    interp,
     lrn,
     mvn,
     normalize,
@@ -32,13 +33,17 @@ from caffeport.layers import (  # noqa: F401 - imported to register their types
     prior_box,
     recurrent,
     reduction,
+    reorg,
     reshape,
     scale,
+    shuffle_channel,
     slice,
     softmax,
     split,
+    spp,
     tile,
     training,
+    upsample,
 )
 from caffeport.layers.registry import LAYER_TYPES, BlobShape, LayerType, Tops, Unsupported, layer_type, register
 

@@ -1,16 +1,33 @@
-"""BatchNorm at TEST time (``use_global_stats``): ``(x - mean / s) / sqrt(var / s + eps)`` per channel (axis 1).
+"""BatchNorm: ``(x - mean) / sqrt(var + eps)`` per channel (axis 1), from stored or from batch statistics.
 
 Blobs (``BatchNormLayer::LayerSetUp``): the running mean ``(C,)``, the running
-variance ``(C,)`` and the moving-average scale factor ``s`` ``(1,)``; Caffe
-stores the sums un-normalized, so both are divided by ``s`` (a factor of 0
-means mean and variance are taken as 0). ``eps`` defaults to 1e-5. The learned
-affine part, where a model has one, is a separate Scale layer.
+variance ``(C,)`` and the moving-average scale factor ``s`` ``(1,)``. ``eps``
+defaults to 1e-5. The learned affine part, where a model has one, is a
+separate Scale layer.
+
+Forward (``BatchNormLayer::Forward_cpu``), with the input seen as
+``(N, C, S)``: C is axis 1 (1 for a 1-D input) and S the product of the axes
+after it, so 2-D, 4-D and N-D inputs are all handled alike.
+
+* ``use_global_stats`` (the default in a TEST-phase net such as a deploy
+  prototxt, i.e. when the field is not given): Caffe stores the statistics
+  un-normalized, so mean and variance are the blobs times ``1 / s``, and
+  times 0 when ``s`` is 0 (the statistics are then taken as zeros).
+* ``use_global_stats: false`` given explicitly: Caffe normalizes with the
+  statistics of the batch itself even at TEST, and so does the reference:
+  the mean over N and S per channel, and the biased variance
+  ``mean((x - mean)^2)``. (Caffe also updates its running blobs then; the
+  reference leaves the blobs alone, which does not change this output.)
+
+Caffe requires ``bottom.shape(1)`` to exist, so a 1-D input is refused.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from caffeport.ir import Layer, Shape
-from caffeport.layers.fields import channels
+from caffeport.layers.fields import channels, error
 from caffeport.layers.registry import BlobShape, SameShape, register
 
 
@@ -25,5 +42,33 @@ class BatchNorm(SameShape):
         c = channels(bottoms[0] if bottoms else None)
         return [(c,), (c,), (1,)]
 
+    def use_global_stats(self, layer: Layer) -> bool:
+        """Caffe: the phase decides (TEST -> true) unless the field is given; the reference runs at TEST."""
+        value = self.params_of(layer).get("use_global_stats")
+        return True if value is None else bool(value)
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        x = bottoms[0]
+        if x.ndim < 2:
+            raise error(layer, f"BatchNorm needs an input of at least 2 axes (N, C, ...), got {list(x.shape)}")
+        n, c = x.shape[:2]
+        eps = np.float32(self.params_of(layer).get("eps", 1e-5))
+        x3 = x.reshape(n, c, -1)
+        if self.use_global_stats(layer):
+            s = np.float32(np.asarray(layer.blobs[2], dtype=np.float32).reshape(-1)[0])
+            factor = np.float32(0) if s == 0 else np.float32(1) / s
+            mean = factor * np.asarray(layer.blobs[0], dtype=np.float32).reshape(c)
+            var = factor * np.asarray(layer.blobs[1], dtype=np.float32).reshape(c)
+        else:
+            inv = np.float32(1.0 / (n * x3.shape[2]))
+            mean = (x3.sum(axis=2, dtype=np.float32) * inv).sum(axis=0, dtype=np.float32)
+            centred = x3 - mean.reshape(1, c, 1)
+            var = ((centred * centred).sum(axis=2, dtype=np.float32) * inv).sum(axis=0, dtype=np.float32)
+        std = np.sqrt(var + eps)
+        y = (x3 - mean.reshape(1, c, 1)) / std.reshape(1, c, 1)
+        return [y.reshape(x.shape)]
+
     def key_params(self, layer: Layer) -> str:
-        return f"eps={self.params_of(layer).get('eps', 1e-5):g}"
+        p = self.params_of(layer)
+        extra = " batch-stats" if p.get("use_global_stats") is False else ""
+        return f"eps={p.get('eps', 1e-5):g}{extra}"

@@ -1,6 +1,15 @@
-"""Concat: bottoms joined along ``axis`` (default 1; the legacy ``concat_dim`` may not be negative)."""
+"""Concat: bottoms joined along ``axis`` (default 1; the legacy ``concat_dim`` may not be negative).
+
+``ConcatLayer`` (BVLC): every bottom has the same number of axes and the same
+dims except along the concat axis; the top holds the bottoms one after the
+other along it, in bottom order. ``concat_dim``, when given, wins and must lie
+in ``[0, num_axes)``; ``axis`` follows ``CanonicalAxisIndex`` (negatives from
+the end). One bottom is passed through.
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import axis_index, error
@@ -33,3 +42,15 @@ class Concat(LayerType):
                     f"{layer.bottoms[0]!r} is {first}, {name!r} is {shape}",
                 )
         return [(*first[:axis], sum(shape[axis] for shape in bottoms), *first[axis + 1 :])]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        self.infer(layer, [b.shape for b in bottoms])  # Caffe's checks, on the shapes actually fed
+        axis = concat_axis(layer, bottoms[0].ndim)
+        return [np.concatenate(bottoms, axis=axis).astype(np.float32, copy=False)]
+
+    def key_params(self, layer: Layer) -> str:
+        p = self.params_of(layer)
+        if p.get("concat_dim") is not None:
+            return f"concat_dim={p['concat_dim']}"
+        axis = p.get("axis", 1)
+        return f"axis={axis}" if axis != 1 else ""

@@ -1,4 +1,4 @@
-"""Convolution, and the forks' ConvolutionDepthwise / DepthwiseConvolution (a Convolution with group = channels).
+"""Convolution, the forks' DepthwiseConvolution (a plain Convolution) and ConvolutionDepthwise (always depthwise).
 
 Shapes (``BaseConvolutionLayer::Reshape``): N-D over the axes after ``axis``;
 every bottom must share one shape and gets its own top;
@@ -8,17 +8,127 @@ Blobs (``BaseConvolutionLayer::LayerSetUp``): weight
 ``(num_output, channels / group, *kernel)``, and with ``bias_term`` (default
 true) a bias ``(num_output,)``. ``group`` must divide both channels and
 num_output.
+
+Forward (``ConvolutionLayer::Forward_cpu``, ``im2col_cpu``): the axes before
+``axis`` are one batch axis (``num_ = count(0, axis)``); per sample and
+group, the input's ``channels / group`` channels are unrolled into a column
+matrix whose row ``(c * kernel_h + i) * kernel_w + j`` holds, for every
+output position ``o``, the input at ``o * stride - pad + (i, j) * dilation``
+(zero outside the input), and the group's ``(num_output / group, Cg * kh *
+kw)`` slice of the weight multiplies it (one float32 GEMM). The bias is then
+added per output channel. A 1x1, stride-1, unpadded kernel skips the
+unrolling; the result is the same.
+
+The depthwise forks (verified from their sources):
+
+- ``DepthwiseConvolution`` (yonghenglh6's layer, as in eric612/MobileNet-YOLO
+  ``depthwise_conv_layer.cpp``) subclasses ``BaseConvolutionLayer``: its
+  parameters, blobs, shape and CPU forward are Convolution's, ``group``
+  defaulting to 1 (prototxts set it to the channel count).
+- ``ConvolutionDepthwise`` (sp2823's layer, BVLC PR #5665
+  ``conv_dw_layer.cpp``) reads only the window fields: it ignores ``group``
+  and ``num_output``; its top has the bottom's channels, its weight is
+  ``(channels, 1, kh, kw)`` and its bias ``(channels,)``; one 4-D bottom.
+  Output channel ``c`` is input channel ``c`` cross-correlated with filter
+  ``c`` (zero padding, dilation), plus ``bias[c]``.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import axis_index, error, positive, same_shapes
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
-from caffeport.layers.windows import conv_window, describe_window
+from caffeport.layers.windows import Window, conv_window, describe_window
+
+#: largest unrolled (im2col) buffer, in bytes, built at once; larger batches are split
+COLUMN_BYTES = 1 << 28
+
+
+def taps(window: Window, out: tuple[int, ...]) -> Iterator[tuple[int, tuple[slice, ...]]]:
+    """Each kernel tap's flat index and its strided slice of the zero-padded input, covering every output position.
+
+    Tap ``(i, j, ...)`` of output position ``o`` reads padded position
+    ``o * stride + (i, j, ...) * dilation``; taps run in row-major kernel
+    order, as im2col's rows do.
+    """
+    ranges = [range(k) for k in window.kernel]
+    for index, offsets in enumerate(itertools.product(*ranges)):
+        yield index, tuple(
+            slice(t * d, t * d + s * (m - 1) + 1, s)
+            for t, d, s, m in zip(offsets, window.dilation, window.stride, out, strict=True)
+        )
+
+
+def zero_pad(x: np.ndarray, pad: tuple[int, ...]) -> np.ndarray:
+    """``x`` (N, C, *spatial) with ``pad`` zeros before and after each spatial axis (``x`` itself when no pad)."""
+    if not any(pad):
+        return x
+    padded = np.zeros((*x.shape[:2], *(n + 2 * p for n, p in zip(x.shape[2:], pad, strict=True))), np.float32)
+    padded[(slice(None), slice(None), *(slice(p, p + n) for n, p in zip(x.shape[2:], pad, strict=True)))] = x
+    return padded
+
+
+def conv_out_size(size: int, k: int, pad: int, stride: int, dilation: int) -> int:
+    return (size + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
+
+
+def batch_chunks(n: int, bytes_per_sample: int) -> Iterator[slice]:
+    """Slices of the batch whose unrolled buffers stay under `COLUMN_BYTES` (one sample at least)."""
+    step = max(1, COLUMN_BYTES // max(1, bytes_per_sample))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+def convolve(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, group: int, window: Window) -> np.ndarray:
+    """Caffe's grouped cross-correlation of ``x`` (N, C, *spatial) with ``weight`` (O, C / group, *kernel), float32."""
+    n, c = x.shape[:2]
+    o = weight.shape[0]
+    cg, og = c // group, o // group
+    out = tuple(conv_out_size(*args) for args in zip(x.shape[2:], window.kernel, window.pad, window.stride,
+                                                      window.dilation, strict=True))
+    positions = math.prod(out)
+    ntaps = math.prod(window.kernel)
+    xp = zero_pad(x, window.pad)
+    if cg == 1 and og <= 8:  # depthwise (multiplier up to 8): per-tap multiply-accumulate beats tiny GEMMs
+        y = _depthwise(xp, weight.reshape(c, og, ntaps), window, out)
+    elif ntaps == 1 and all(s == 1 for s in window.stride) and not any(window.pad):
+        # a 1x1 kernel: the input already is the column matrix
+        y = np.matmul(weight.reshape(group, og, cg), x.reshape(n, group, cg, positions))
+    else:
+        kernels = weight.reshape(group, og, cg * ntaps)
+        y = np.empty((n, group, og, positions), np.float32)
+        for part in batch_chunks(n, c * ntaps * positions * 4):
+            xs = xp[part]
+            cols = np.empty((xs.shape[0], c, ntaps, *out), np.float32)
+            for t, where in taps(window, out):
+                cols[:, :, t] = xs[(slice(None), slice(None), *where)]
+            np.matmul(kernels, cols.reshape(xs.shape[0], group, cg * ntaps, positions), out=y[part])
+    y = y.reshape(n, o, *out)
+    if bias is not None:
+        y += bias.reshape(o, *([1] * len(out)))
+    return y
+
+
+def _depthwise(xp: np.ndarray, weight: np.ndarray, window: Window, out: tuple[int, ...]) -> np.ndarray:
+    """group == channels: per tap, each input channel times its ``m`` filters' tap (weight (C, m, taps)), summed."""
+    n, c = xp.shape[:2]
+    m = weight.shape[1]
+    spatial = [1] * len(out)
+    acc = np.zeros((n, c, m, *out), np.float32)
+    term = np.empty_like(acc)
+    for t, where in taps(window, out):
+        view = xp[(slice(None), slice(None), *where)]
+        np.multiply(view[:, :, None], weight[:, :, t].reshape(c, m, *spatial), out=term)
+        acc += term
+    return acc.reshape(n, c * m, *out)
 
 
 class ConvolutionBase(LayerType):
@@ -30,8 +140,13 @@ class ConvolutionBase(LayerType):
     def weighted(self, layer: Layer) -> bool:
         return True
 
-    def group(self, layer: Layer) -> int:
+    def group(self, layer: Layer, channels: int | None) -> int:
+        """The number of groups (``group``, default 1, as ``BaseConvolutionLayer`` reads it)."""
         return int(self.params_of(layer).get("group", 1))
+
+    def num_output(self, layer: Layer, channels: int | None) -> int | None:
+        """The top's channel count (``num_output``, required)."""
+        return positive(layer, self.params_of(layer), "num_output", "convolution_param")
 
     def spatial_out(self, layer: Layer, size: int, k: int, pad: int, stride: int, dilation: int) -> int:
         extent = dilation * (k - 1) + 1
@@ -44,8 +159,8 @@ class ConvolutionBase(LayerType):
         p = self.params_of(layer)
         axis = axis_index(layer, p.get("axis", 1), len(shape))
         channels, spatial = shape[axis], shape[axis + 1 :]
-        num_output = positive(layer, p, "num_output", "convolution_param")
-        group = self.group(layer)
+        num_output = self.num_output(layer, channels)
+        group = self.group(layer, channels)
         if group <= 0 or channels % group or num_output % group:
             raise error(layer, f"group {group} must divide both channels {channels} and num_output {num_output}")
         window = conv_window(layer, len(spatial))
@@ -69,13 +184,16 @@ class ConvolutionBase(LayerType):
 
     def blob_shapes(self, layer: Layer, bottoms: list[Shape | None]) -> list[BlobShape] | None:
         p = self.params_of(layer)
-        num_output = positive(layer, p, "num_output", "convolution_param")
         shape = bottoms[0] if bottoms else None
         spatial = 2
         if shape is not None:
             spatial = len(shape) - 1 - axis_index(layer, p.get("axis", 1), len(shape))
         window = conv_window(layer, spatial)
-        weight = self.weight_shape(num_output, self.input_channels(layer, bottoms), self.group(layer), window.kernel)
+        channels = self.input_channels(layer, bottoms)
+        num_output = self.num_output(layer, channels)
+        if num_output is None:  # ConvolutionDepthwise before its bottom's shape is known
+            return [(None, 1, *window.kernel), (None,)] if p.get("bias_term", True) else [(None, 1, *window.kernel)]
+        weight = self.weight_shape(num_output, channels, self.group(layer, channels), window.kernel)
         return [weight, (num_output,)] if p.get("bias_term", True) else [weight]
 
     def key_params(self, layer: Layer) -> str:
@@ -91,13 +209,60 @@ class ConvolutionBase(LayerType):
             parts.append("no-bias")
         return " ".join(parts)
 
+    # ------------------------------------------------------------------ forward helpers
 
-@register("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
-class Convolution(ConvolutionBase):
-    """See the module docstring. The depthwise forks' types take ``group`` = channels when it is not given."""
+    def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
+        """The weight and (with ``bias_term``) the bias blob as float32; shapes are the ones the blob checks passed."""
+        weight = np.asarray(layer.blobs[0], dtype=np.float32)
+        bias = None
+        if self.params_of(layer).get("bias_term", True):
+            bias = np.asarray(layer.blobs[1], dtype=np.float32).reshape(-1)
+        return weight, bias
 
-    def group(self, layer: Layer) -> int:
+    def each_bottom(self, layer: Layer, bottoms: list[np.ndarray]) -> Iterator[tuple[np.ndarray, tuple[int, ...],
+                                                                                      Window]]:
+        """Each bottom as (N, C, *spatial) (the axes before ``axis`` folded into N), its leading dims, its window."""
         p: dict[str, Any] = self.params_of(layer)
-        if layer.type != "Convolution" and "group" not in p:
-            return int(p.get("num_output", 1))
-        return int(p.get("group", 1))
+        for x in bottoms:
+            axis = axis_index(layer, p.get("axis", 1), x.ndim)
+            lead = x.shape[:axis]
+            window = conv_window(layer, x.ndim - axis - 1)
+            yield np.asarray(x, np.float32).reshape(math.prod(lead), *x.shape[axis:]), lead, window
+
+
+@register("Convolution", "DepthwiseConvolution")
+class Convolution(ConvolutionBase):
+    """See the module docstring: DepthwiseConvolution is a Convolution in every respect caffeport sees."""
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        weight, bias = self.weights(layer)
+        tops = []
+        for x, lead, window in self.each_bottom(layer, bottoms):
+            kernels = weight.reshape(weight.shape[0], -1, *window.kernel)  # V1 files store 2-D kernels as 4-D too
+            y = convolve(x, kernels, bias, self.group(layer, x.shape[1]), window)
+            tops.append(y.reshape(*lead, *y.shape[1:]))
+        return tops
+
+
+@register("ConvolutionDepthwise")
+class ConvolutionDepthwise(Convolution):
+    """sp2823's depthwise layer: group and top channels are the bottom's channels whatever the params say."""
+
+    bottoms = 1
+
+    def group(self, layer: Layer, channels: int | None) -> int:
+        return 1 if channels is None else channels
+
+    def num_output(self, layer: Layer, channels: int | None) -> int | None:
+        return channels
+
+    def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
+        if len(bottoms[0]) != 4:
+            raise error(layer, f"ConvolutionDepthwise needs a 4-D input (N, C, H, W), got {bottoms[0]}")
+        if self.params_of(layer).get("axis", 1) not in (1, -3):
+            raise error(layer, "ConvolutionDepthwise always convolves over axes 2 and 3 (axis must be 1)")
+        return super().infer(layer, bottoms)[:1]
+
+    def key_params(self, layer: Layer) -> str:
+        params = super().key_params(layer).split(" ")[1:]  # out= and group= are the bottom's channels
+        return " ".join(["depthwise", *(part for part in params if not part.startswith("group="))])

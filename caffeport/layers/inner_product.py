@@ -6,11 +6,21 @@ on collapse into one of size ``num_output``.
 Blobs (``InnerProductLayer::LayerSetUp``): weight ``(num_output, K)`` with
 ``K`` the product of the input's axes from ``axis`` on, ``(K, num_output)``
 with ``transpose: true``; with ``bias_term`` a bias ``(num_output,)``.
+
+Forward (``InnerProductLayer::Forward_cpu``): the input is viewed as a matrix
+``(M, K)``, M the product of the axes before ``axis``, and multiplied by the
+weight, transposed unless ``transpose`` is set (then it is already ``(K, N)``);
+the bias is added to every row afterwards. V1 files store the weight with the
+legacy dims ``(1, 1, out, in)`` and the bias ``(1, 1, 1, out)``; only their
+element order counts, so they are read through a reshape to the 2-D and 1-D
+shapes ``LayerSetUp`` would have created.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import axis_index, positive
@@ -36,6 +46,20 @@ class InnerProduct(LayerType):
         k = None if shape is None else math.prod(shape[axis_index(layer, p.get("axis", 1), len(shape)) :])
         weight: BlobShape = (k, num_output) if p.get("transpose", False) else (num_output, k)
         return [weight, (num_output,)] if p.get("bias_term", True) else [weight]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        p = self.params_of(layer)
+        x = bottoms[0]
+        axis = axis_index(layer, p.get("axis", 1), x.ndim)
+        n = positive(layer, p, "num_output", "inner_product_param")
+        m, k = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+        weight = np.asarray(layer.blobs[0], dtype=np.float32)
+        # the product needs the weight as (K, N): stored (K, N) with transpose, (N, K) otherwise
+        w = weight.reshape(k, n) if p.get("transpose", False) else weight.reshape(n, k).T
+        y = x.reshape(m, k) @ w
+        if p.get("bias_term", True):
+            y = y + np.asarray(layer.blobs[1], dtype=np.float32).reshape(1, n)
+        return [y.reshape(*x.shape[:axis], n)]
 
     def key_params(self, layer: Layer) -> str:
         p = self.params_of(layer)

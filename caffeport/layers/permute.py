@@ -1,6 +1,16 @@
-"""Permute (SSD fork): the listed ``order`` first, the unlisted axes after it in their own order."""
+"""Permute (SSD fork): the listed ``order`` first, the unlisted axes after it in their own order.
+
+``PermuteLayer`` (weiliu89/caffe branch ssd, ``permute_layer.cpp``): each
+listed axis must be below ``num_axes`` and appear once; the axes not listed
+follow in increasing order. Top axis ``j`` is bottom axis ``order[j]`` and the
+data is moved accordingly (element at top index ``(i_0, ..., i_n)`` comes from
+the bottom index with ``i_j`` on axis ``order[j]``), which is
+``numpy.transpose(x, order)``. An identity order shares the data.
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import error, ints
@@ -22,3 +32,10 @@ class Permute(LayerType):
     def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
         shape = bottoms[0]
         return [tuple(shape[i] for i in full_order(layer, len(shape)))]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        x = bottoms[0]
+        return [np.ascontiguousarray(np.transpose(x, full_order(layer, x.ndim)), dtype=np.float32)]
+
+    def key_params(self, layer: Layer) -> str:
+        return f"order=[{', '.join(map(str, ints(self.params_of(layer).get('order'))))}]"

@@ -5,16 +5,42 @@ Shapes (``PoolingLayer::Reshape``): ``out = ceil((in + 2 * pad - kernel) / strid
 then, when there is any padding (``pad_h || pad_w``), a last window that
 starts in the padding (``(out - 1) * stride >= in + pad``) is dropped.
 ``global_pooling`` pools the whole H x W. A second top (the MAX mask) has
-the output's shape.
+the output's shape; Caffe allows it for MAX only.
+
+Forward (``PoolingLayer::Forward_cpu``), per output position with window
+start ``hstart = ph * stride_h - pad_h`` (likewise w):
+
+- MAX: the window is clipped to the image, ``[max(hstart, 0), min(hstart +
+  kernel_h, H))``; the result starts at ``-FLT_MAX`` and takes each value
+  scanned in row-major order that is strictly greater, so padding never
+  counts, ties keep the first position and NaN is never taken. The mask top
+  holds that position's index ``h * W + w`` in the input plane (as a float),
+  ``-1`` when nothing beat ``-FLT_MAX``. With padding, the drop rule above and
+  ``pad < kernel`` guarantee every window holds an image pixel; without
+  padding, ceil rounding with ``stride > kernel`` can leave a last window
+  entirely past the image, which gives ``-FLT_MAX`` and mask ``-1``.
+- AVE: the divisor is taken before clipping to the image but after clipping
+  to the padded extent: ``(min(hstart + kernel_h, H + pad_h) - hstart) *
+  (min(wstart + kernel_w, W + pad_w) - wstart)``, so padding cells count and
+  the cells past ``H + pad`` of a ceil-rounded last window do not; the sum
+  runs over the window clipped to the image, in float32.
+- STOCHASTIC: Caffe's CPU forward is ``NOT_IMPLEMENTED`` (only the GPU has it:
+  random sampling in TRAIN, a value-weighted average in TEST); refused.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import error
 from caffeport.layers.registry import LayerType, Tops, register
 from caffeport.layers.windows import describe_window, pool_window
+
+#: Caffe's PoolMethod enum numbers
+POOL_METHODS = {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}
+FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
 def pooled_size(layer: Layer, size: int, k: int, pad: int, stride: int, floor: bool, padded: bool) -> int:
@@ -39,6 +65,79 @@ def rounds_down(layer: Layer) -> bool:
     return ("ceil_mode" in p and not p["ceil_mode"]) or round_mode in ("FLOOR", "1")
 
 
+def pool_method(value: object) -> str:
+    """A PoolMethod as its name (``"MAX"``...), from the name or Caffe's enum number; MAX when absent."""
+    if value is None:
+        return "MAX"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return POOL_METHODS.get(int(value), str(value))
+    return str(value).upper()
+
+
+def pool_forward(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int], out: tuple[int, int], mask: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Caffe's MAX or AVE pooling of ``x`` (N, C, H, W) to ``out`` positions; with ``mask``, MAX's argmax top too.
+
+    The caller gives the output size (`pooled_size`), so SPP can run its
+    synthetic windows through the same code.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
+    if (kh, kw) == (h, w) and (oh, ow) == (1, 1) and (ph, pw) == (0, 0):
+        return _one_window(x, method, mask)
+    # a canvas holding every window: `pad` before the image, up to the last window's end after it
+    # (MAX fills with -inf, which never beats -FLT_MAX; AVE with 0, which adds nothing to the sum)
+    rows = max(ph + h, (oh - 1) * sh + kh)
+    cols = max(pw + w, (ow - 1) * sw + kw)
+    canvas = np.full((n, c, rows, cols), -np.inf if method == "MAX" else 0.0, np.float32)
+    canvas[:, :, ph : ph + h, pw : pw + w] = x
+    hstart = np.arange(oh) * sh - ph
+    wstart = np.arange(ow) * sw - pw
+
+    def tap(dh: int, dw: int) -> np.ndarray:
+        return canvas[:, :, dh : dh + (oh - 1) * sh + 1 : sh, dw : dw + (ow - 1) * sw + 1 : sw]
+
+    if method == "MAX":
+        best = np.full((n, c, oh, ow), -FLT_MAX, np.float32)
+        index = np.full((n, c, oh, ow), -1.0, np.float32) if mask else None
+        for dh in range(kh):
+            for dw in range(kw):
+                value = tap(dh, dw)
+                if index is None:
+                    np.fmax(best, value, out=best)  # fmax skips NaN, as Caffe's `>` never takes it
+                    continue
+                better = value > best
+                np.copyto(best, value, where=better)
+                plane = ((hstart[:, None] + dh) * w + (wstart[None, :] + dw)).astype(np.float32)
+                np.copyto(index, np.broadcast_to(plane, index.shape), where=better)
+        return best, index
+    total = np.zeros((n, c, oh, ow), np.float32)
+    for dh in range(kh):
+        for dw in range(kw):
+            total += tap(dh, dw)  # row-major, as Caffe sums (adding a padding zero changes nothing)
+    size_h = np.minimum(hstart + kh, h + ph) - hstart
+    size_w = np.minimum(wstart + kw, w + pw) - wstart
+    return total / (size_h[:, None] * size_w[None, :]).astype(np.float32), None
+
+
+def _one_window(x: np.ndarray, method: str, mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Global pooling (one window over the whole unpadded plane), reduced at once instead of tap by tap."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    if method != "MAX":
+        return (flat.sum(axis=2, dtype=np.float32) / np.float32(h * w)).reshape(n, c, 1, 1), None
+    if not mask:
+        best = np.fmax(np.fmax.reduce(flat, axis=2), -FLT_MAX)  # NaN and values <= -FLT_MAX never win
+        return best.reshape(n, c, 1, 1).astype(np.float32), None
+    usable = np.where(flat > -FLT_MAX, flat, np.float32(-np.inf))
+    first = np.argmax(usable, axis=2)  # the first maximum, as Caffe's strict `>` keeps
+    value = np.take_along_axis(usable, first[:, :, None], axis=2)[:, :, 0]
+    found = value > -np.inf
+    best = np.where(found, value, -FLT_MAX).astype(np.float32)
+    index = np.where(found, first, -1).astype(np.float32)
+    return best.reshape(n, c, 1, 1), index.reshape(n, c, 1, 1)
+
+
 @register("Pooling")
 class Pooling(LayerType):
     param = "pooling_param"
@@ -47,8 +146,12 @@ class Pooling(LayerType):
         shape = bottoms[0]
         if len(shape) != 4:
             raise error(layer, f"Pooling needs a 4-D input (N, C, H, W), got {shape}")
+        p = self.params_of(layer)
+        method = pool_method(p.get("pool"))
+        if len(layer.tops) > (2 if method == "MAX" else 1):
+            raise error(layer, f"{method} pooling has {len(layer.tops)} tops; only MAX may have a second (mask) top")
         n, c, h, w = shape
-        if self.params_of(layer).get("global_pooling", False):
+        if p.get("global_pooling", False):
             return [(n, c, 1, 1)] * len(layer.tops)
         window = pool_window(layer)
         (kh, kw), (ph, pw), (sh, sw) = window.kernel, window.pad, window.stride
@@ -57,12 +160,36 @@ class Pooling(LayerType):
         out_w = pooled_size(layer, w, kw, pw, sw, floor, padded)
         return [(n, c, out_h, out_w)] * len(layer.tops)
 
+    def unsupported(self, layer: Layer) -> str | None:
+        method = pool_method(self.params_of(layer).get("pool"))
+        if method == "STOCHASTIC":
+            return "pool STOCHASTIC has no CPU forward in Caffe (GPU only, random in TRAIN); not supported"
+        if method not in ("MAX", "AVE"):
+            return f"unknown pool method {method!r}"
+        return super().unsupported(layer)
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        x = np.asarray(bottoms[0], np.float32)
+        tops = self.infer(layer, [x.shape])
+        assert tops is not None and tops[0] is not None
+        out = (tops[0][2], tops[0][3])
+        if self.params_of(layer).get("global_pooling", False):
+            kernel, stride, pad = x.shape[2:], (1, 1), (0, 0)
+        else:
+            window = pool_window(layer)
+            kernel, stride, pad = window.kernel, window.stride, window.pad
+        method = pool_method(self.params_of(layer).get("pool"))
+        top, mask = pool_forward(x, method, (kernel[0], kernel[1]), (stride[0], stride[1]), (pad[0], pad[1]), out,
+                                 mask=len(layer.tops) > 1)
+        return [top] if mask is None else [top, mask]
+
     def key_params(self, layer: Layer) -> str:
         p = self.params_of(layer)
+        method = pool_method(p.get("pool"))
         if p.get("global_pooling"):
-            return f"{p.get('pool', 'MAX')} global"
+            return f"{method} global"
         try:
             window = describe_window(pool_window(layer))
         except ShapeInferenceError:  # inspect describes what it can; the shape rule reports the error
             window = "window=?"
-        return f"{p.get('pool', 'MAX')} {window}"
+        return f"{method} {window}"

@@ -1,18 +1,35 @@
 """PReLU: ``max(0, x) + slope * min(0, x)`` with one slope per channel (axis 1), or one for all with ``channel_shared``.
 
 Blobs (``PReLULayer::LayerSetUp``): the slope, ``(C,)``, or 0-D with ``channel_shared``.
+
+Forward (``PReLULayer::Forward_cpu``): element i of the input takes slope
+``(i / count(2)) % C`` (its index along axis 1), or slope 0 when shared. Caffe
+reads C through the legacy ``channels()`` accessor and ``CHECK``s at least 2
+axes, so it accepts 2- to 4-D inputs only; so does the reference.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from caffeport.ir import Layer, Shape
-from caffeport.layers.fields import channels
-from caffeport.layers.registry import BlobShape, SameShape, register
+from caffeport.layers.fields import channels, error
+from caffeport.layers.registry import BlobShape, SameShape, Tops, register
+
+
+def _check_axes(layer: Layer, ndim: int) -> None:
+    if not 2 <= ndim <= 4:
+        raise error(layer, f"PReLU needs an input of 2 to 4 axes (Caffe reads it through legacy accessors), "
+                           f"got {ndim}")
 
 
 @register("PReLU")
 class PReLU(SameShape):
     param = "prelu_param"
+
+    def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
+        _check_axes(layer, len(bottoms[0]))
+        return [bottoms[0]]
 
     def weighted(self, layer: Layer) -> bool:
         return True
@@ -21,6 +38,17 @@ class PReLU(SameShape):
         if self.params_of(layer).get("channel_shared", False):
             return [()]
         return [(channels(bottoms[0] if bottoms else None),)]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        x = bottoms[0]
+        _check_axes(layer, x.ndim)
+        slope = np.asarray(layer.blobs[0], dtype=np.float32).reshape(-1)
+        if self.params_of(layer).get("channel_shared", False):
+            a = slope[:1].reshape((1,) * x.ndim)
+        else:
+            a = slope.reshape(1, x.shape[1], *(1,) * (x.ndim - 2))
+        zero = np.float32(0)
+        return [np.maximum(x, zero) + a * np.minimum(x, zero)]
 
     def key_params(self, layer: Layer) -> str:
         return "channel_shared" if self.params_of(layer).get("channel_shared") else ""

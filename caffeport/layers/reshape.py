@@ -1,11 +1,18 @@
 """Reshape: axes [axis, axis + num_axes) are replaced by ``shape``; a 0 copies the input's dim, one -1 is inferred.
 
-Data is not moved (C order), so the forward is a plain reshape.
+``ReshapeLayer`` (BVLC): ``axis`` may be negative (-1 is just past the last
+axis, so new dims can be appended) and ``num_axes`` -1 means "to the end". A 0
+in ``shape`` copies the bottom's dim at the same position (``axis + i``); one
+-1 takes whatever count is left. The top shares the bottom's data, so the
+forward is a plain C-order reshape, its shape worked out again from the bottom
+actually fed (a new batch size flows through a 0 or -1).
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import error, proto_shape
@@ -46,3 +53,17 @@ class Reshape(LayerType):
         if math.prod(top) != total:
             raise error(layer, f"output {tuple(top)} has {math.prod(top)} elements, input {shape} has {total}")
         return [tuple(top)]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        (shape,) = self.infer(layer, [bottoms[0].shape])
+        assert shape is not None
+        return [np.ascontiguousarray(bottoms[0], dtype=np.float32).reshape(shape)]
+
+    def key_params(self, layer: Layer) -> str:
+        p = self.params_of(layer)
+        parts = [f"shape=[{', '.join(map(str, proto_shape(p.get('shape', {}))))}]"]
+        if int(p.get("axis", 0)) != 0:
+            parts.append(f"axis={p['axis']}")
+        if int(p.get("num_axes", -1)) != -1:
+            parts.append(f"num_axes={p['num_axes']}")
+        return " ".join(parts)

@@ -5,9 +5,26 @@ With one bottom the factor (addend) is a learned blob of shape
 end); with two bottoms it is the second bottom, whose shape must equal that
 slice of the first (``ScaleLayer``/``BiasLayer::LayerSetUp``). Scale's
 ``bias_term`` adds a learned bias blob of the same shape after the product.
+
+Forward (``ScaleLayer``/``BiasLayer::Reshape`` and ``Forward_cpu``): with F
+the factor and ``k`` its number of axes, the start axis is ``axis`` (made
+canonical against the input), or 0 when F is 0-D (a scalar applies the same
+anywhere). The input must have ``shape[a : a + k] == F.shape`` and is seen as
+``(outer, dim, inner)``: outer the product of the axes before ``a``, dim the
+size of F, inner the product of the axes after ``a + k``; value ``(o, d, i)``
+is multiplied by (has added) ``F[d]``. Scale's bias is a Bias layer Caffe
+builds over the product with the same ``axis`` and with ``num_axes`` the
+factor's axis count, so it broadcasts exactly like the factor; its blob is
+``blobs[1]`` in the one-bottom form and ``blobs[0]`` in the two-bottom form.
+A learned blob is read through a reshape to the shape ``LayerSetUp`` gives it
+(Caffe copies stored values into that shape, whatever dims the file lists).
 """
 
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import axis_index, error
@@ -30,6 +47,18 @@ def broadcast_shape(layer: Layer, p: dict, shape: Shape | None) -> BlobShape | N
     return tuple(shape[start:end])
 
 
+def apply_along(layer: Layer, x: np.ndarray, factor: np.ndarray, axis: int, op: str) -> np.ndarray:
+    """``x`` times (``op`` "mul") or plus ("add") ``factor`` broadcast over ``x`` from ``axis`` as Caffe does."""
+    k = factor.ndim
+    start = 0 if k == 0 else axis_index(layer, axis, x.ndim)
+    if x.ndim < start + k or tuple(x.shape[start : start + k]) != tuple(factor.shape):
+        raise error(layer, f"{layer.type} operand of shape {list(factor.shape)} does not match the input "
+                           f"{list(x.shape)} from axis {start}")
+    outer, dim, inner = math.prod(x.shape[:start]), factor.size, math.prod(x.shape[start + k :])
+    x3, f3 = x.reshape(outer, dim, inner), factor.reshape(1, dim, 1)
+    return (x3 * f3 if op == "mul" else x3 + f3).reshape(x.shape)
+
+
 class Broadcast(SameShape):
     """What Scale and Bias share: the factor's shape and the one- or two-bottom form."""
 
@@ -43,9 +72,18 @@ class Broadcast(SameShape):
             return (None,) * num_axes if num_axes >= 0 else (None,)
         return shape
 
+    def operand(self, layer: Layer, bottoms: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """The factor (addend): bottom 1, or learned blob 0 in its ``LayerSetUp`` shape; and the next blob index."""
+        if len(bottoms) >= 2:
+            return bottoms[1], 0
+        shape = broadcast_shape(layer, self.params_of(layer), bottoms[0].shape) or ()  # known: never None here
+        return np.asarray(layer.blobs[0], dtype=np.float32).reshape([d for d in shape if d is not None]), 1
+
 
 @register("Scale")
 class Scale(Broadcast):
+    """See the module docstring."""
+
     param = "scale_param"
 
     def blob_shapes(self, layer: Layer, bottoms: list[Shape | None]) -> list[BlobShape] | None:
@@ -60,12 +98,24 @@ class Scale(Broadcast):
             return None  # the number of axes is not known either
         return [shape, shape] if bias else [shape]
 
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        p = self.params_of(layer)
+        axis = int(p.get("axis", 1))
+        factor, next_blob = self.operand(layer, bottoms)
+        y = apply_along(layer, bottoms[0], factor, axis, "mul")
+        if p.get("bias_term", False):
+            bias = np.asarray(layer.blobs[next_blob], dtype=np.float32).reshape(factor.shape)
+            y = apply_along(layer, y, bias, axis, "add")
+        return [y]
+
     def key_params(self, layer: Layer) -> str:
         return "bias" if self.params_of(layer).get("bias_term") else ""
 
 
 @register("Bias")
 class Bias(Broadcast):
+    """See the module docstring."""
+
     param = "bias_param"
 
     def blob_shapes(self, layer: Layer, bottoms: list[Shape | None]) -> list[BlobShape] | None:
@@ -75,3 +125,7 @@ class Bias(Broadcast):
         if shape and shape[0] is None and int(self.params_of(layer).get("num_axes", 1)) == -1:
             return None
         return [shape]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        addend, _ = self.operand(layer, bottoms)
+        return [apply_along(layer, bottoms[0], addend, int(self.params_of(layer).get("axis", 1)), "add")]

@@ -1,8 +1,17 @@
-"""Slice: ``axis`` (default 1; legacy ``slice_dim``) cut at ``slice_point`` (one fewer than the tops) or evenly."""
+"""Slice: ``axis`` (default 1; legacy ``slice_dim``) cut at ``slice_point`` (one fewer than the tops) or evenly.
+
+``SliceLayer`` (BVLC): with ``slice_point`` the points must increase strictly
+and there is one fewer than the tops; top ``i`` holds ``[point[i-1],
+point[i])`` along the axis (from 0, to the axis size). Without points the axis
+size must divide evenly among the tops. ``slice_dim``, when given, wins and
+may not be negative. One top is the bottom itself.
+"""
 
 from __future__ import annotations
 
 import itertools
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import axis_index, error, ints
@@ -44,3 +53,15 @@ class Slice(LayerType):
         shape = bottoms[0]
         axis = slice_axis(layer, len(shape))
         return [(*shape[:axis], s, *shape[axis + 1 :]) for s in slice_sizes(layer, shape)]
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        x = bottoms[0]
+        axis = slice_axis(layer, x.ndim)
+        cuts = list(itertools.accumulate(slice_sizes(layer, x.shape)))[:-1]
+        return [np.ascontiguousarray(part, dtype=np.float32) for part in np.split(x, cuts, axis=axis)]
+
+    def key_params(self, layer: Layer) -> str:
+        p = self.params_of(layer)
+        where = f"slice_dim={p['slice_dim']}" if p.get("slice_dim") is not None else f"axis={p.get('axis', 1)}"
+        points = ints(p.get("slice_point"))
+        return f"{where} points=[{', '.join(map(str, points))}]" if points else f"{where} even"

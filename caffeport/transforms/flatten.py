@@ -13,6 +13,7 @@ import numpy as np
 from caffeport.blocks import Reshaped
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net, Shape
+from caffeport.shapes import unknown_shape_cause
 from caffeport.transforms.common import note, producer
 from caffeport.transforms.registry import Options, register_pass
 
@@ -48,9 +49,11 @@ def flatten_channels_last(net: Net, options: Options) -> None:
             continue
         source = _spatial_source(net, index, layer)
         if source is None:
-            note(net, layer, "warning", "input shape unknown: no flatten reorder applied (give the deploy prototxt)")
-            net.warnings.append(f"layer {layer.name!r}: input shape unknown, Dense kernel not reordered for a "
-                                "channels_last Flatten; pass the deploy prototxt so shapes are known")
+            cause = unknown_shape_cause(net, layer)
+            note(net, layer, "warning", f"input shape unknown ({cause}): no flatten reorder applied")
+            net.warnings.append(f"layer {layer.name!r}: input shape unknown because {cause}; the Dense kernel is "
+                                "NOT reordered for a channels_last Flatten, which is wrong if its input is a "
+                                "spatial blob")
             continue
         if not source:
             continue

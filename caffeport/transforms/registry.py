@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from caffeport.errors import CaffeportError
 from caffeport.ir import Net
+from caffeport.layers.blobs import check_net
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def transform(net: Net, backend: str = "tensorflow", options: Options | None = N
     options = options or Options()
     if options.depthwise not in ("depthwise", "grouped"):
         raise CaffeportError(f"depthwise must be 'depthwise' or 'grouped', not {options.depthwise!r}")
+    check_net(net)  # weights that do not fit their layers are refused, as Caffe refuses them
     result = _copy_structure(net)
     result.metadata["backend"] = backend
     for name in BACKENDS[backend]:

@@ -143,7 +143,7 @@ def test_termination_handlers_leave_other_handlers_alone() -> None:
 
 def _hostile_model(path: Path) -> Path:
     layers = b"".join(
-        pw.ld(100, pw.string(1, name) + pw.string(2, "InnerProduct")
+        pw.ld(100, pw.string(1, name) + pw.string(2, "InnerProduct") + pw.ld(117, pw.vint(1, 2))
               + pw.ld(7, pw.blob(np.ones((2, 3), np.float32))) + pw.ld(7, pw.blob(np.ones(2, np.float32))))
         for name in HOSTILE_NAMES
     )

@@ -167,7 +167,7 @@ def test_flatten_reorder_through_an_explicit_flatten_layer(tmp_path: Path) -> No
 
 
 def test_unknown_shape_converts_plainly_and_warns() -> None:
-    layer = Layer("fc", "InnerProduct", ["x"], ["y"], params={"inner_product_param": {"num_output": 2}},
+    layer = Layer("fc", "InnerProduct", ["x"], ["y"], params={"inner_product_param": {"num_output": 2, "bias_term": False}},
                   blobs=[np.ones((2, 12), np.float32)], bottom_shapes=[None])
     out = transform(Net(layers=[layer]), "tensorflow")
     assert out.layer("fc").blobs[0].shape == (12, 2)
@@ -263,7 +263,7 @@ def test_prelu_alpha_shapes() -> None:
 
 def test_names_are_sanitised_and_collisions_refused() -> None:
     blob = [np.ones((2, 2), np.float32)]
-    ip = {"inner_product_param": {"num_output": 2}}
+    ip = {"inner_product_param": {"num_output": 2, "bias_term": False}}
     net = Net(layers=[Layer("inception_3a/1x1", "InnerProduct", ["x"], ["y"], params=ip, blobs=blob,
                             bottom_shapes=[(1, 2)])])
     out = transform(net, "tensorflow")
@@ -304,7 +304,7 @@ def test_register_a_backend() -> None:
 def test_torch_names_have_no_dots() -> None:
     """PyTorch refuses module names with '.', which would also split state_dict keys."""
     blob = [np.ones((2, 2), np.float32)]
-    ip = {"inner_product_param": {"num_output": 2}}
+    ip = {"inner_product_param": {"num_output": 2, "bias_term": False}}
     net = Net(layers=[Layer("conv1.1", "InnerProduct", ["x"], ["y"], params=ip, blobs=blob, bottom_shapes=[(1, 2)])])
     assert transform(net, "torch").layers[0].name == "conv1_1"
     assert transform(net, "tensorflow").layers[0].name == "conv1.1"  # Keras and HDF5 accept it
