@@ -23,7 +23,7 @@ def _eps(value: object) -> float:
     return float(str(np.float32(value if value is not None else CAFFE_DEFAULT_EPS)))
 
 
-@register_pass("batchnorm_scale_factor")
+@register_pass("batchnorm_scale_factor", provides=("batchnorm_normalized",))
 def batchnorm_scale_factor(net: Net, options: Options) -> None:
     """Turn (mean*s, var*s, s) into (mean, var), computed as Caffe does: times 1/s in float32, 0 when s is 0."""
     eps_values: dict[str, float] = net.metadata.setdefault("batchnorm_eps", {})
@@ -43,7 +43,7 @@ def batchnorm_scale_factor(net: Net, options: Options) -> None:
              + (" (0: zeros, as Caffe)" if s == 0 else "") + f"; eps {eps:g}")
 
 
-@register_pass("fuse_batchnorm_scale")
+@register_pass("fuse_batchnorm_scale", requires=("batchnorm_normalized",), provides=("batchnorm_fused",))
 def fuse_batchnorm_scale(net: Net, options: Options) -> None:
     """Fold a Scale that directly follows a BatchNorm into it: blobs become [gamma, (beta,) mean, var].
 

@@ -41,7 +41,7 @@ def _spatial_source(net: Net, index: int, layer: Layer) -> Shape | None:
     return ()
 
 
-@register_pass("flatten_channels_last")
+@register_pass("flatten_channels_last", requires=("keras_layout", "channels_last"))
 def flatten_channels_last(net: Net, options: Options) -> None:
     """Reorder Dense kernel rows from (C, H, W) to (H, W, C) where the input was a spatial blob."""
     for index, layer in enumerate(net.layers):

@@ -25,17 +25,18 @@ from caffeport.transforms.layouts import converter, expect_blobs, run_layouts
 from caffeport.transforms.registry import Options, register_pass
 
 
-@register_pass("channels_last")
+@register_pass("channels_last", provides=("data_format", "channels_last"))
 def channels_last(net: Net, options: Options) -> None:
     net.metadata["data_format"] = "channels_last"
 
 
-@register_pass("channels_first")
+@register_pass("channels_first", provides=("data_format",))
 def channels_first(net: Net, options: Options) -> None:
     net.metadata["data_format"] = "channels_first"
 
 
-@register_pass("keras_layout")
+@register_pass("keras_layout", requires=("data_format", "lstm_gates_ifgo", "batchnorm_fused"),
+               provides=("layout", "keras_layout"))
 def keras_layout(net: Net, options: Options) -> None:
     run_layouts(net, options, "keras")
 

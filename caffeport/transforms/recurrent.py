@@ -22,7 +22,7 @@ def reorder_gates(blob: np.ndarray, hidden: int) -> np.ndarray:
     return np.ascontiguousarray(blocks[CAFFE_TO_IFGO].reshape(b.shape))
 
 
-@register_pass("lstm_gate_order")
+@register_pass("lstm_gate_order", provides=("lstm_gates_ifgo",))
 def lstm_gate_order(net: Net, options: Options) -> None:
     for layer in net.layers:
         if layer.type != "LSTM" or not layer.blobs:

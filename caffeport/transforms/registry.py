@@ -33,27 +33,62 @@ class Options:
 
 Pass = Callable[[Net, Options], None]
 
+
+@dataclass(frozen=True)
+class PassFacts:
+    """What a pass needs done before it and what it establishes, as named facts about the net.
+
+    E.g. ``keras_layout`` requires ``data_format`` (the PReLU alpha's shape
+    depends on it) and provides ``keras_layout``, which ``flatten_channels_last``
+    requires. `register_backend` refuses an order in which a pass runs before
+    what it requires.
+    """
+
+    requires: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+
+
 PASSES: dict[str, Pass] = {}
+FACTS: dict[str, PassFacts] = {}
 BACKENDS: dict[str, list[str]] = {}
 
 
-def register_pass(name: str) -> Callable[[Pass], Pass]:
-    """Decorator: make a pass available to backends under ``name``."""
+def register_pass(
+    name: str, *, requires: Sequence[str] = (), provides: Sequence[str] = ()
+) -> Callable[[Pass], Pass]:
+    """Decorator: make a pass available to backends under ``name``, with the facts it requires and provides."""
 
     def register(func: Pass) -> Pass:
         if name in PASSES:
             raise ValueError(f"a pass named {name!r} is already registered")
         PASSES[name] = func
+        FACTS[name] = PassFacts(tuple(requires), tuple(provides))
         return func
 
     return register
 
 
+def check_order(name: str, passes: Sequence[str]) -> None:
+    """Raise `ValueError` when a pass of backend ``name`` requires a fact no earlier pass provides."""
+    established: set[str] = set()
+    for index, pass_name in enumerate(passes):
+        facts = FACTS.get(pass_name, PassFacts())
+        missing = [fact for fact in facts.requires if fact not in established]
+        if missing:
+            providers = sorted({p for p, f in FACTS.items() for fact in missing if fact in f.provides})
+            raise ValueError(
+                f"backend {name!r}: pass {pass_name!r} (position {index + 1}) requires {', '.join(missing)}, which "
+                f"no earlier pass provides" + (f" (put one of {', '.join(providers)} before it)" if providers else "")
+            )
+        established.update(facts.provides)
+
+
 def register_backend(name: str, passes: Sequence[str], *, replace: bool = False) -> None:
-    """Define backend ``name`` as the passes ``passes``, run in that order."""
+    """Define backend ``name`` as the passes ``passes``, run in that order (checked against their facts)."""
     unknown = [p for p in passes if p not in PASSES]
     if unknown:
         raise ValueError(f"backend {name!r} names unregistered passes: {', '.join(unknown)}")
+    check_order(name, passes)
     if name in BACKENDS and not replace:
         raise ValueError(f"backend {name!r} already exists (pass replace=True to redefine it)")
     BACKENDS[name] = list(passes)

@@ -16,7 +16,7 @@ from caffeport.transforms.registry import Options, register_pass
 _CONVOLUTIONS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")
 
 
-@register_pass("flip_kernels")
+@register_pass("flip_kernels", requires=("keras_layout",))
 def flip_kernels(net: Net, options: Options) -> None:
     for layer in net.layers:
         if layer.target not in _CONVOLUTIONS:

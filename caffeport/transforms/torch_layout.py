@@ -18,7 +18,7 @@ from caffeport.transforms.layouts import converter, expect_blobs, run_layouts
 from caffeport.transforms.registry import Options, register_pass
 
 
-@register_pass("torch_layout")
+@register_pass("torch_layout", requires=("lstm_gates_ifgo", "batchnorm_fused"), provides=("layout", "torch_layout"))
 def torch_layout(net: Net, options: Options) -> None:
     run_layouts(net, options, "torch")
 

@@ -308,3 +308,33 @@ def test_torch_names_have_no_dots() -> None:
     net = Net(layers=[Layer("conv1.1", "InnerProduct", ["x"], ["y"], params=ip, blobs=blob, bottom_shapes=[(1, 2)])])
     assert transform(net, "torch").layers[0].name == "conv1_1"
     assert transform(net, "tensorflow").layers[0].name == "conv1.1"  # Keras and HDF5 accept it
+
+
+def test_register_backend_refuses_an_order_that_breaks_a_pass() -> None:
+    """flatten_channels_last reorders Dense kernels, which keras_layout makes: before it, it would see none."""
+    from caffeport.transforms import register_backend
+
+    with pytest.raises(ValueError, match="'flatten_channels_last' .* requires keras_layout"):
+        register_backend("broken", ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order",
+                                    "channels_last", "flatten_channels_last", "keras_layout"])
+    with pytest.raises(ValueError, match="'keras_layout' .* requires data_format.*channels_first, channels_last"):
+        register_backend("broken", ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order",
+                                    "keras_layout"])
+    assert "broken" not in caffeport.transforms.BACKENDS
+
+
+def test_unknown_shape_warning_names_the_layer_that_made_it_unknown(tmp_path: Path) -> None:
+    """A type without a shape rule between the convolutions and the first InnerProduct: say which, not 'pass the
+    deploy prototxt' (it was passed)."""
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    text = (folder / "deploy.prototxt").read_text()
+    old = 'layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"'
+    assert old in text, "the prototxt edit must apply"
+    text = text.replace(old, 'layer { name: "mystery" type: "MyPythonLayer" bottom: "pool2" top: "odd" }\n'
+                        'layer { name: "ip1" type: "InnerProduct" bottom: "odd" top: "ip1"')
+    proto = tmp_path / "odd.prototxt"
+    proto.write_text(text)
+    out = transform(caffeport.read(folder / "a_lenet.caffemodel", proto), "tensorflow")
+    [warning] = [w for w in out.warnings if "'ip1'" in w]
+    assert "layer 'mystery' is of type 'MyPythonLayer', which has no shape rule" in warning
+    assert "NOT reordered" in warning and "pass the deploy prototxt" not in warning
