@@ -1,4 +1,4 @@
-"""``caffeport run`` and `caffeport.run`: inputs, outputs, pre-flight and errors, on the shipped PNet and shared models."""
+"""``caffeport run`` and `caffeport.run`: inputs, outputs, pre-flight and errors, on the shipped PNet."""
 
 from __future__ import annotations
 
