@@ -12,7 +12,7 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.transforms.common import first_consumer, note, vector
+from caffeport.transforms.common import BlobIndex, note, vector
 from caffeport.transforms.registry import Options, register_pass
 
 CAFFE_DEFAULT_EPS = 1e-5
@@ -53,10 +53,11 @@ def fuse_batchnorm_scale(net: Net, options: Options) -> None:
     A BatchNorm without a Scale keeps [mean, var].
     """
     fused: dict[str, str] = net.metadata.setdefault("fused", {})
+    graph = BlobIndex(net)
     for index, layer in enumerate(net.layers):
         if layer.type != "BatchNorm" or len(layer.blobs) != 2 or len(layer.tops) != 1:
             continue
-        found = first_consumer(net, index, layer.tops[0])
+        found = graph.first_reader(index, layer.tops[0])
         if found is None:
             continue
         j, scale = found
@@ -64,7 +65,7 @@ def fuse_batchnorm_scale(net: Net, options: Options) -> None:
             note(net, layer, "batchnorm-alone", "no Scale follows: moving mean and variance only")
             continue
         in_place = scale.tops == scale.bottoms
-        if not in_place and first_consumer(net, j, layer.tops[0]) is not None:
+        if not in_place and graph.first_reader(j, layer.tops[0]) is not None:
             note(net, layer, "batchnorm-alone", f"its output is also read without {scale.name!r}: not fused")
             continue
         gamma = vector(scale.blobs[0])
