@@ -16,6 +16,11 @@ from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer
 from caffeport.transforms.common import as_compute
 
+#: a grouped Deconvolution expands to a block-diagonal kernel `group` times its stored size; above this many bytes
+#: and this factor a small file would make caffeport allocate and write gigabytes, so it refuses instead
+MAX_EXPANDED_BYTES = 64 * 2**20
+MAX_EXPANSION = 64
+
 
 def inner_product_matrix(layer: Layer) -> np.ndarray:
     """The InnerProduct weight as (out, in), from (out, in), (in, out) with transpose, or legacy (1, 1, out, in).
@@ -71,6 +76,13 @@ def deconv_full_kernel(layer: Layer) -> np.ndarray:
         raise ModelStructureError(f"Deconvolution input channels {cin} not divisible by group {g}",
                                   layer=layer.name)
     ipg = cin // g
+    expanded = cin * opg * g * math.prod(w.shape[2:]) * w.dtype.itemsize
+    if expanded > MAX_EXPANDED_BYTES and expanded > MAX_EXPANSION * w.nbytes:
+        raise ModelStructureError(
+            f"Deconvolution group {g}: its block-diagonal kernel would take {expanded / 2**20:,.0f} MiB, "
+            f"{expanded // max(w.nbytes, 1):,} times the {w.nbytes / 2**20:,.1f} MiB stored (caffeport refuses more "
+            f"than {MAX_EXPANSION} times above {MAX_EXPANDED_BYTES // 2**20} MiB); use a format that keeps groups "
+            "(--backend torch, -f safetensors) or the caffe backend", layer=layer.name)
     full = np.zeros((cin, opg * g, *w.shape[2:]), dtype=w.dtype)
     for i in range(g):
         full[i * ipg:(i + 1) * ipg, i * opg:(i + 1) * opg] = w[i * ipg:(i + 1) * ipg]
