@@ -167,7 +167,8 @@ def test_flatten_reorder_through_an_explicit_flatten_layer(tmp_path: Path) -> No
 
 
 def test_unknown_shape_converts_plainly_and_warns() -> None:
-    layer = Layer("fc", "InnerProduct", ["x"], ["y"], params={"inner_product_param": {"num_output": 2, "bias_term": False}},
+    params = {"inner_product_param": {"num_output": 2, "bias_term": False}}
+    layer = Layer("fc", "InnerProduct", ["x"], ["y"], params=params,
                   blobs=[np.ones((2, 12), np.float32)], bottom_shapes=[None])
     out = transform(Net(layers=[layer]), "tensorflow")
     assert out.layer("fc").blobs[0].shape == (12, 2)
@@ -314,10 +315,10 @@ def test_register_backend_refuses_an_order_that_breaks_a_pass() -> None:
     """flatten_channels_last reorders Dense kernels, which keras_layout makes: before it, it would see none."""
     from caffeport.transforms import register_backend
 
-    with pytest.raises(ValueError, match="'flatten_channels_last' .* requires keras_layout"):
+    with pytest.raises(ValueError, match=r"'flatten_channels_last' .* requires keras_layout"):
         register_backend("broken", ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order",
                                     "channels_last", "flatten_channels_last", "keras_layout"])
-    with pytest.raises(ValueError, match="'keras_layout' .* requires data_format.*channels_first, channels_last"):
+    with pytest.raises(ValueError, match=r"'keras_layout' .* requires data_format.*channels_first, channels_last"):
         register_backend("broken", ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order",
                                     "keras_layout"])
     assert "broken" not in caffeport.transforms.BACKENDS
