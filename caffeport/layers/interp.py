@@ -119,6 +119,8 @@ class Interp(LayerType):
     param = "interp_param"
 
     def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
+        if len(layer.bottoms) != 1:  # ExactNumBottomBlobs; a fork sizing from a second bottom is not this rule
+            raise error(layer, f"Caffe's Interp takes exactly one bottom, this layer has {len(layer.bottoms)}")
         n, c, h, w = _legacy4(layer, bottoms[0])
         _, _, out_h, out_w = interp_size(layer, h, w)
         return [(n, c, out_h, out_w)]

@@ -12,7 +12,8 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.transforms.common import BlobIndex, note, vector
+from caffeport.layers.layout import note, vector
+from caffeport.transforms.common import BlobIndex
 from caffeport.transforms.registry import Options, register_pass
 
 CAFFE_DEFAULT_EPS = 1e-5

@@ -1,26 +1,10 @@
-"""Small helpers every pass uses: arithmetic precision, reports, graph lookups."""
+"""Graph lookups the passes share (precision, reports and blob counts are in `caffeport.layers.layout`)."""
 
 from __future__ import annotations
 
 import bisect
 
-import numpy as np
-
-from caffeport.ir import Layer, Net, ReportEntry
-
-
-def as_compute(blob: np.ndarray) -> np.ndarray:
-    """The blob in the precision transforms compute in: at least float32 (fp16 widens exactly)."""
-    return np.asarray(blob, dtype=np.promote_types(blob.dtype, np.float32))
-
-
-def vector(blob: np.ndarray) -> np.ndarray:
-    """A per-channel blob as a 1-D array; legacy files store them 4-D, e.g. (1, 1, 1, C)."""
-    return as_compute(blob).reshape(-1)
-
-
-def note(net: Net, layer: Layer | str, action: str, detail: str = "") -> None:
-    net.report.append(ReportEntry(layer if isinstance(layer, str) else layer.name, action, detail))
+from caffeport.ir import Layer, Net
 
 
 class BlobIndex:

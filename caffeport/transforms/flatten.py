@@ -13,8 +13,9 @@ import numpy as np
 from caffeport.blocks import Reshaped
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net, Shape
+from caffeport.layers.layout import note
 from caffeport.shapes import unknown_shape_cause
-from caffeport.transforms.common import BlobIndex, note
+from caffeport.transforms.common import BlobIndex
 from caffeport.transforms.registry import Options, register_pass
 
 #: layers that flatten their input to 2-D without reordering it (Caffe's C, H, W order)

@@ -13,14 +13,14 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
-from caffeport.transforms.caffe_weights import (
+from caffeport.layers.caffe_weights import (
     conv_weight,
     deconv_full_kernel,
     group,
     inner_product_matrix,
     is_depthwise,
 )
-from caffeport.transforms.common import as_compute, note, vector
+from caffeport.layers.layout import as_compute, note, vector
 from caffeport.transforms.layouts import converter, expect_blobs, run_layouts
 from caffeport.transforms.registry import Options, register_pass
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
-from caffeport.transforms.common import note
+from caffeport.layers.layout import note
 from caffeport.transforms.registry import Options
 
 Converter = Callable[[Net, Layer, Options], "list[Layer] | None"]

@@ -13,7 +13,7 @@ import re
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.transforms.common import note
+from caffeport.layers.layout import note
 from caffeport.transforms.registry import Options, register_pass
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffeport.ir import Net
-from caffeport.transforms.common import note
+from caffeport.layers.layout import note
 from caffeport.transforms.registry import Options, register_pass
 
 #: layer types whose blob i (beyond the first) is a per-output vector

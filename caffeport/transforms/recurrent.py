@@ -10,7 +10,7 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.transforms.common import as_compute, note
+from caffeport.layers.layout import as_compute, note
 from caffeport.transforms.registry import Options, register_pass
 
 CAFFE_TO_IFGO = [0, 1, 3, 2]

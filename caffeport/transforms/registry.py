@@ -18,18 +18,7 @@ from dataclasses import dataclass
 from caffeport.errors import CaffeportError
 from caffeport.ir import Net
 from caffeport.layers.blobs import check_net
-
-
-@dataclass(frozen=True)
-class Options:
-    """Choices a user can make about a conversion, the same for every backend."""
-
-    #: "depthwise": depthwise convolutions become DepthwiseConv2D kernels (kh, kw, C, multiplier);
-    #: "grouped": they keep the grouped Conv2D layout (kh, kw, 1, out)
-    depthwise: str = "depthwise"
-    #: drop layers of unknown types that carry blobs instead of passing their blobs through
-    skip_unknown: bool = False
-
+from caffeport.layers.layout import Options
 
 Pass = Callable[[Net, Options], None]
 

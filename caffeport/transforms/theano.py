@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffeport.ir import Net
-from caffeport.transforms.common import note
+from caffeport.layers.layout import note
 from caffeport.transforms.registry import Options, register_pass
 
 _CONVOLUTIONS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")

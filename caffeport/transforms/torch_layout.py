@@ -12,8 +12,8 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
-from caffeport.transforms.caffe_weights import conv_weight, inner_product_matrix
-from caffeport.transforms.common import note, vector
+from caffeport.layers.caffe_weights import conv_weight, inner_product_matrix
+from caffeport.layers.layout import note, vector
 from caffeport.transforms.layouts import converter, expect_blobs, run_layouts
 from caffeport.transforms.registry import Options, register_pass
 

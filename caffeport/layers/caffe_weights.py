@@ -14,7 +14,7 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer
-from caffeport.transforms.common import as_compute
+from caffeport.layers.layout import as_compute
 
 #: a grouped Deconvolution expands to a block-diagonal kernel `group` times its stored size; above this many bytes
 #: and this factor a small file would make caffeport allocate and write gigabytes, so it refuses instead
