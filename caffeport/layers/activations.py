@@ -5,13 +5,17 @@ One family because their semantics are one (``NeuronLayer``): ReLU (with
 Threshold, Swish, Clip. None has blobs.
 
 The forwards restate each BVLC ``src/caffe/layers/<name>_layer.cpp``
-``Forward_cpu`` (master, 9b891540), in float32 with the parameters rounded to
-float as Caffe's ``Dtype`` holds them:
+``Forward_cpu`` (master, 9b891540). Parameters are rounded to float as Caffe's
+``Dtype`` holds them and the arithmetic Caffe does on floats (scale, shift,
+products) is float32; the math functions (exp, log, tanh, pow) go through C's
+double versions there, so they are evaluated in float64 and rounded to float32
+when Caffe stores the result:
 
 - ReLU: ``max(x, 0) + negative_slope * min(x, 0)``; the sum is formed even for
   slope 0, so a ``-inf`` input gives NaN there, as in Caffe.
-- ReLU6 (a fork type; chuanqi305's MobileNet-SSD ``relu6_layer.cpp``, also in
-  jolibrain's fork): ``min(max(x, 0), 6)``. NVIDIA Caffe and eric612's
+- ReLU6 (a fork type, not in BVLC master; chuanqi305's MobileNet-SSD fork
+  ``relu6_layer.cpp``, the same in the unmerged BVLC pull requests from that
+  fork and from jolibrain): ``min(max(x, 0), 6)``, no parameter. NVIDIA Caffe and eric612's
   MobileNet-YOLO add a ``negative_slope * min(x, 0)`` term, each in its own
   way and from a different param message, so a nonzero slope is refused.
 - Sigmoid: ``0.5 * tanh(0.5 * x) + 0.5`` (Caffe's CPU form; it never overflows).
@@ -56,10 +60,15 @@ def _param(p: dict[str, Any], key: str, default: float) -> np.float32:
     return np.float32(default if value is None else value)
 
 
+def _wide(x: Any) -> np.ndarray:
+    """``x`` in double: Caffe's loops call the C math functions, which take and return double, and store
+    the result as float; so each function is evaluated in float64 and rounded to float32 once."""
+    return np.asarray(x, dtype=np.float64)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """Caffe's CPU sigmoid, ``0.5 * tanh(0.5 x) + 0.5``, in float32."""
-    half = np.float32(0.5)
-    return _f32(half * np.tanh(half * x) + half)
+    """Caffe's CPU sigmoid, ``0.5 * tanh(0.5 x) + 0.5`` (double literals: computed in double, stored as float)."""
+    return _f32(0.5 * np.tanh(0.5 * _wide(x)) + 0.5)
 
 
 def _fmt(value: Any) -> str:
@@ -116,7 +125,7 @@ class Sigmoid(SameShape):
 @register("TanH")
 class TanH(SameShape):
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
-        return [_f32(np.tanh(bottoms[0]))]
+        return [_f32(np.tanh(_wide(bottoms[0])))]
 
 
 @register("AbsVal")
@@ -135,7 +144,7 @@ class Power(SameShape):
         power, scale, shift = _param(p, "power", 1.0), _param(p, "scale", 1.0), _param(p, "shift", 0.0)
         with np.errstate(all="ignore"):
             if power * scale == 0:  # Caffe's diff_scale_: the input does not matter
-                value = np.float32(1) if power == 0 else np.power(shift, power)
+                value = np.float32(1) if power == 0 else np.float32(np.power(_wide(shift), power))
                 return [np.full(x.shape, value, dtype=np.float32)]
             y = x
             if scale != 1:
@@ -143,7 +152,7 @@ class Power(SameShape):
             if shift != 0:
                 y = y + shift
             if power != 1:
-                y = np.power(y, power)
+                y = np.power(_wide(y), power)
             return [np.array(y, dtype=np.float32)]  # a copy even when nothing applied (power = scale = 1, shift 0)
 
     def key_params(self, layer: Layer) -> str:
@@ -165,7 +174,7 @@ class BaseLog(SameShape):
             return np.float32(1)
         if not base > 0:
             raise self.error(layer, f"{self.param}.base must be strictly positive (or -1 for e), got {base:g}")
-        log_base = np.log(base)
+        log_base = np.float32(np.log(_wide(base)))
         if not np.isfinite(log_base) or (self.refuses_one and log_base == 0):
             raise self.error(layer, f"{self.param}.base {base:g} gives log(base) = {log_base:g}: Caffe refuses it")
         return np.float32(log_base)
@@ -192,8 +201,10 @@ class Exp(BaseLog):
         inner = np.float32(self.log_base(layer) * scale)
         with np.errstate(all="ignore"):
             # Caffe's outer_scale_: base ** shift, skipped (exactly 1) for shift 0
-            outer = np.float32(np.exp(shift) if base == -1 else np.power(base, shift)) if shift else np.float32(1)
-            y = np.exp(x if inner == 1 else x * inner)
+            wide_shift = _wide(shift)
+            outer = np.float32(np.exp(wide_shift) if base == -1 else np.power(_wide(base), wide_shift)) if shift \
+                else np.float32(1)
+            y = _f32(np.exp(_wide(x if inner == 1 else x * inner)))
             if outer != 1:
                 y = y * outer
             return [_f32(y)]
@@ -215,7 +226,7 @@ class Log(BaseLog):
                 y = y * scale
             if shift != 0:
                 y = y + shift
-            y = np.log(y)
+            y = _f32(np.log(_wide(y)))
             if base_scale != 1:
                 y = y * base_scale
             return [_f32(y)]
@@ -226,7 +237,7 @@ class BNLL(SameShape):
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         x = bottoms[0]
         with np.errstate(all="ignore"):
-            tail = np.log(1.0 + np.exp(-np.abs(x)).astype(np.float64))  # log(1 + exp(-|x|)), the 1 added in double
+            tail = np.log(1.0 + np.exp(-np.abs(_wide(x))))  # log(1 + exp(-|x|)), in double as in Caffe's loop
             return [_f32(np.where(x > 0, x + tail, tail))]
 
 
@@ -239,7 +250,8 @@ class ELU(SameShape):
         alpha = _param(self.params_of(layer), "alpha", 1.0)
         zero, one = np.float32(0), np.float32(1)
         with np.errstate(all="ignore"):
-            return [_f32(np.maximum(x, zero) + alpha * (np.exp(np.minimum(x, zero)) - one))]
+            # exp() is double there, so the whole expression is, and only the result is rounded to float
+            return [_f32(np.maximum(x, zero) + alpha * (np.exp(_wide(np.minimum(x, zero))) - one))]
 
     def key_params(self, layer: Layer) -> str:
         alpha = self.params_of(layer).get("alpha", 1.0)

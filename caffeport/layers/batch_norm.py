@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffeport.ir import Layer, Shape
+from caffeport.errors import ModelStructureError
+from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import channels, error
+from caffeport.layers.layout import Options, vector
 from caffeport.layers.registry import BlobShape, SameShape, register
 
 
@@ -72,3 +74,36 @@ class BatchNorm(SameShape):
         p = self.params_of(layer)
         extra = " batch-stats" if p.get("use_global_stats") is False else ""
         return f"eps={p.get('eps', 1e-5):g}{extra}"
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """After the BatchNorm passes: [gamma, (beta,) mean, var] or [mean, var]."""
+        names = {4: ["gamma", "beta", "moving_mean", "moving_variance"],
+                 3: ["gamma", "moving_mean", "moving_variance"], 2: ["moving_mean", "moving_variance"]}
+        if len(layer.blobs) not in names:
+            raise ModelStructureError(f"BatchNorm has {len(layer.blobs)} blobs after scale-factor division",
+                                      layer=layer.name)
+        layer.blobs = [vector(b) for b in layer.blobs]
+        layer.weight_names = names[len(layer.blobs)]
+        layer.target = "BatchNormalization"
+        return None
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """[gamma, beta, mean, var] -> weight, bias, running_mean, running_var.
+
+        Without beta the bias is zeros; without a Scale there is no affine part at all.
+        """
+        blobs = [vector(b) for b in layer.blobs]
+        if len(blobs) == 3:
+            blobs.insert(1, np.zeros_like(blobs[0]))
+        if len(blobs) == 4:
+            layer.weight_names = ["weight", "bias", "running_mean", "running_var"]
+        elif len(blobs) == 2:
+            layer.weight_names = ["running_mean", "running_var"]
+        else:
+            raise ModelStructureError(f"BatchNorm has {len(blobs)} blobs after scale-factor division",
+                                      layer=layer.name)
+        layer.blobs = blobs
+        layer.target = "BatchNorm"
+        return None

@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from caffeport.errors import InputError
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import positive
+from caffeport.layers.layout import Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 
 
@@ -64,3 +65,28 @@ class Embed(LayerType):
     def key_params(self, layer: Layer) -> str:
         p = self.params_of(layer)
         return f"in={p.get('input_dim', '?')} out={p.get('num_output', '?')}"
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Embedding keeps W (input_dim, num_output); Caffe's bias becomes a layer ``<name>_bias`` of its own."""
+        expect_blobs(layer, 1, 2)
+        weights = np.asarray(layer.blobs[0])
+        extra = []
+        if len(layer.blobs) == 2:
+            extra.append(Layer(name=f"{layer.name}_bias", type="EmbedBias", blobs=[vector(layer.blobs[1])],
+                               weight_names=["bias"], target="Bias", bottoms=list(layer.tops),
+                               tops=list(layer.tops)))
+            note(net, layer, "split", f"the Embed bias has no place in Keras' Embedding: written as {extra[0].name!r}")
+        layer.blobs = [weights]
+        layer.weight_names = ["embeddings"]
+        layer.target = "Embedding"
+        note(net, layer, "converted", f"Embedding embeddings {weights.shape}")
+        return extra
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        expect_blobs(layer, 1, 2)
+        layer.blobs = [np.asarray(layer.blobs[0]), *(vector(b) for b in layer.blobs[1:])]
+        layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
+        layer.target = "Embedding"
+        return None

@@ -22,8 +22,10 @@ import math
 
 import numpy as np
 
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
+from caffeport.layers.caffe_weights import inner_product_matrix
 from caffeport.layers.fields import axis_index, positive
+from caffeport.layers.layout import Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 
 
@@ -66,3 +68,25 @@ class InnerProduct(LayerType):
         extra = " transpose" if p.get("transpose") else ""
         extra += f" axis={p['axis']}" if p.get("axis", 1) != 1 else ""
         return f"out={p.get('num_output', '?')}{extra}" + ("" if p.get("bias_term", True) else " no-bias")
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Dense: kernel (in, out), the transpose of Caffe's (out, in) matrix (a view; exporters copy it)."""
+        expect_blobs(layer, 1, 2)
+        kernel = inner_product_matrix(layer).T
+        layer.blobs = [kernel, *(vector(b) for b in layer.blobs[1:2])]
+        layer.weight_names = ["kernel", "bias"][: len(layer.blobs)]
+        layer.target = "Dense"
+        note(net, layer, "converted", f"Dense kernel {kernel.shape} (in, out)")
+        return None
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Linear: weight (out, in), Caffe's own matrix (legacy 4-D and ``transpose`` undone)."""
+        expect_blobs(layer, 1, 2)
+        weight = inner_product_matrix(layer)
+        layer.blobs = [weight, *(vector(b) for b in layer.blobs[1:2])]
+        layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
+        layer.target = "Linear"
+        note(net, layer, "converted", f"Linear weight {weight.shape} (out, in)")
+        return None

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import channels, error
+from caffeport.layers.layout import Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, SameShape, Tops, register
 
 
@@ -52,3 +53,34 @@ class PReLU(SameShape):
 
     def key_params(self, layer: Layer) -> str:
         return "channel_shared" if self.params_of(layer).get("channel_shared") else ""
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """The alpha of a Keras PReLU sharing the spatial axes: (1, 1, C) after a 4-D blob, (C,) after 2-D."""
+        expect_blobs(layer, 1)
+        slope = vector(layer.blobs[0])
+        shape = layer.bottom_shapes[0] if layer.bottom_shapes else None
+        if shape is None:
+            note(net, layer, "warning", "input shape unknown: alpha written as (C,); reshape it for a 4-D input")
+            net.warnings.append(f"layer {layer.name!r}: PReLU input shape unknown, alpha written as {slope.shape}")
+            alpha = slope
+        else:
+            spatial = len(shape) - 2  # axes after (N, C)
+            if net.metadata.get("data_format") == "channels_first":
+                alpha = slope.reshape(slope.size, *([1] * spatial))
+            else:
+                alpha = slope.reshape(*([1] * spatial), slope.size)
+        layer.blobs = [alpha]
+        layer.weight_names = ["alpha"]
+        layer.target = "PReLU"
+        shared = " (channel_shared)" if slope.size == 1 else ""
+        note(net, layer, "converted", f"PReLU alpha {alpha.shape}{shared}")
+        return None
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        expect_blobs(layer, 1)
+        layer.blobs = [vector(layer.blobs[0])]
+        layer.weight_names = ["weight"]
+        layer.target = "PReLU"
+        return None

@@ -41,8 +41,9 @@ import math
 
 import numpy as np
 
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import error, positive
+from caffeport.layers.layout import Options, expect_blobs, note
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 
 
@@ -183,6 +184,27 @@ class LSTM(Recurrent):
             tops += [h_prev.reshape(1, n, h), c_prev.reshape(1, n, h)]
         return tops
 
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Gate blocks already in Keras order (lstm_gate_order): kernel (I, 4H), recurrent_kernel (H, 4H), bias."""
+        expect_blobs(layer, 3)
+        w_x, b, w_h = (np.asarray(x) for x in layer.blobs)
+        layer.blobs = [w_x.T, w_h.T, b.reshape(-1)]
+        layer.weight_names = ["kernel", "recurrent_kernel", "bias"]
+        layer.target = "LSTM"
+        note(net, layer, "converted", f"LSTM kernel {w_x.T.shape}, recurrent_kernel {w_h.T.shape}")
+        return None
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Gates already i, f, g, o: weight_ih (4H, I), weight_hh (4H, H), bias_ih, bias_hh zeros (Caffe has one)."""
+        expect_blobs(layer, 3)
+        w_x, b, w_h = (np.asarray(x) for x in layer.blobs)
+        layer.blobs = [w_x, w_h, b.reshape(-1), np.zeros(b.size, dtype=b.dtype)]
+        layer.weight_names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+        layer.target = "LSTM"
+        return None
+
 
 @register("RNN")
 class RNN(Recurrent):
@@ -216,3 +238,30 @@ class RNN(Recurrent):
         if self.exposed(layer):
             tops.append(h_prev.reshape(1, n, h))
         return tops
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """(W_xh, b_h, W_hh, W_ho, b_o) -> SimpleRNN + Dense ``<name>_output`` (tanh applied after it, as Caffe)."""
+        expect_blobs(layer, 5)
+        w_xh, b_h, w_hh, w_ho, b_o = (np.asarray(x) for x in layer.blobs)
+        layer.blobs = [w_xh.T, w_hh.T, b_h.reshape(-1)]
+        layer.weight_names = ["kernel", "recurrent_kernel", "bias"]
+        layer.target = "SimpleRNN"
+        output = Layer(name=f"{layer.name}_output", type="RNNOutput", blobs=[w_ho.T, b_o.reshape(-1)],
+                       weight_names=["kernel", "bias"], target="Dense", bottoms=list(layer.tops),
+                       tops=list(layer.tops))
+        note(net, layer, "split", f"SimpleRNN {layer.name!r} + Dense {output.name!r} (apply tanh after it, as Caffe)")
+        return [output]
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        expect_blobs(layer, 5)
+        w_xh, b_h, w_hh, w_ho, b_o = (np.asarray(x) for x in layer.blobs)
+        layer.blobs = [w_xh, w_hh, b_h.reshape(-1), np.zeros(b_h.size, dtype=b_h.dtype)]
+        layer.weight_names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+        layer.target = "RNN"
+        output = Layer(name=f"{layer.name}_output", type="RNNOutput", blobs=[w_ho, b_o.reshape(-1)],
+                       weight_names=["weight", "bias"], target="Linear", bottoms=list(layer.tops),
+                       tops=list(layer.tops))
+        note(net, layer, "split", f"RNN {layer.name!r} + Linear {output.name!r} (apply tanh after it, as Caffe)")
+        return [output]

@@ -21,7 +21,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from caffeport.errors import ShapeInferenceError
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
+from caffeport.layers.layout import Options
 
 __all__ = ["LAYER_TYPES", "BlobShape", "LayerType", "SameShape", "Tops", "Unsupported", "layer_type", "register"]
 
@@ -86,6 +87,29 @@ class LayerType:
         if type(self).forward is LayerType.forward:
             return f"layer type {layer.type!r} has no reference forward"
         return None
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Give ``layer`` the weights of the matching Keras layer, in that layer's own order.
+
+        Sets ``blobs`` (Keras layout), ``weight_names`` (the order Keras loaders
+        assign by) and ``target`` (the Keras class); returns extra layers for
+        blobs Keras keeps in a layer of their own (an Embed bias). Called by the
+        ``keras_layout`` pass for layers with blobs, after the BatchNorm and LSTM
+        gate passes; ``net.metadata["data_format"]`` is set. A type that does not
+        override it is passed through (or skipped) as unknown.
+        """
+        raise NotImplementedError
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """The same for PyTorch: its module's parameter and buffer names (Caffe's layouts mostly carry over)."""
+        raise NotImplementedError
+
+    def has_layout(self, family: str) -> bool:
+        """Whether this type defines ``<family>_layout`` (``"keras"``, ``"torch"``)."""
+        method = f"{family}_layout"
+        return hasattr(LayerType, method) and getattr(type(self), method) is not getattr(LayerType, method)
 
     # ------------------------------------------------------------------ describing
 

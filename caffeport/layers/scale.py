@@ -26,8 +26,9 @@ import math
 
 import numpy as np
 
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import axis_index, error
+from caffeport.layers.layout import Options, as_compute, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, SameShape, register
 
 
@@ -57,6 +58,12 @@ def apply_along(layer: Layer, x: np.ndarray, factor: np.ndarray, axis: int, op: 
     outer, dim, inner = math.prod(x.shape[:start]), factor.size, math.prod(x.shape[start + k :])
     x3, f3 = x.reshape(outer, dim, inner), factor.reshape(1, dim, 1)
     return (x3 * f3 if op == "mul" else x3 + f3).reshape(x.shape)
+
+
+def per_channel(blob: np.ndarray) -> np.ndarray:
+    """A Scale/Bias blob for Keras: (C,) when it is per channel (also from legacy 4-D); other shapes as stored."""
+    b = as_compute(blob)
+    return b.reshape(-1) if b.ndim <= 1 or sum(d > 1 for d in b.shape) <= 1 else b
 
 
 class Broadcast(SameShape):
@@ -111,6 +118,24 @@ class Scale(Broadcast):
     def key_params(self, layer: Layer) -> str:
         return "bias" if self.params_of(layer).get("bias_term") else ""
 
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """A Scale no BatchNorm absorbed: [scale(, bias)], per channel (Keras has no built-in)."""
+        expect_blobs(layer, 1, 2)
+        layer.blobs = [per_channel(b) for b in layer.blobs]
+        layer.weight_names = ["scale", "bias"][: len(layer.blobs)]
+        layer.target = "Scale"
+        note(net, layer, "converted", "Scale alone: " + ", ".join(layer.weight_names) + " (no Keras built-in)")
+        return None
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        expect_blobs(layer, 1, 2)
+        layer.blobs = [vector(b) for b in layer.blobs]
+        layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
+        layer.target = "Scale"
+        return None
+
 
 @register("Bias")
 class Bias(Broadcast):
@@ -129,3 +154,20 @@ class Bias(Broadcast):
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         addend, _ = self.operand(layer, bottoms)
         return [apply_along(layer, bottoms[0], addend, int(self.params_of(layer).get("axis", 1)), "add")]
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        expect_blobs(layer, 1)
+        layer.blobs = [per_channel(layer.blobs[0])]
+        layer.weight_names = ["bias"]
+        layer.target = "Bias"
+        note(net, layer, "converted", "Bias alone (no Keras built-in)")
+        return None
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        expect_blobs(layer, 1)
+        layer.blobs = [vector(layer.blobs[0])]
+        layer.weight_names = ["bias"]
+        layer.target = "Bias"
+        return None
