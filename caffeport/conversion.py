@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import Counter
@@ -60,9 +61,7 @@ class ConvertResult:
         if done:
             lines.append("transforms: " + ", ".join(done))
         if self.batchnorm_eps:
-            values = sorted(set(self.batchnorm_eps.values()))
-            lines.append("BatchNorm eps: " + ", ".join(f"{v:g}" for v in values)
-                         + " (Keras' default is 1e-3: build BatchNormalization with these)")
+            lines.append(eps_hint(self.batchnorm_eps, self.format))
         match = self.net.match
         if match is not None and match.missing_weights:
             lines.append("no weights in the caffemodel for: " + ", ".join(match.missing_weights))
@@ -72,6 +71,43 @@ class ConvertResult:
         if self.output is not None:
             lines.append(f"wrote {self.output}")
         return "\n".join(lines)
+
+
+#: per output format: the framework that loads it, its BatchNorm layer and default eps, where the file keeps Caffe's
+_EPS_TARGETS: dict[str, tuple[str, str, float, str]] = {
+    "keras-h5": ("Keras", "BatchNormalization(epsilon=...)", 1e-3, "the file's 'caffeport' attribute, batchnorm_eps"),
+    "keras3": ("Keras", "BatchNormalization(epsilon=...)", 1e-3, "your model: set epsilon where you build it"),
+    "safetensors": ("PyTorch", "nn.BatchNorm2d(C, eps=...)", 1e-5, "the file's metadata, batchnorm_eps"),
+    "flax": ("Flax", "nn.BatchNorm(epsilon=...)", 1e-5, "not in the msgpack file: note it here"),
+}
+
+
+def eps_hint(eps: dict[str, float], format: str) -> str:
+    """What a user of ``format`` must know of Caffe's BatchNorm eps: the values that differ from the target's default.
+
+    Keras' default (1e-3) differs from Caffe's (1e-5), so every Keras user must
+    pass it; PyTorch's and Flax's equal Caffe's, so only a model trained with
+    another value (RetinaFace's 2e-5) needs it said.
+    """
+    values = sorted(set(eps.values()))
+    listed = ", ".join(f"{v:g}" for v in values)
+    target = _EPS_TARGETS.get(format)
+    if target is None:
+        return f"BatchNorm eps: {listed} (stored with the weights, batchnorm_eps)"
+    framework, build, default, where = target
+    differ = {name: v for name, v in eps.items() if not math.isclose(v, default, rel_tol=1e-6)}
+    if not differ:
+        return f"BatchNorm eps: {listed} everywhere, {framework}'s default: nothing to set"
+    by_value: dict[float, list[str]] = {}
+    for name, value in differ.items():
+        by_value.setdefault(value, []).append(name)
+    parts = []
+    for value, names in sorted(by_value.items()):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        parts.append(f"{value:g} for {shown}" if len(differ) < len(eps) or len(by_value) > 1 else f"{value:g}")
+    scope = "every BatchNorm" if len(differ) == len(eps) and len(by_value) == 1 else "these layers"
+    return (f"BatchNorm eps: {'; '.join(parts)}: {framework}'s default is {default:g}, so build {scope} with "
+            f"{build} (per layer: {where})")
 
 
 def convert(

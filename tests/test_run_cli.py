@@ -34,8 +34,8 @@ def test_run_pnet_on_an_input_file_writes_the_outputs(tmp_path: Path) -> None:
     with np.load(tmp_path / "o.npz") as saved:
         assert sorted(saved.files) == sorted(net_outputs(net)) == ["conv4-2", "prob1"]
         expected = caffeport.run(net, {"data": x})
-        for key in saved.files:
-            np.testing.assert_array_equal(saved[key], expected[key])
+        for key in saved.files:  # another process: BLAS may sum in another order (threads), hence not bit-equal
+            np.testing.assert_allclose(saved[key], expected[key], rtol=1e-5, atol=1e-6)
         probabilities = saved["prob1"]
     assert probabilities.shape == (1, 2, 1, 1)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)  # a softmax over the two classes
@@ -70,7 +70,7 @@ def test_image_input_is_bgr_resized_mean_subtracted_and_scaled(tmp_path: Path) -
     expected = caffeport.run(net, {"data": want.astype(np.float32)})
     with np.load(out) as saved:
         assert saved["prob1"].shape == (1, 2, 19, 19)  # 48 -conv3-> 46 -pool(ceil)-> 23 -> 21 -> 19 -> 19
-        np.testing.assert_allclose(saved["prob1"], expected["prob1"], rtol=1e-6)
+        np.testing.assert_allclose(saved["prob1"], expected["prob1"], rtol=1e-5, atol=1e-6)
     full = image_input(PHOTO, (1, 3, rgb.shape[0], rgb.shape[1]))
     np.testing.assert_array_equal(full[0, 0], rgb[:, :, 2])  # BGR, as Caffe's images: channel 0 is blue
     np.testing.assert_array_equal(image_input(PHOTO, full.shape, swap_rb=True)[0, 0], rgb[:, :, 0])

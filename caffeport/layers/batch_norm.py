@@ -57,10 +57,10 @@ class BatchNorm(SameShape):
         eps = np.float32(self.params_of(layer).get("eps", 1e-5))
         x3 = x.reshape(n, c, -1)
         if self.use_global_stats(layer):
-            s = np.float32(np.asarray(layer.blobs[2], dtype=np.float32).reshape(-1)[0])
+            s = np.float32(self.blob(layer, 2).reshape(-1)[0])
             factor = np.float32(0) if s == 0 else np.float32(1) / s
-            mean = factor * np.asarray(layer.blobs[0], dtype=np.float32).reshape(c)
-            var = factor * np.asarray(layer.blobs[1], dtype=np.float32).reshape(c)
+            mean = factor * self.blob(layer, 0).reshape(c)
+            var = factor * self.blob(layer, 1).reshape(c)
         else:
             inv = np.float32(1.0 / (n * x3.shape[2]))
             mean = (x3.sum(axis=2, dtype=np.float32) * inv).sum(axis=0, dtype=np.float32)

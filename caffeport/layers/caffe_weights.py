@@ -53,21 +53,15 @@ def conv_weight(layer: Layer) -> np.ndarray:
     return w
 
 
-def group(layer: Layer) -> int:
-    return int(layer.param("convolution_param").get("group", 1))
-
-
-def is_depthwise(layer: Layer) -> bool:
-    """group > 1 and every group reads one input channel: W is (C * multiplier, 1, kh, kw) with group C."""
+def is_depthwise(layer: Layer, groups: int) -> bool:
+    """``groups`` > 1 and every group reads one input channel: W is (C * multiplier, 1, kh, kw) with C groups."""
     w = layer.blobs[0]
-    return layer.type == "Convolution" and group(layer) > 1 and w.ndim == 4 and w.shape[1] == 1 \
-        and w.shape[0] % group(layer) == 0
+    return groups > 1 and w.ndim == 4 and w.shape[1] == 1 and w.shape[0] % groups == 0
 
 
-def deconv_full_kernel(layer: Layer) -> np.ndarray:
-    """Deconvolution W (in, out/g, kh, kw) as the equivalent ungrouped (in, out, kh, kw), block-diagonal."""
+def deconv_full_kernel(layer: Layer, g: int) -> np.ndarray:
+    """Deconvolution W (in, out/g, kh, kw) with ``g`` groups as the equivalent ungrouped (in, out, kh, kw)."""
     w = conv_weight(layer)
-    g = group(layer)
     if g == 1:
         return w
     w = as_compute(w)

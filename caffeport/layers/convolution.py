@@ -43,8 +43,10 @@ from typing import Any
 import numpy as np
 
 from caffeport.errors import ShapeInferenceError
-from caffeport.ir import Layer, Shape
+from caffeport.ir import Layer, Net, Shape
+from caffeport.layers.caffe_weights import conv_weight, is_depthwise
 from caffeport.layers.fields import axis_index, error, positive, same_shapes
+from caffeport.layers.layout import Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 from caffeport.layers.windows import Window, conv_window, describe_window
 
@@ -52,18 +54,20 @@ from caffeport.layers.windows import Window, conv_window, describe_window
 COLUMN_BYTES = 1 << 28
 
 
-def taps(window: Window, out: tuple[int, ...]) -> Iterator[tuple[int, tuple[slice, ...]]]:
-    """Each kernel tap's flat index and its strided slice of the zero-padded input, covering every output position.
+def taps(window: Window, out: tuple[int, ...], first: int = 0) -> Iterator[tuple[int, tuple[slice, ...]]]:
+    """Each kernel tap's flat index and its strided slice of the zero-padded input, covering ``out`` output positions.
 
     Tap ``(i, j, ...)`` of output position ``o`` reads padded position
     ``o * stride + (i, j, ...) * dilation``; taps run in row-major kernel
-    order, as im2col's rows do.
+    order, as im2col's rows do. ``first`` shifts the block of positions
+    along the first spatial axis (a block of output rows).
     """
     ranges = [range(k) for k in window.kernel]
+    shifts = [first] + [0] * (len(out) - 1)
     for index, offsets in enumerate(itertools.product(*ranges)):
         yield index, tuple(
-            slice(t * d, t * d + s * (m - 1) + 1, s)
-            for t, d, s, m in zip(offsets, window.dilation, window.stride, out, strict=True)
+            slice(t * d + f * s, t * d + f * s + s * (m - 1) + 1, s)
+            for t, d, s, m, f in zip(offsets, window.dilation, window.stride, out, shifts, strict=True)
         )
 
 
@@ -87,6 +91,36 @@ def batch_chunks(n: int, bytes_per_sample: int) -> Iterator[slice]:
         yield slice(start, min(n, start + step))
 
 
+def _unrolled(xp: np.ndarray, kernels: np.ndarray, window: Window, out: tuple[int, ...]) -> np.ndarray:
+    """im2col + one GEMM per sample and group: ``kernels`` (G, O/G, C/G * taps) times the unrolled padded input.
+
+    The column buffer holds as many samples, or for a big image as many
+    output rows of one sample, as fit in `COLUMN_BYTES`.
+    """
+    n, c = xp.shape[:2]
+    group, og, depth = kernels.shape
+    ntaps = math.prod(window.kernel)
+    rows, inner = out[0], math.prod(out[1:])
+    y = np.empty((n, group, og, rows * inner), np.float32)
+    rows_at_once = max(1, COLUMN_BYTES // (c * ntaps * inner * 4))
+    samples_at_once = max(1, rows_at_once // rows)
+    for start in range(0, n, samples_at_once):
+        part = slice(start, min(n, start + samples_at_once))
+        xs = xp[part]
+        count = xs.shape[0]
+        for first in range(0, rows, rows_at_once):
+            block = (min(rows, first + rows_at_once) - first, *out[1:])
+            cols = np.empty((count, c, ntaps, *block), np.float32)
+            for t, where in taps(window, block, first):
+                cols[:, :, t] = xs[(slice(None), slice(None), *where)]
+            cols = cols.reshape(count, group, depth, block[0] * inner)
+            if block[0] == rows:
+                np.matmul(kernels, cols, out=y[part])
+            else:
+                y[part, :, :, first * inner : (first + block[0]) * inner] = np.matmul(kernels, cols)
+    return y
+
+
 def convolve(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, group: int, window: Window) -> np.ndarray:
     """Caffe's grouped cross-correlation of ``x`` (N, C, *spatial) with ``weight`` (O, C / group, *kernel), float32."""
     n, c = x.shape[:2]
@@ -103,14 +137,7 @@ def convolve(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, group: 
         # a 1x1 kernel: the input already is the column matrix
         y = np.matmul(weight.reshape(group, og, cg), x.reshape(n, group, cg, positions))
     else:
-        kernels = weight.reshape(group, og, cg * ntaps)
-        y = np.empty((n, group, og, positions), np.float32)
-        for part in batch_chunks(n, c * ntaps * positions * 4):
-            xs = xp[part]
-            cols = np.empty((xs.shape[0], c, ntaps, *out), np.float32)
-            for t, where in taps(window, out):
-                cols[:, :, t] = xs[(slice(None), slice(None), *where)]
-            np.matmul(kernels, cols.reshape(xs.shape[0], group, cg * ntaps, positions), out=y[part])
+        y = _unrolled(xp, weight.reshape(group, og, cg * ntaps), window, out)
     y = y.reshape(n, o, *out)
     if bias is not None:
         y += bias.reshape(o, *([1] * len(out)))
@@ -122,12 +149,13 @@ def _depthwise(xp: np.ndarray, weight: np.ndarray, window: Window, out: tuple[in
     n, c = xp.shape[:2]
     m = weight.shape[1]
     spatial = [1] * len(out)
-    acc = np.zeros((n, c, m, *out), np.float32)
+    acc = np.empty((n, c, m, *out), np.float32)
     term = np.empty_like(acc)
     for t, where in taps(window, out):
-        view = xp[(slice(None), slice(None), *where)]
-        np.multiply(view[:, :, None], weight[:, :, t].reshape(c, m, *spatial), out=term)
-        acc += term
+        view = xp[(slice(None), slice(None), *where)][:, :, None]
+        np.multiply(view, weight[:, :, t].reshape(c, m, *spatial), out=acc if t == 0 else term)
+        if t:
+            acc += term
     return acc.reshape(n, c * m, *out)
 
 
@@ -160,6 +188,7 @@ class ConvolutionBase(LayerType):
         axis = axis_index(layer, p.get("axis", 1), len(shape))
         channels, spatial = shape[axis], shape[axis + 1 :]
         num_output = self.num_output(layer, channels)
+        assert num_output is not None  # a known channel count always decides it
         group = self.group(layer, channels)
         if group <= 0 or channels % group or num_output % group:
             raise error(layer, f"group {group} must divide both channels {channels} and num_output {num_output}")
@@ -212,11 +241,16 @@ class ConvolutionBase(LayerType):
     # ------------------------------------------------------------------ forward helpers
 
     def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
-        """The weight and (with ``bias_term``) the bias blob as float32; shapes are the ones the blob checks passed."""
-        weight = np.asarray(layer.blobs[0], dtype=np.float32)
+        """The weight and (with ``bias_term``) the bias blob as aligned, C-ordered float32.
+
+        A blob mapped from a caffemodel may sit at any byte offset, and numpy
+        leaves BLAS out of a matmul on unaligned data; a copy of the weights
+        costs little next to the convolution itself.
+        """
+        weight = self.blob(layer, 0)
         bias = None
         if self.params_of(layer).get("bias_term", True):
-            bias = np.asarray(layer.blobs[1], dtype=np.float32).reshape(-1)
+            bias = self.blob(layer, 1).reshape(-1)
         return weight, bias
 
     def each_bottom(self, layer: Layer, bottoms: list[np.ndarray]) -> Iterator[tuple[np.ndarray, tuple[int, ...],
@@ -228,6 +262,26 @@ class ConvolutionBase(LayerType):
             lead = x.shape[:axis]
             window = conv_window(layer, x.ndim - axis - 1)
             yield np.asarray(x, np.float32).reshape(math.prod(lead), *x.shape[axis:]), lead, window
+
+
+    # ------------------------------------------------------------------ weight layouts
+
+    def layout_groups(self, layer: Layer) -> int:
+        """The groups the stored weight was made for (from the input's channels where the type needs them)."""
+        return self.group(layer, self.input_channels(layer, layer.bottom_shapes))
+
+    def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """Conv2d / ConvTranspose2d weights are exactly Caffe's (out, in/g, kh, kw) / (in, out/g, kh, kw)."""
+        expect_blobs(layer, 1, 2)
+        w = conv_weight(layer)
+        transposed = "Transpose" if layer.type == "Deconvolution" else ""
+        layer.blobs = [w, *(vector(b) for b in layer.blobs[1:2])]
+        layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
+        layer.target = f"Conv{transposed}{w.ndim - 2}d"
+        groups = self.layout_groups(layer)
+        note(net, layer, "converted", f"{layer.target} weight {w.shape} (Caffe layout kept"
+             + (f", groups={groups})" if groups > 1 else ")"))
+        return None
 
 
 @register("Convolution", "DepthwiseConvolution")
@@ -242,6 +296,29 @@ class Convolution(ConvolutionBase):
             y = convolve(x, kernels, bias, self.group(layer, x.shape[1]), window)
             tops.append(y.reshape(*lead, *y.shape[1:]))
         return tops
+
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """OIHW -> HWIO (grouped too: Conv2D(groups=g) has the same layout); depthwise -> (kh, kw, C, multiplier)."""
+        expect_blobs(layer, 1, 2)
+        w = conv_weight(layer)
+        groups = self.layout_groups(layer)
+        bias = [vector(b) for b in layer.blobs[1:2]]
+        if is_depthwise(layer, groups) and options.depthwise == "depthwise":
+            multiplier = w.shape[0] // groups
+            kernel = w.reshape(groups, multiplier, *w.shape[2:]).transpose(2, 3, 0, 1)
+            layer.blobs = [kernel, *bias]
+            layer.weight_names = ["depthwise_kernel", "bias"][: len(layer.blobs)]
+            layer.target = "DepthwiseConv2D"
+            note(net, layer, "converted", f"depthwise: DepthwiseConv2D kernel {kernel.shape} (kh, kw, C, multiplier)")
+            return None
+        kernel = w.transpose(*range(2, w.ndim), 1, 0)
+        layer.blobs = [kernel, *bias]
+        layer.weight_names = ["kernel", "bias"][: len(layer.blobs)]
+        layer.target = f"Conv{w.ndim - 2}D"
+        grouping = f", groups={groups}" if groups > 1 else ""
+        note(net, layer, "converted", f"{layer.target} kernel {kernel.shape} (OIHW -> HWIO{grouping})")
+        return None
 
 
 @register("ConvolutionDepthwise")
@@ -266,3 +343,8 @@ class ConvolutionDepthwise(Convolution):
     def key_params(self, layer: Layer) -> str:
         params = super().key_params(layer).split(" ")[1:]  # out= and group= are the bottom's channels
         return " ".join(["depthwise", *(part for part in params if not part.startswith("group="))])
+
+
+    def layout_groups(self, layer: Layer) -> int:
+        """One group per channel: the weight (C, 1, kh, kw) says C even where no shape is known."""
+        return int(layer.blobs[0].shape[0])

@@ -24,8 +24,10 @@ import math
 
 import numpy as np
 
-from caffeport.ir import Layer
+from caffeport.ir import Layer, Net
+from caffeport.layers.caffe_weights import deconv_full_kernel
 from caffeport.layers.convolution import ConvolutionBase, batch_chunks, taps
+from caffeport.layers.layout import Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, register
 from caffeport.layers.windows import Window
 
@@ -70,3 +72,20 @@ class Deconvolution(ConvolutionBase):
             y = deconvolve(x, kernels, bias, self.group(layer, x.shape[1]), window)
             tops.append(y.reshape(*lead, *y.shape[1:]))
         return tops
+
+
+    def keras_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
+        """(in, out/g, kh, kw) -> Conv2DTranspose (kh, kw, out, in); groups expand block-diagonally (bounded)."""
+        expect_blobs(layer, 1, 2)
+        groups = self.layout_groups(layer)
+        full = deconv_full_kernel(layer, groups)
+        kernel = full.transpose(*range(2, full.ndim), 1, 0)
+        layer.blobs = [kernel, *(vector(b) for b in layer.blobs[1:2])]
+        layer.weight_names = ["kernel", "bias"][: len(layer.blobs)]
+        layer.target = f"Conv{full.ndim - 2}DTranspose"
+        detail = f"{layer.target} kernel {kernel.shape} (kh, kw, out, in)"
+        if groups > 1:
+            detail += f"; group {groups} expanded to a block-diagonal kernel (Keras has no grouped transpose)"
+            net.warnings.append(f"layer {layer.name!r}: grouped Deconvolution expanded to a full kernel")
+        note(net, layer, "converted", detail)
+        return None

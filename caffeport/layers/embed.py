@@ -56,10 +56,10 @@ class Embed(LayerType):
                 f"in [0, input_dim = {input_dim}) ({int(bad.sum())} such value(s))",
                 layer=layer.name,
             )
-        weight = np.asarray(layer.blobs[0], dtype=np.float32).reshape(input_dim, num_output)
+        weight = self.blob(layer, 0).reshape(input_dim, num_output)
         y = weight[flat.astype(np.intp)]
         if p.get("bias_term", True):
-            y = y + np.asarray(layer.blobs[1], dtype=np.float32).reshape(1, num_output)
+            y = y + self.blob(layer, 1).reshape(1, num_output)
         return [y.reshape(*x.shape, num_output)]
 
     def key_params(self, layer: Layer) -> str:

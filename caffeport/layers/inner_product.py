@@ -55,12 +55,12 @@ class InnerProduct(LayerType):
         axis = axis_index(layer, p.get("axis", 1), x.ndim)
         n = positive(layer, p, "num_output", "inner_product_param")
         m, k = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
-        weight = np.asarray(layer.blobs[0], dtype=np.float32)
+        weight = self.blob(layer, 0)
         # the product needs the weight as (K, N): stored (K, N) with transpose, (N, K) otherwise
         w = weight.reshape(k, n) if p.get("transpose", False) else weight.reshape(n, k).T
         y = x.reshape(m, k) @ w
         if p.get("bias_term", True):
-            y = y + np.asarray(layer.blobs[1], dtype=np.float32).reshape(1, n)
+            y = y + self.blob(layer, 1).reshape(1, n)
         return [y.reshape(*x.shape[:axis], n)]
 
     def key_params(self, layer: Layer) -> str:

@@ -62,7 +62,7 @@ class Normalize(SameShape):
             sums = np.square(flat.astype(np.float64)).sum(axis=1, keepdims=True).astype(np.float32)
             norm = np.sqrt(eps + sums)
             top = flat / norm
-        scale = np.asarray(layer.blobs[0], dtype=np.float32).reshape(-1)
+        scale = self.blob(layer, 0).reshape(-1)
         factor = scale[0] if p.get("channel_shared", True) else scale[None, :, None]
         top = top * factor
         return [top.reshape(x.shape).astype(np.float32, copy=False)]

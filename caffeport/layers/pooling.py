@@ -75,7 +75,8 @@ def pool_method(value: object) -> str:
 
 
 def pool_forward(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tuple[int, int],
-                 pad: tuple[int, int], out: tuple[int, int], mask: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                 pad: tuple[int, int], out: tuple[int, int],
+                 mask: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Caffe's MAX or AVE pooling of ``x`` (N, C, H, W) to ``out`` positions; with ``mask``, MAX's argmax top too.
 
     The caller gives the output size (`pooled_size`), so SPP can run its
@@ -89,8 +90,11 @@ def pool_forward(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tu
     # (MAX fills with -inf, which never beats -FLT_MAX; AVE with 0, which adds nothing to the sum)
     rows = max(ph + h, (oh - 1) * sh + kh)
     cols = max(pw + w, (ow - 1) * sw + kw)
-    canvas = np.full((n, c, rows, cols), -np.inf if method == "MAX" else 0.0, np.float32)
-    canvas[:, :, ph : ph + h, pw : pw + w] = x
+    if (rows, cols) == (h, w):  # no padding and every window inside the image: read the input itself
+        canvas = x
+    else:
+        canvas = np.full((n, c, rows, cols), -np.inf if method == "MAX" else 0.0, np.float32)
+        canvas[:, :, ph : ph + h, pw : pw + w] = x
     hstart = np.arange(oh) * sh - ph
     wstart = np.arange(ow) * sw - pw
 

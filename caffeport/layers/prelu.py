@@ -43,7 +43,7 @@ class PReLU(SameShape):
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         x = bottoms[0]
         _check_axes(layer, x.ndim)
-        slope = np.asarray(layer.blobs[0], dtype=np.float32).reshape(-1)
+        slope = self.blob(layer, 0).reshape(-1)
         if self.params_of(layer).get("channel_shared", False):
             a = slope[:1].reshape((1,) * x.ndim)
         else:

@@ -135,13 +135,13 @@ class Recurrent(LayerType):
     ) -> tuple[np.ndarray, np.ndarray | None, int]:
         """``W x + b`` for all steps ``(T, N, width)``, ``W_static x_static`` ``(N, width)`` or None, next blob."""
         x = bottoms[0].reshape(t * n, -1)
-        w = np.asarray(layer.blobs[0], dtype=np.float32).reshape(width, x.shape[1])
-        b = np.asarray(layer.blobs[1], dtype=np.float32).reshape(1, width)
+        w = self.blob(layer, 0).reshape(width, x.shape[1])
+        b = self.blob(layer, 1).reshape(1, width)
         x_term = (x @ w.T + b).reshape(t, n, width)
         if not self.has_static(layer):
             return x_term, None, 2
         xs = bottoms[2].reshape(n, -1)
-        ws = np.asarray(layer.blobs[2], dtype=np.float32).reshape(width, xs.shape[1])
+        ws = self.blob(layer, 2).reshape(width, xs.shape[1])
         return x_term, xs @ ws.T, 3
 
 
@@ -163,7 +163,7 @@ class LSTM(Recurrent):
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         t_steps, n, h = self.check_bottoms(layer, bottoms)
         x_term, static_term, next_blob = self.input_terms(layer, bottoms, t_steps, n, 4 * h)
-        w_hc = np.asarray(layer.blobs[next_blob], dtype=np.float32).reshape(4 * h, h)
+        w_hc = self.blob(layer, next_blob).reshape(4 * h, h)
         h_prev, c_prev = self.initial_states(layer, bottoms, n, h)
         cont = bottoms[1]
         hs = np.empty((t_steps, n, h), dtype=np.float32)
@@ -221,9 +221,9 @@ class RNN(Recurrent):
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         t_steps, n, h = self.check_bottoms(layer, bottoms)
         x_term, static_term, next_blob = self.input_terms(layer, bottoms, t_steps, n, h)
-        w_hh = np.asarray(layer.blobs[next_blob], dtype=np.float32).reshape(h, h)
-        w_ho = np.asarray(layer.blobs[next_blob + 1], dtype=np.float32).reshape(h, h)
-        b_o = np.asarray(layer.blobs[next_blob + 2], dtype=np.float32).reshape(1, h)
+        w_hh = self.blob(layer, next_blob).reshape(h, h)
+        w_ho = self.blob(layer, next_blob + 1).reshape(h, h)
+        b_o = self.blob(layer, next_blob + 2).reshape(1, h)
         (h_prev,) = self.initial_states(layer, bottoms, n, h)
         cont = bottoms[1]
         hs = np.empty((t_steps, n, h), dtype=np.float32)

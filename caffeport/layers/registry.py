@@ -124,6 +124,17 @@ class LayerType:
         return layer.param(self.param) if self.param else {}
 
     @staticmethod
+    def blob(layer: Layer, index: int) -> np.ndarray:
+        """Blob ``index`` as an aligned, C-contiguous float32 array: what numpy's BLAS needs.
+
+        Blobs read from a caffemodel are views onto its memory map at whatever
+        offset the protobuf put them; numpy multiplies an unaligned matrix
+        without BLAS, measured 30 to 100 times slower on VGG16's fc6 (0.47 to
+        1.4 s against 14 ms). An aligned float32 blob is used as it is.
+        """
+        return np.require(layer.blobs[index], np.float32, ["A", "C"])
+
+    @staticmethod
     def error(layer: Layer, message: str) -> ShapeInferenceError:
         return ShapeInferenceError(message, layer=layer.name)
 

@@ -84,7 +84,7 @@ class Broadcast(SameShape):
         if len(bottoms) >= 2:
             return bottoms[1], 0
         shape = broadcast_shape(layer, self.params_of(layer), bottoms[0].shape) or ()  # known: never None here
-        return np.asarray(layer.blobs[0], dtype=np.float32).reshape([d for d in shape if d is not None]), 1
+        return self.blob(layer, 0).reshape([d for d in shape if d is not None]), 1
 
 
 @register("Scale")
@@ -111,7 +111,7 @@ class Scale(Broadcast):
         factor, next_blob = self.operand(layer, bottoms)
         y = apply_along(layer, bottoms[0], factor, axis, "mul")
         if p.get("bias_term", False):
-            bias = np.asarray(layer.blobs[next_blob], dtype=np.float32).reshape(factor.shape)
+            bias = self.blob(layer, next_blob).reshape(factor.shape)
             y = apply_along(layer, y, bias, axis, "add")
         return [y]
 

@@ -12,26 +12,9 @@ and flagged, or skipped (``skip_unknown``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from caffeport.ir import Layer, Net
 from caffeport.layers import layer_type
 from caffeport.layers.layout import Options, note
-
-Converter = Callable[[Net, Layer, Options], "list[Layer] | None"]
-
-#: TRANSITION: converters still registered outside their layer module, by (family, type)
-CONVERTERS: dict[tuple[str, str], Converter] = {}
-
-
-def converter(family: str, *types: str) -> Callable[[Converter], Converter]:
-    def register(func: Converter) -> Converter:
-        for layer_type_name in types:
-            CONVERTERS[family, layer_type_name] = func
-        return func
-
-    return register
-
 
 #: types that never carry blobs of their own after the BatchNorm passes
 _EMPTY_AFTER_FUSION = frozenset({"FusedScale"})
@@ -45,10 +28,6 @@ def run_layouts(net: Net, options: Options, family: str) -> None:
         if not layer.blobs or layer.type in _EMPTY_AFTER_FUSION:
             continue
         kind = layer_type(layer.type)
-        legacy = CONVERTERS.get((family, layer.type))
-        if legacy is not None:
-            result.extend(legacy(net, layer, options) or [])
-            continue
         if not kind.has_layout(family):
             if options.skip_unknown:
                 layer.blobs = []
