@@ -9,8 +9,12 @@ run.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
+from caffeport import __version__
 from caffeport.forward import unsupported_layers
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers import layer_type
@@ -91,9 +95,15 @@ def summary_lines(net: Net) -> list[str]:
     return lines
 
 
+#: the version of ``inspect --json``'s schema (README, "inspect --json"); raised when a field changes meaning
+JSON_SCHEMA_VERSION = 1
+
+
 def to_json(net: Net) -> dict[str, Any]:
-    """A JSON-ready description (no weight values)."""
+    """A JSON-ready description (no weight values), in the schema README documents (`JSON_SCHEMA_VERSION`)."""
     return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "caffeport_version": __version__,
         "name": net.name,
         "format": net.format,
         "caffemodel": net.caffemodel_path,
@@ -124,6 +134,9 @@ def to_json(net: Net) -> dict[str, Any]:
     }
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -131,6 +144,11 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.hex()
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= _FLOAT32_MAX:
+        # Caffe's float fields are float32: give the shortest decimal that reads back as the same float32
+        # (0.45, not the widened 0.44999998807907104)
+        narrowed = np.float32(value)
+        return float(str(narrowed)) if float(narrowed) == value else value
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)
     return value
