@@ -1,10 +1,12 @@
-"""Layers that only a training net holds: losses, Accuracy, Silence. Shapes only; the reference does not run them.
+"""Layers that only a training net holds: losses, Accuracy, Silence. Shapes only; the reference runs only Silence.
 
 A deploy net has none of these; a caffemodel usually holds the training net,
 so their shapes are still inferred for ``inspect``.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import axis_index
@@ -48,4 +50,7 @@ class Silence(LayerType):
     bottoms = 0
 
     def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
+        return []
+
+    def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         return []
