@@ -26,10 +26,10 @@ import numpy as np
 from caffeport import __version__
 from caffeport.conversion import convert
 from caffeport.describe import table, to_json
-from caffeport.errors import CaffeportError
+from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters import load_exporters
 from caffeport.forward import net_outputs, run
-from caffeport.keras_model import check_weights_file, load_keras_model
+from caffeport.keras_model import check_weights_file, load_keras_model, read_weights_file
 from caffeport.layers.blobs import blob_problems
 from caffeport.output import atomic_output, exit_on_termination_signals
 from caffeport.preprocess import image_input, parse_mean
@@ -108,15 +108,15 @@ def run_convert(args: argparse.Namespace) -> int:
 
 @command("check")
 def run_check(args: argparse.Namespace) -> int:
+    weights = read_weights_file(args.weights)  # a bad file fails before TensorFlow loads
     _cwd_on_path()
     model = load_keras_model(args.keras_model)
-    report = check_weights_file(args.weights, model)
+    report = check_weights_file(weights, model)
     print(report)
     if report.clean:
         print(f"{args.weights}: every weighted layer matches {args.keras_model}")
         return 0
-    print(f"{args.weights}: does not fit {args.keras_model}: load_weights(by_name=True) would leave the layers above "
-          "wrong without a word")
+    print(f"{args.weights}: does not fit {args.keras_model} (what loading it would do is said above)")
     return 1
 
 
@@ -293,13 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "check",
-        help="compare a converted keras-h5 file with a Keras model, layer by layer",
-        description="Compare a file written by 'caffeport convert -f keras-h5' with a Keras model by layer name and "
-        "weight shape, without loading it: Keras' load_weights(by_name=True) silently skips what does not match. "
-        "Prints the Keras layers the file would leave at their initial values, the file's layers the model does "
-        "not take and every shape mismatch; exits 1 when there is any, 0 when everything matches.",
+        help="compare a converted keras-h5 or Keras 3 .weights.h5 file with a Keras model, layer by layer",
+        description="Compare a file written by 'caffeport convert -f keras-h5' (or -f keras3) with a Keras 3 or "
+        "tf_keras model, without loading it. A keras-h5 file is compared by layer name, as "
+        "load_weights(by_name=True) assigns it: Keras skips layers missing on either side without a word. A Keras "
+        "3 .weights.h5 file is compared by place, as load_weights assigns it: a layer whose place holds another "
+        "layer's weights gets them without a word. Prints the layers that would stay at their initial values, "
+        "the file's layers the model does not take, every shape mismatch and every BatchNormalization epsilon "
+        "other than the one the file records; exits 1 when there is any, 0 when everything matches.",
     )
-    p.add_argument("weights", metavar="CONVERTED.h5", help="the converted keras-h5 file")
+    p.add_argument("weights", metavar="CONVERTED.h5", help="the converted keras-h5 or .weights.h5 file")
     p.add_argument("--keras-model", metavar="SPEC", required=True,
                    help="module.path:function (called with no arguments; found on sys.path, which starts with the "
                    "working directory) or a saved .keras file")
@@ -353,14 +356,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _robust_output() -> None:
+    """Print what cannot be encoded as backslash escapes, never a UnicodeEncodeError.
+
+    Layer names and paths come from the files: under ``PYTHONIOENCODING=ascii``
+    (or a C locale) a Cyrillic layer name would otherwise end the program with
+    a traceback instead of its table or its one-line error.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    exit_on_termination_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C, so partial outputs are removed
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command line: exit 0, 1 for bad input (one line), 2 for a usage error, 130 when interrupted.
+
+    Everything after the imports runs inside the ``try``, building the parser
+    (which loads the exporters) included, so Ctrl-C is one line at any point;
+    an interrupt during the imports themselves is caught by the entry point in
+    `caffeport.__main__`. No arguments at all print the help.
+    """
     try:
+        _robust_output()
+        exit_on_termination_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C, so partial outputs are removed
+        args_list = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser()
+        if not args_list:
+            parser.print_help()
+            return 0
+        args = parser.parse_args(args_list)
         return COMMANDS[args.command](args)
     except CaffeportError as exc:
-        print(f"caffeport: error: {exc}", file=sys.stderr)
+        print(f"caffeport: error: {for_cli(exc)}", file=sys.stderr)  # options as flags: --force, not force=True
         return 1
     except KeyboardInterrupt:
         print("caffeport: interrupted", file=sys.stderr)

@@ -9,6 +9,8 @@ that made it fail, and says what to do where there is something to do.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 
 class CaffeportError(Exception):
@@ -89,3 +91,73 @@ class UnsupportedModelError(CaffeportError):
 
 class InputError(CaffeportError):
     """An input given to `caffeport.run` is missing, unknown to the net, or of the wrong shape."""
+
+
+# ---------------------------------------------------------------- options named in messages
+#
+# The Python API and the command line spell the same option differently (``force=True`` and ``--force``), and a
+# message that says "pass --force" to someone who called ``caffeport.convert(...)`` points at nothing. A message
+# that names options is written as a template with a field per option; `option_error` renders it the API's way and
+# keeps the template on the error, and `for_cli` renders the same error the command line's way.
+
+#: the command line's flag for an option, where it is not ``--`` + the keyword with ``-`` for ``_``
+CLI_FLAGS: dict[str, str] = {"format": "-f", "prototxt": "-p", "include_weightless": "-n"}
+
+E = TypeVar("E", bound=CaffeportError)
+
+
+class _Spelling(dict[str, str]):
+    """Renders the fields of an option template, the Python API's way or the command line's (``cli``).
+
+    ``{force}``: ``force=True`` / ``--force``; ``{format=keras3}``:
+    ``format='keras3'`` / ``-f keras3``; ``{keras_model=}``: ``keras_model=`` /
+    ``--keras-model `` (a value follows); a field named in ``fill``: its text,
+    the same both ways (for what is not an option: a file name, a spec).
+    """
+
+    def __init__(self, cli: bool, flags: Mapping[str, str], fill: Mapping[str, object]) -> None:
+        super().__init__()
+        self.cli = cli
+        self.flags = flags
+        self.fill = fill
+
+    def __missing__(self, field: str) -> str:
+        if field in self.fill:
+            return str(self.fill[field])
+        name, sep, value = field.partition("=")
+        if self.cli:
+            flag = self.flags.get(name, "--" + name.replace("_", "-"))
+            return f"{flag} {value}" if value else f"{flag} " if sep else flag
+        return f"{name}={value!r}" if value else f"{name}=" if sep else f"{name}=True"
+
+
+def option_error(cls: type[E], template: str, *, fill: Mapping[str, object] | None = None, **where: Any) -> E:
+    """``cls(message, **where)`` whose message names options in the Python API's spelling (``force=True``).
+
+    ``template`` is literal text with a field per option (see `_Spelling`);
+    what varies and is not an option goes in ``fill`` under a field name of
+    its own (``"{keras_model=}{spec}: cannot import it"``, ``fill={"spec":
+    repr(spec)}``), so that no brace in it is read as a field. The template
+    stays on the error (``error.option_template``) so that `for_cli` can say
+    ``--force`` instead.
+    """
+    fill = dict(fill or {})
+    error = cls(template.format_map(_Spelling(False, CLI_FLAGS, fill)), **where)
+    error.option_template = (template, fill)  # type: ignore[attr-defined]
+    return error
+
+
+def for_cli(error: CaffeportError, flags: Mapping[str, str] | None = None) -> str:
+    """``str(error)`` as a command line prints it: options as its flags (``--force``), on one line.
+
+    ``flags`` overrides `CLI_FLAGS` for a program whose flags are spelled
+    otherwise (caffe-weight-converter's ``-u/--skip_unknown``). An error not
+    made by `option_error` keeps its own text.
+    """
+    text = str(error)
+    made = getattr(error, "option_template", None)
+    if isinstance(made, tuple) and text.endswith(error.message):
+        template, fill = made
+        cli = template.format_map(_Spelling(True, {**CLI_FLAGS, **(flags or {})}, fill))
+        text = text[: len(text) - len(error.message)] + cli
+    return " ".join(text.splitlines())

@@ -12,6 +12,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import json
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -139,22 +140,74 @@ def test_save_model_writes_a_loadable_keras_file(tmp_path: Path, capsys: pytest.
 
 
 def test_missing_and_extra_layers_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A converted layer the model leaves out is only reported; a Keras layer left unloaded fails the conversion."""
     code, stdout, stderr = cli(capsys, "convert", *model_args("a_lenet"), "-f", "keras3", "--keras-model",
                                "tests.keras_models:lenet_without_ip2", "-o", str(tmp_path / "a.weights.h5"))
     assert code == 0, stderr
     assert "warning: converted layers no Keras layer takes (not written): ip2" in stdout
 
-    code, stdout, stderr = cli(capsys, "convert", *model_args("a_lenet"), "-f", "keras3", "--keras-model",
-                               "tests.keras_models:lenet_with_extra", "-o", str(tmp_path / "b.weights.h5"), "-v")
+    args = ["convert", *model_args("a_lenet"), "-f", "keras3", "--keras-model", "tests.keras_models:lenet_with_extra",
+            "-o", str(tmp_path / "b.weights.h5"), "-v"]
+    code, stdout, stderr = cli(capsys, *args)
+    assert code == 1, stdout
+    assert stderr.count("\n") == 1 and stderr.startswith("caffeport: error: "), stderr
+    assert "extra_fc: no converted weights of that name (it would keep its initial values)" in stderr
+    assert not (tmp_path / "b.weights.h5").exists()
+
+    code, stdout, stderr = cli(capsys, *args, "--allow-partial")
     assert code == 0, stderr
     assert "warning: Keras layers left at their initial values (no converted weights of that name): extra_fc" \
         in stdout
     assert "extra_fc: keras-unloaded" in stdout
 
+    with pytest.raises(ModelStructureError, match="extra_fc"):
+        caffeport.convert(*model_files("a_lenet"), tmp_path / "c.weights.h5", format="keras3",
+                          keras_model="tests.keras_models:lenet_with_extra")
     result = caffeport.convert(*model_files("a_lenet"), tmp_path / "c.weights.h5", format="keras3",
-                               keras_model="tests.keras_models:lenet_with_extra")
+                               keras_model="tests.keras_models:lenet_with_extra", allow_partial=True)
     assert [e.layer for e in result.report if e.action == "keras-unloaded"] == ["extra_fc"]
     assert [e.layer for e in result.report if e.action == "keras-assigned"] == ["conv1", "conv2", "ip1", "ip2"]
+
+
+def test_a_prelu_missed_by_name_fails_the_conversion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PReLU's alpha starts at 0: a PReLU the weights miss by name would silently be a ReLU (issue 15.3)."""
+    folder = ROOT / "examples" / "mtcnn"
+    source = [str(folder / "det1.caffemodel"), "-p", str(folder / "det1.prototxt")]
+    model = keras_models.det1_misnamed_prelu()
+    assert not model.get_layer("prelu1").get_weights()[0].any(), "the premise: Keras' PReLU alpha starts at 0"
+    out = tmp_path / "det1.weights.h5"
+    args = ["convert", *source, "-f", "keras3", "--keras-model", "tests.keras_models:det1_misnamed_prelu",
+            "-o", str(out)]
+    code, stdout, stderr = cli(capsys, *args)
+    assert code == 1, stdout
+    assert stderr.count("\n") == 1 and stderr.startswith("caffeport: error: "), stderr
+    assert "prelu1: no converted weights of that name (it would keep its initial values)" in stderr
+    assert "--allow-partial" in stderr
+    assert not list(tmp_path.iterdir()), "a failed conversion left files"
+
+    code, stdout, stderr = cli(capsys, *args, "--allow-partial")
+    assert code == 0, stderr
+    assert "warning: Keras layers left at their initial values (no converted weights of that name): prelu1" in stdout
+    assert "warning: converted layers no Keras layer takes (not written): PReLU1" in stdout
+
+    code, stdout, stderr = cli(capsys, "convert", *source, "-f", "keras3", "--keras-model", "tests.keras_models:det1",
+                               "-o", str(tmp_path / "good.weights.h5"))
+    assert code == 0, stderr
+    assert "warning" not in stdout, stdout
+
+
+def test_batchnorm_built_with_another_eps_fails_the_conversion(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["convert", *model_args("b_resnet_block"), "-f", "keras3", "--keras-model",
+            "tests.keras_models:resnet_block_default_eps", "-o", str(tmp_path / "w.weights.h5")]
+    code, _, stderr = cli(capsys, *args)
+    assert code == 1
+    assert "bn_conv0: epsilon is 0.001 in Keras, 1e-05 in Caffe (build it with epsilon=1e-05)" in stderr
+    assert "bn_res1_b" not in stderr, "bn_res1_b's eps is 1e-3 in Caffe too"
+    assert not list(tmp_path.iterdir())
+    code, stdout, stderr = cli(capsys, *args, "--allow-partial")
+    assert code == 0, stderr
+    assert "warning: BatchNormalization epsilon differs from Caffe's: bn_conv0: epsilon is 0.001" in stdout
 
 
 def test_shape_mismatch_fails_unless_allow_partial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,26 +300,96 @@ def test_check_fails_on_another_models_file_naming_the_layers(keras_h5: dict[str
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     code, stdout, _ = cli(capsys, "check", str(keras_h5["b_resnet_block"]), "--keras-model", SPECS["a_lenet"])
     assert code == 1
-    assert "left at their initial values (no converted weights of that name): conv1, conv2, ip1, ip2" in stdout
-    assert "converted layers no Keras layer takes: conv0, bn_conv0," in stdout
+    assert "leaving them at their initial values (no weights of that name in the file): conv1, conv2, ip1, ip2" \
+        in stdout
+    assert "layers of the file no Keras layer takes (ignored without a word): conv0, bn_conv0," in stdout
 
     code, stdout, _ = cli(capsys, "check", str(keras_h5["a_lenet"]), "--keras-model",
                           "tests.keras_models:lenet_narrow_ip1")
     assert code == 1
-    assert "shape mismatches (layers not loaded): ip1, ip2" in stdout
+    assert "shape mismatches (load_weights(by_name=True) raises on them, in Keras 3 and in tf_keras" in stdout
     assert "ip1/bias: Keras expects (400,), the converted weights have (500,)" in stdout
+    assert "without a word\n" not in stdout.split("shape mismatches")[0], "the last line must not claim silence"
 
 
-def test_check_loads_nothing_and_refuses_keras3_files(keras_h5: dict[str, Path], tmp_path: Path) -> None:
+def test_check_says_what_keras3_by_name_loading_really_does(keras_h5: dict[str, Path]) -> None:
+    """The wording's claims, measured: Keras 3 raises on a shape mismatch and skips a missing name silently."""
+    with pytest.raises(ValueError, match="ip1"):
+        keras_models.lenet_narrow_ip1().load_weights(str(keras_h5["a_lenet"]), by_name=True)
+    extra = keras_models.lenet_with_extra()
+    before = extra.get_layer("extra_fc").get_weights()
+    extra.load_weights(str(keras_h5["a_lenet"]), by_name=True)  # no error, no warning: the silence check reports
+    assert all(np.array_equal(a, b) for a, b in zip(before, extra.get_layer("extra_fc").get_weights()))
+    report = check_weights_file(keras_h5["a_lenet"], keras_models.lenet_with_extra())
+    assert report.unloaded == ["extra_fc"] and not report.mismatches
+
+
+def test_check_compares_batchnorm_eps_with_the_file(keras_h5: dict[str, Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with h5py.File(keras_h5["b_resnet_block"], "r") as f:
+        recorded = json.loads(f.attrs["caffeport"])["batchnorm_eps"]
+    assert recorded == pytest.approx(B_RESNET_EPS), "the premise: the file records Caffe's eps values"
+    code, stdout, _ = cli(capsys, "check", str(keras_h5["b_resnet_block"]), "--keras-model",
+                          "tests.keras_models:resnet_block_default_eps")
+    assert code == 1
+    assert "BatchNormalization epsilon differs from the one the file records" in stdout
+    expected = sorted(name for name, eps in B_RESNET_EPS.items() if eps != 1e-3)
+    report = check_weights_file(keras_h5["b_resnet_block"], keras_models.resnet_block_default_eps())
+    assert sorted(m.layer for m in report.eps_mismatches) == expected
+    assert "bn_conv0: epsilon is 0.001 in Keras, 1e-05 in Caffe" in stdout
+
+
+def test_check_loads_nothing(keras_h5: dict[str, Path]) -> None:
     model = keras_models.lenet()
     before = model.get_weights()
     report = check_weights_file(keras_h5["a_lenet"], model)
     assert report.clean and report.assigned == ["conv1", "conv2", "ip1", "ip2"]
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    keras3_file = tmp_path / "w.weights.h5"
-    model.save_weights(keras3_file)
-    with pytest.raises(CaffeportError, match=r"Keras 3 \.weights\.h5 file"):
-        check_weights_file(keras3_file, model)
+
+
+@pytest.fixture(scope="module")
+def keras3_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """a_lenet written with -f keras3 for the lenet mirror."""
+    path = tmp_path_factory.mktemp("keras3") / "lenet.weights.h5"
+    caffeport.convert(*model_files("a_lenet"), path, format="keras3", keras_model=SPECS["a_lenet"])
+    return path
+
+
+def test_check_reads_keras3_weights_files(keras3_lenet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, stderr = cli(capsys, "check", str(keras3_lenet), "--keras-model", SPECS["a_lenet"])
+    assert code == 0, stdout + stderr
+    assert "4 Keras layers with weights matched" in stdout
+
+    # same classes at the same places, other names: Keras 3 loads the file into it without a word
+    renamed = keras_models.lenet_renamed_convs()
+    renamed.load_weights(str(keras3_lenet))
+    code, stdout, _ = cli(capsys, "check", str(keras3_lenet), "--keras-model", "tests.keras_models:lenet_renamed_convs")
+    assert code == 1
+    assert "conv_a would get the weights saved from 'conv1' (layers/conv2d)" in stdout
+    assert "conv_b would get the weights saved from 'conv2' (layers/conv2d_1)" in stdout
+
+    # a shape mismatch and a layer the file lacks: Keras 3 raises, as the report says
+    with pytest.raises(ValueError):
+        keras_models.lenet_narrow_ip1().load_weights(str(keras3_lenet))
+    report = check_weights_file(keras3_lenet, keras_models.lenet_narrow_ip1())
+    assert report.loader == "keras3" and report.mismatched_layers == ["ip1", "ip2"]
+    assert "shape mismatches (load_weights raises on them): ip1, ip2" in str(report)
+    with pytest.raises(ValueError):
+        keras_models.lenet_with_extra().load_weights(str(keras3_lenet))
+    assert check_weights_file(keras3_lenet, keras_models.lenet_with_extra()).unloaded == ["extra_fc"]
+
+    # a layer of the file the model lacks: ignored without a word
+    keras_models.lenet_without_ip2().load_weights(str(keras3_lenet))
+    assert check_weights_file(keras3_lenet, keras_models.lenet_without_ip2()).unused == ["ip2"]
+
+
+def test_check_compares_eps_in_keras3_files(tmp_path: Path) -> None:
+    path = tmp_path / "resnet.weights.h5"
+    caffeport.convert(*model_files("b_resnet_block"), path, format="keras3", keras_model=SPECS["b_resnet_block"])
+    assert check_weights_file(path, keras_models.resnet_block()).clean
+    report = check_weights_file(path, keras_models.resnet_block_default_eps())
+    assert sorted(m.layer for m in report.eps_mismatches) == sorted(n for n, e in B_RESNET_EPS.items() if e != 1e-3)
+    assert not report.mismatches and not report.misplaced
 
 
 def test_console_script_finds_the_model_module_in_the_working_directory(keras_h5: dict[str, Path]) -> None:

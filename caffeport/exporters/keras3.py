@@ -7,21 +7,29 @@ format therefore imports the user's model (``--keras-model``), puts the
 converted weights into it by layer name with every shape checked
 (`caffeport.keras_model.assign_weights`), and lets Keras serialise it:
 ``model.save_weights`` for ``.weights.h5``, or ``model.save`` for a whole
-``.keras`` model with ``--save-model``. What did not pair up goes into the
-net's report and warnings, so the convert summary shows it; nothing is printed
-here.
+``.keras`` model with ``--save-model``. Anything that would leave the model
+computing something else than Caffe (a shape mismatch, a Keras layer left at
+its initial values, another BatchNorm epsilon) fails the conversion unless
+``--allow-partial``; what did not pair up goes into the net's report and
+warnings, so the convert summary shows it; nothing is printed here. A
+``.weights.h5`` file also gets caffeport's ``caffeport`` root attribute (the
+keras-h5 format's metadata: source, eps values, name map), which Keras ignores
+and ``caffeport check`` reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from caffeport.errors import CaffeportError, OutputError
-from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
 from caffeport.ir import Net, ReportEntry
-from caffeport.keras_model import AssignReport, assign_weights, load_keras_model
+from caffeport.keras_model import AssignReport, assign_weights, is_keras3_model, load_keras_model
 
 WEIGHTS_SUFFIX = ".weights.h5"
 MODEL_SUFFIX = ".keras"
@@ -39,9 +47,15 @@ def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:
                              "loading")
     check_output_name(path, options.save_model)
     model = load_keras_model(options.keras_model)
+    if not is_keras3_model(model):
+        raise CaffeportError(f"--keras-model {options.keras_model!r} is a {type(model).__module__.split('.')[0]} "
+                             "model: -f keras3 writes Keras 3 files, which only Keras 3 models load; for tf_keras "
+                             "use -f keras-h5 and load_weights(path, by_name=True)")
     report = assign_weights(model, net, allow_partial=options.allow_partial)
     _record(net, report)
     _save(model, path, options.save_model)
+    if not options.save_model:
+        _add_metadata(net, path)
 
 
 def check_output_name(path: str | os.PathLike[str], save_model: bool) -> None:
@@ -75,6 +89,7 @@ def _record(net: Net, report: AssignReport) -> None:
     entries += [ReportEntry(m.layer, "keras-mismatch", str(m)) for m in report.mismatches]
     entries += [ReportEntry(name, "keras-by-position", "variable names differ from the converted ones")
                 for name in report.by_position]
+    entries += [ReportEntry(m.layer, "keras-eps-mismatch", str(m)) for m in report.eps_mismatches]
     net.report.extend(entries)
     if report.unloaded:
         net.warnings.append("Keras layers left at their initial values (no converted weights of that name): "
@@ -84,12 +99,24 @@ def _record(net: Net, report: AssignReport) -> None:
                             + ", ".join(report.unused))
     if report.mismatches:
         net.warnings.append("Keras layers not loaded because shapes differ: " + "; ".join(map(str, report.mismatches)))
+    if report.eps_mismatches:
+        net.warnings.append("BatchNormalization epsilon differs from Caffe's: "
+                            + "; ".join(map(str, report.eps_mismatches)))
 
 
 def _save(model: Any, path: Path, save_model: bool) -> None:
     """Save to ``path``: `caffeport.output.atomic_output` keeps every suffix of the target
     (``.weights.h5``, ``.keras``) in its temporary name, which is what Keras checks."""
     _keras_save(model, path, save_model)
+
+
+def _add_metadata(net: Net, path: Path) -> None:
+    """Record the conversion in the ``.weights.h5`` file Keras wrote, as the keras-h5 format does."""
+    try:
+        with h5py.File(path, "r+") as f:
+            f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
+    except OSError as exc:
+        raise OutputError(f"cannot add caffeport's metadata to the file Keras wrote ({exc})", path=path) from exc
 
 
 def _keras_save(model: Any, path: Path, save_model: bool) -> None:
