@@ -16,12 +16,10 @@ Caffe's rules (BVLC ``eltwise_layer.cpp`` and ``.hpp``):
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from caffeport.ir import Layer, Shape
-from caffeport.layers.fields import floats, same_shapes
+from caffeport.layers.fields import enum_name, floats, same_shapes
 from caffeport.layers.registry import LayerType, Tops, register
 
 #: EltwiseOp's enum numbers, for params that arrive as ints
@@ -34,10 +32,7 @@ class Eltwise(LayerType):
     bottoms = None
 
     def operation(self, layer: Layer) -> str:
-        op: Any = self.params_of(layer).get("operation", "SUM")
-        if isinstance(op, int):
-            op = OPERATIONS.get(op, op)
-        op = str(op).upper()
+        op = enum_name(self.params_of(layer).get("operation"), OPERATIONS, "SUM")
         if op not in OPERATIONS.values():
             raise self.error(layer, f"unknown eltwise_param.operation {op!r} (PROD, SUM or MAX)")
         return op
@@ -81,7 +76,7 @@ class Eltwise(LayerType):
     def key_params(self, layer: Layer) -> str:
         p = self.params_of(layer)
         op = p.get("operation", "SUM")
-        op = OPERATIONS.get(op, op) if isinstance(op, int) else op
+        op = enum_name(op, OPERATIONS, "SUM")
         coeff = floats(p.get("coeff"))
         if coeff and op != "MAX":
             return f"{op} coeff=[{', '.join(f'{c:g}' for c in coeff)}]"

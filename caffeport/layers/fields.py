@@ -8,7 +8,7 @@ layer where Caffe would fail a ``CHECK``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caffeport.errors import ShapeInferenceError
@@ -34,6 +34,19 @@ def floats(value: Any) -> list[float]:
     if isinstance(value, (list, tuple)):
         return [float(v) for v in value]
     return [float(value)]
+
+
+def enum_name(value: Any, numbers: Mapping[int, str], default: str) -> str:
+    """An enum field as its upper-case name, from the name or Caffe's enum number; ``default`` when absent.
+
+    The readers give names; hand-built params and some forks' converters give numbers.
+    An unknown number comes back as its digits, for the caller's own "unknown value" message.
+    """
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return numbers.get(value, str(value))
+    return str(value).upper()
 
 
 def proto_shape(value: Any) -> Shape:

@@ -34,7 +34,7 @@ import numpy as np
 
 from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Shape
-from caffeport.layers.fields import error
+from caffeport.layers.fields import enum_name, error
 from caffeport.layers.registry import LayerType, Tops, register
 from caffeport.layers.windows import describe_window, pool_window
 
@@ -67,11 +67,16 @@ def rounds_down(layer: Layer) -> bool:
 
 def pool_method(value: object) -> str:
     """A PoolMethod as its name (``"MAX"``...), from the name or Caffe's enum number; MAX when absent."""
-    if value is None:
-        return "MAX"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return POOL_METHODS.get(int(value), str(value))
-    return str(value).upper()
+    return enum_name(int(value) if isinstance(value, np.integer) else value, POOL_METHODS, "MAX")
+
+
+def pool_unsupported(method: str) -> str | None:
+    """Why the reference cannot pool with ``method`` (Pooling and SPP share the methods), or ``None``."""
+    if method == "STOCHASTIC":
+        return "pool STOCHASTIC has no CPU forward in Caffe (GPU only, random in TRAIN); not supported"
+    if method not in ("MAX", "AVE"):
+        return f"unknown pool method {method!r}"
+    return None
 
 
 def pool_forward(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tuple[int, int],
@@ -165,12 +170,8 @@ class Pooling(LayerType):
         return [(n, c, out_h, out_w)] * len(layer.tops)
 
     def unsupported(self, layer: Layer) -> str | None:
-        method = pool_method(self.params_of(layer).get("pool"))
-        if method == "STOCHASTIC":
-            return "pool STOCHASTIC has no CPU forward in Caffe (GPU only, random in TRAIN); not supported"
-        if method not in ("MAX", "AVE"):
-            return f"unknown pool method {method!r}"
-        return super().unsupported(layer)
+        reason = pool_unsupported(pool_method(self.params_of(layer).get("pool")))
+        return reason or super().unsupported(layer)
 
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         x = np.asarray(bottoms[0], np.float32)

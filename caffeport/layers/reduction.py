@@ -10,12 +10,11 @@ in float). The result is scaled by ``coeff`` (default 1) when it is not 1.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from caffeport.ir import Layer, Shape
-from caffeport.layers.fields import axis_index
+from caffeport.layers.fields import axis_index, enum_name
 from caffeport.layers.registry import LayerType, Tops, register
 
 #: ReductionOp's enum numbers, for params that arrive as ints
@@ -27,10 +26,7 @@ class Reduction(LayerType):
     param = "reduction_param"
 
     def operation(self, layer: Layer) -> str:
-        op: Any = self.params_of(layer).get("operation", "SUM")
-        if isinstance(op, int):
-            op = OPERATIONS.get(op, op)
-        op = str(op).upper()
+        op = enum_name(self.params_of(layer).get("operation"), OPERATIONS, "SUM")
         if op not in OPERATIONS.values():
             raise self.error(layer, f"unknown reduction_param.operation {op!r} (SUM, ASUM, SUMSQ or MEAN)")
         return op
@@ -64,7 +60,7 @@ class Reduction(LayerType):
     def key_params(self, layer: Layer) -> str:
         p = self.params_of(layer)
         op = p.get("operation", "SUM")
-        op = OPERATIONS.get(op, op) if isinstance(op, int) else op
+        op = enum_name(op, OPERATIONS, "SUM")
         parts = [str(op), f"axis={p.get('axis', 0)}"]
         if p.get("coeff", 1.0) != 1.0:
             parts.append(f"coeff={float(p['coeff']):g}")

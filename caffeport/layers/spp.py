@@ -25,7 +25,7 @@ import numpy as np
 
 from caffeport.ir import Layer, Shape
 from caffeport.layers.fields import error
-from caffeport.layers.pooling import pool_forward, pool_method, pooled_size
+from caffeport.layers.pooling import pool_forward, pool_method, pool_unsupported, pooled_size
 from caffeport.layers.registry import LayerType, Tops, register
 
 
@@ -73,12 +73,8 @@ class SPP(LayerType):
         return [(n, c * sum(level.out[0] * level.out[1] for level in pyramid))]
 
     def unsupported(self, layer: Layer) -> str | None:
-        method = pool_method(self.params_of(layer).get("pool"))
-        if method == "STOCHASTIC":
-            return "pool STOCHASTIC has no CPU forward in Caffe (GPU only, random in TRAIN); not supported"
-        if method not in ("MAX", "AVE"):
-            return f"unknown pool method {method!r}"
-        return super().unsupported(layer)
+        reason = pool_unsupported(pool_method(self.params_of(layer).get("pool")))
+        return reason or super().unsupported(layer)
 
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
         x = np.asarray(bottoms[0], np.float32)
