@@ -31,7 +31,7 @@ from caffeport.exporters import load_exporters
 from caffeport.forward import net_outputs, run
 from caffeport.keras_model import check_weights_file, load_keras_model, read_weights_file
 from caffeport.layers.blobs import blob_problems
-from caffeport.output import atomic_output, exit_on_termination_signals
+from caffeport.output import atomic_output, exit_on_termination_signals, guarded_stdout
 from caffeport.preprocess import image_input, parse_mean
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
@@ -386,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         args = parser.parse_args(args_list)
-        return COMMANDS[args.command](args)
+        with guarded_stdout():  # caffeport inspect M > /dev/full: one line, exit 1
+            return COMMANDS[args.command](args)
     except CaffeportError as exc:
         print(f"caffeport: error: {for_cli(exc)}", file=sys.stderr)  # options as flags: --force, not force=True
         return 1

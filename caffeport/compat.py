@@ -44,8 +44,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from caffeport.conversion import ConvertResult, convert
-from caffeport.errors import CaffeportError
+from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters.pickle_format import layer_records
+from caffeport.output import exit_on_termination_signals, guarded_stdout
 
 PathLike = str | os.PathLike[str]
 
@@ -55,6 +56,9 @@ KERAS_BACKENDS: dict[str, str] = {"tf": "tensorflow", "th": "theano", "cntk": "c
 FORMATS: dict[str, tuple[str, str]] = {"hdf5": ("keras-h5", ".h5"), "pickle": ("pickle", ".pkl")}
 
 PROG = "caffe-weight-converter"
+#: this command line's flags for the options caffeport's messages name (see `caffeport.errors.for_cli`)
+CLI_FLAGS: dict[str, str] = {"include_weightless": "-n/--include_non_weight", "skip_unknown": "-u/--skip_unknown",
+                             "backend": "-b/--backend", "format": "-f/--format"}
 
 
 class KerasBackendError(CaffeportError, ValueError):
@@ -194,18 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``caffe-weight-converter`` command: 0 on success, 1 (and one line on stderr) on bad input."""
+    exit_on_termination_signals()  # SIGTERM & co. unwind like Ctrl-C, so a partial output is removed
     args = build_parser().parse_args(argv)
     try:
-        if args.format == "hdf5":
-            result = _to_keras(args.out_file, args.prototxt, args.caffemodel,
-                               include_weightless=args.include_non_weight, skip_unknown=args.skip_unknown,
-                               keras_backend=args.backend)
-        else:  # the layer dicts are only needed in the file here: no copies for a return value
-            result = _to_pickle(args.prototxt, args.caffemodel, args.out_file)
-        _print_result(result, args.verbose)
+        with guarded_stdout():
+            if args.format == "hdf5":
+                result = _to_keras(args.out_file, args.prototxt, args.caffemodel,
+                                   include_weightless=args.include_non_weight, skip_unknown=args.skip_unknown,
+                                   keras_backend=args.backend)
+            else:  # the layer dicts are only needed in the file here: no copies for a return value
+                result = _to_pickle(args.prototxt, args.caffemodel, args.out_file)
+            _print_result(result, args.verbose)
     except CaffeportError as exc:
-        message = " ".join(str(exc).splitlines())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {for_cli(exc, CLI_FLAGS)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

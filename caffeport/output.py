@@ -4,10 +4,15 @@ Every file caffeport writes goes through `atomic_output`: the writer fills a
 temporary file in the destination directory (a hidden ``.NAME.*.partial*``
 beside the target), which is renamed over the target only when writing
 succeeded. Any error, Ctrl-C (``KeyboardInterrupt``) or, once
-`exit_on_termination_signals` is installed, SIGTERM/SIGHUP removes it, so a
-user never finds a half-written weights file that loads with wrong values.
-Only a SIGKILL or a power cut can leave the hidden temporary behind; the
-target path itself never holds a partial file.
+`exit_on_termination_signals` is installed, SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/
+SIGUSR2 removes it, so a user never finds a half-written weights file that
+loads with wrong values. Only a SIGKILL or a power cut can leave the hidden
+temporary behind; the target path itself never holds a partial file.
+
+A write that the system refuses (a full disk, ``ulimit -f``, a quota, an I/O
+error, a directory put at the path meanwhile) is an `OutputError` naming the
+path, not a traceback; `guarded_stdout` does the same for standard output
+(``caffeport inspect M > /dev/full``).
 """
 
 from __future__ import annotations
@@ -23,16 +28,35 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any, TextIO
 
-from caffeport.errors import OutputError
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
+from caffeport.errors import OutputError, option_error
 
 PathLike = str | os.PathLike[str]
 
-#: the signals `exit_on_termination_signals` turns into ``SystemExit``
+#: the signals `exit_on_termination_signals` turns into ``SystemExit``: every one whose default action ends the
+#: process and that a user or a job scheduler sends to stop a program (Ctrl-\ is SIGQUIT; batch systems send
+#: SIGUSR1/SIGUSR2 ahead of a time limit)
 TERMINATION_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
 )
 _DEFERRED = {signal.SIGINT, *TERMINATION_SIGNALS}
+#: errors of a write the system refused: reported as an `OutputError` naming the output, never a traceback
+WRITE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS") if hasattr(errno, name)
+)
+#: the longest file name when the file system does not say (Linux's NAME_MAX, in bytes)
+DEFAULT_NAME_MAX = 255
+#: what the temporary name adds to the kept part of the target's name: the leading dot, the '.' before
+#: mkstemp's 8 random characters, and ``.partial``
+_TEMP_OVERHEAD = len(".") + len(".") + 8 + len(".partial")
+#: at most this many bytes of the target's trailing suffixes are repeated at the end of the temporary name
+MAX_TEMP_SUFFIX_BYTES = 64
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -40,18 +64,22 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 
 def exit_on_termination_signals() -> None:
-    """Make SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` so that cleanups run, as Ctrl-C does.
+    """Make the `TERMINATION_SIGNALS` raise ``SystemExit(128 + signal)`` so that cleanups run, as Ctrl-C does.
 
     Python's default for these signals kills the process on the spot, which
-    would leave `atomic_output`'s temporary file behind. Call this once, from
-    the main thread, at the start of a command-line program; handlers someone
-    else installed are left alone.
+    would leave `atomic_output`'s temporary file behind. SIGXFSZ (a write past
+    ``ulimit -f``) is ignored instead, so that the write fails with EFBIG and
+    is reported like a full disk rather than killing the process with a core
+    dump. Call this once, from the main thread, at the start of a command-line
+    program; handlers someone else installed are left alone.
     """
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in TERMINATION_SIGNALS:
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, _raise_exit)
+    if hasattr(signal, "SIGXFSZ") and signal.getsignal(signal.SIGXFSZ) is signal.SIG_DFL:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -76,57 +104,120 @@ def _same_file(a: PathLike, b: PathLike) -> bool:
 
 
 def check_output_path(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """Refuse an output path that is an input, a directory, a special file or (without ``force``) a file."""
+    """Refuse an output path that is an input, a directory, a special file or (without ``force``) a file.
+
+    Also refused: a path ending in a separator (``out/``), which names a
+    directory, not a file (`pathlib` would quietly drop the ``/`` and write a
+    file called ``out``), and a file name longer than the file system allows.
+    """
+    spelled = os.fspath(path)
     target = Path(path)
+    if len(os.fsencode(target.name)) > DEFAULT_NAME_MAX:  # before any stat(), which fails on it
+        raise OutputError(f"the file name is {len(os.fsencode(target.name))} bytes long, more than file systems "
+                          f"allow ({DEFAULT_NAME_MAX}); choose a shorter name", path=target)
+    try:
+        return _checked_output_path(spelled, target, force=force, inputs=inputs)
+    except OSError as exc:  # the path cannot even be looked at: too long, a directory we may not search, ...
+        raise OutputError(f"cannot use it as the output: {_reason(exc)}", path=spelled) from None
+
+
+def _checked_output_path(spelled: str, target: Path, *, force: bool, inputs: Iterable[PathLike | None]) -> Path:
     for source in inputs:
         if source is not None and _same_file(target, source):
             raise OutputError("refusing to write over an input file; choose another output path", path=target)
     if target.is_dir():
-        raise OutputError("is a directory; give a file name for the output", path=target)
+        raise OutputError("is a directory, not a file; give the output's file name (a path inside it to write "
+                          "there)", path=spelled)
+    if spelled.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise OutputError("ends with a path separator, so it names a directory, and there is no such directory; "
+                          "give the output's file name", path=spelled)
     if target.exists() and not force:
-        raise OutputError("already exists; pass --force to overwrite it", path=target)
+        raise option_error(OutputError, "already exists; pass {force} to overwrite it", path=target)
     if target.is_symlink() and not target.exists() and not force:
-        raise OutputError("is a symbolic link to a missing file; pass --force to replace the link", path=target)
+        raise option_error(OutputError, "is a symbolic link to a missing file; pass {force} to replace the link",
+                           path=target)
     if target.exists() and not stat.S_ISREG(target.stat().st_mode):
         raise OutputError("is not a regular file (a device or a pipe?); refusing to replace it", path=target)
     parent = target.parent
     if not parent.is_dir():
         raise OutputError(f"the output directory {str(parent)!r} does not exist", path=target)
+    name_max = _name_max(parent)
+    if len(os.fsencode(target.name)) > name_max:
+        raise OutputError(f"the file name is {len(os.fsencode(target.name))} bytes long, more than the file "
+                          f"system allows ({name_max}); choose a shorter name", path=target)
     return target
+
+
+def _name_max(directory: Path) -> int:
+    """The longest file name (in bytes) ``directory``'s file system takes."""
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_NAME_MAX
+
+
+def temporary_affixes(target: Path, name_max: int = DEFAULT_NAME_MAX) -> tuple[str, str]:
+    """The (prefix, suffix) of `atomic_output`'s temporary name for ``target``: ``.NAME.`` and ``.partial.SUFFIXES``.
+
+    The temporary name ends with the target's trailing suffixes (all of them,
+    up to `MAX_TEMP_SUFFIX_BYTES`), because writers pick or check the format
+    by the ending: Keras 3 only writes ``*.weights.h5`` and ``*.keras``,
+    ``numpy.save`` adds ``.npy`` to a name without it. The target's name in the
+    prefix is cut (at a character boundary) so the whole temporary name,
+    mkstemp's 8 random characters included, fits in ``name_max`` bytes: a
+    legal 250-byte output name must not fail for its temporary's sake.
+    """
+    suffixes = target.suffixes
+    while suffixes and len(os.fsencode("".join(suffixes))) > MAX_TEMP_SUFFIX_BYTES:
+        suffixes = suffixes[1:]  # keep the endings nearest the end: those are the ones writers look at
+    suffix = "".join(suffixes)
+    budget = name_max - _TEMP_OVERHEAD - len(os.fsencode(suffix))
+    stem = target.name
+    while stem and len(os.fsencode(stem)) > budget:
+        stem = stem[:-1]
+    return f".{stem}.", f".partial{suffix}"
 
 
 @contextlib.contextmanager
 def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    The temporary name keeps all of the target's suffixes (``.weights.h5``), so writers that add an
-    extension when it is missing (``numpy.save``) do not rename it. It is
-    removed on any exception, ``KeyboardInterrupt`` and ``SystemExit``
-    included; signals are held back while it is being created and removed so
-    that one arriving then cannot leave it behind. Without ``force`` the
-    target is published with a hard link, which fails instead of replacing a
-    file that appeared at the path while we were writing.
+    The temporary name keeps the target's suffixes (``.weights.h5``, see
+    `temporary_affixes`), so writers that add an extension when it is missing
+    (``numpy.save``) do not rename it. It is removed on any exception,
+    ``KeyboardInterrupt`` and ``SystemExit`` included; signals are held back
+    while it is being created and removed so that one arriving then cannot
+    leave it behind. A write the system refuses (see `is_write_error`)
+    becomes an `OutputError` naming the target. Without ``force`` the target is published with a hard link, which
+    fails instead of replacing a file that appeared at the path while we were
+    writing.
     """
     inputs = list(inputs)
     target = check_output_path(path, force=force, inputs=inputs)
     tmp: Path | None = None
     try:
         with _signals_deferred():
+            prefix, suffix = temporary_affixes(target, _name_max(target.parent))
             try:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{''.join(target.suffixes)}",
-                                                dir=target.parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
             except OSError as exc:
                 raise OutputError(
                     f"cannot create a file in {str(target.parent)!r}: {exc.strerror}", path=target
                 ) from None
             tmp = Path(tmp_name)
         try:
-            with writeback_while_writing(fd):
-                yield tmp
-        finally:
-            os.close(fd)
-        _finish(tmp)
-        _publish(tmp, target, force=force, inputs=inputs)
+            try:
+                with writeback_while_writing(fd):
+                    yield tmp
+            finally:
+                os.close(fd)
+            _finish(tmp)
+            _publish(tmp, target, force=force, inputs=inputs)
+        except OSError as exc:
+            if not is_write_error(exc, tmp, target):
+                raise
+            reason = _reason(exc) if exc.errno is not None else _diagnosed(tmp, exc)
+            raise OutputError(f"cannot write it: {reason}; nothing was written there", path=target) from exc
     except BaseException:
         with _signals_deferred():
             if tmp is not None:
@@ -135,29 +226,138 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
         raise
 
 
+def is_write_error(exc: OSError, *paths: PathLike) -> bool:
+    """Whether ``exc`` is the system refusing a write to one of ``paths``, not a failure about another file.
+
+    An error naming one of ``paths`` is one; an error naming no file is one
+    when its errno is a write's (`WRITE_ERRNOS`: the disk is full, the file too
+    large for ``ulimit -f``, ...), which is how ``write`` on a descriptor
+    reports it, or when it has no errno at all (numpy's short ``tofile``, h5py's
+    own failures: writers report those so). An error naming some other file
+    (an import, a model file the writer opens) or with another errno is left
+    alone.
+    """
+    ours = {os.fspath(p) for p in paths}
+    named = [os.fspath(f) for f in (exc.filename, exc.filename2) if isinstance(f, (str, bytes, os.PathLike))]
+    if named:
+        return any(n in ours for n in named)
+    return exc.errno in WRITE_ERRNOS or exc.errno is None
+
+
+def _reason(exc: OSError) -> str:
+    """The system's words for ``exc``, on one line."""
+    text = os.strerror(exc.errno) if exc.errno is not None else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _diagnosed(tmp: Path, exc: OSError) -> str:
+    """Why a write failed that was reported without an errno (numpy's ``tofile``: "N requested and M written").
+
+    Such a short write is the disk filling up or the file reaching ``ulimit -f``:
+    say which when either is so, since "786432 requested and 262112 written"
+    does not tell a user what to do.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        size = tmp.stat().st_size
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else -1
+        if limit not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and size >= limit:
+            return f"{os.strerror(errno.EFBIG)} (the file size limit, ulimit -f, is {limit:,} bytes)"
+        space = os.statvfs(tmp.parent)
+        if space.f_bavail * space.f_frsize < max(size, 1) // 100 + space.f_frsize:
+            return os.strerror(errno.ENOSPC)
+    return _reason(exc)
+
+
 def _publish(tmp: Path, target: Path, *, force: bool, inputs: list[PathLike | None]) -> None:
     """Move the finished temporary file to ``target`` in one step."""
     for source in inputs:  # the same checks again: the path may have changed while we wrote
         if source is not None and _same_file(target, source):
             raise OutputError("refusing to write over an input file; choose another output path", path=target)
     if force:
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except IsADirectoryError:
+            raise OutputError("became a directory while the output was being written; nothing was replaced",
+                              path=target) from None
         return
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise OutputError("appeared while the output was being written; pass --force to overwrite it",
-                          path=target) from None
+        raise option_error(OutputError, "appeared while the output was being written; pass {force} to overwrite it",
+                           path=target) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
             raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from None
         if os.path.lexists(target):  # no hard links on this file system: check, then rename
-            raise OutputError("appeared while the output was being written; pass --force to overwrite it",
-                              path=target) from None
+            raise option_error(OutputError, "appeared while the output was being written; pass {force} to "
+                               "overwrite it", path=target) from None
         os.replace(tmp, target)
         return
     with _signals_deferred():
         tmp.unlink()
+
+
+class _GuardedStream:
+    """A text stream that reports a failed write as an `OutputError` (see `guarded_stdout`)."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def write(self, text: str) -> int:
+        with self._reported():
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with self._reported():
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise  # the reader went away (``| head``): not an error of ours, the caller decides
+        except OSError as exc:
+            _discard_unwritten(self._stream)
+            raise OutputError(f"cannot write to {self._name}: {_reason(exc)}") from None
+
+
+def _discard_unwritten(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null, so what is left in its buffer is not tried again at exit.
+
+    Python flushes standard output once more as it exits; on a full device
+    that fails again, prints "Exception ignored" and changes the exit status
+    to 120.
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """Inside the block, a write to ``sys.stdout`` the system refuses is an `OutputError`; flushed at the end.
+
+    ``caffeport inspect M > /dev/full`` must say "cannot write to standard
+    output: No space left on device" on one line and exit 1, like any other
+    output it cannot write, not show a traceback (or, when the text fits the
+    buffer, an "Exception ignored" at exit). A ``BrokenPipeError`` passes
+    through unchanged.
+    """
+    original = sys.stdout
+    guarded = _GuardedStream(original, "standard output")
+    sys.stdout = guarded  # type: ignore[assignment]
+    try:
+        yield
+        guarded.flush()
+    finally:
+        if sys.stdout is guarded:
+            sys.stdout = original
 
 
 def _umask() -> int:

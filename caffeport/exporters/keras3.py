@@ -26,7 +26,7 @@ from typing import Any
 
 import h5py
 
-from caffeport.errors import CaffeportError, OutputError
+from caffeport.errors import CaffeportError, OutputError, option_error
 from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
 from caffeport.ir import Net, ReportEntry
 from caffeport.keras_model import AssignReport, assign_weights, is_keras3_model, load_keras_model
@@ -40,17 +40,18 @@ MODEL_SUFFIX = ".keras"
                    "loads with plain model.load_weights(path)")
 def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:
     if not options.keras_model:
-        raise CaffeportError("the keras3 format needs the Keras model the weights are for: Keras 3 files key "
-                             "weights by layer position, not name, so they can only be written from a concrete "
-                             "model. Pass --keras-model module.path:function (a function building the model, layer "
-                             "names = Caffe layer names) or a saved .keras file; or use -f keras-h5 for by-name "
-                             "loading")
+        raise option_error(CaffeportError, "the keras3 format needs the Keras model the weights are for: Keras 3 "
+                           "files key weights by layer position, not name, so they can only be written from a "
+                           "concrete model. Pass {keras_model=}module.path:function (a function building the model, "
+                           "layer names = Caffe layer names) or a saved .keras file; or use {format=keras-h5} for "
+                           "by-name loading")
     check_output_name(path, options.save_model)
     model = load_keras_model(options.keras_model)
     if not is_keras3_model(model):
-        raise CaffeportError(f"--keras-model {options.keras_model!r} is a {type(model).__module__.split('.')[0]} "
-                             "model: -f keras3 writes Keras 3 files, which only Keras 3 models load; for tf_keras "
-                             "use -f keras-h5 and load_weights(path, by_name=True)")
+        raise option_error(CaffeportError, "{keras_model=}{spec} is a {kind} model: {format=keras3} writes Keras 3 "
+                           "files, which only Keras 3 models load; for tf_keras use {format=keras-h5} and "
+                           "load_weights(path, by_name=True)",
+                           fill={"spec": repr(options.keras_model), "kind": type(model).__module__.split(".")[0]})
     report = assign_weights(model, net, allow_partial=options.allow_partial)
     _record(net, report)
     _save(model, path, options.save_model)
@@ -69,14 +70,15 @@ def check_output_name(path: str | os.PathLike[str], save_model: bool) -> None:
     """
     name = os.fspath(path)
     if save_model and not name.endswith(MODEL_SUFFIX):
-        raise OutputError(f"--save-model writes a whole Keras model, which Keras only reads from a {MODEL_SUFFIX} "
-                          "file: name the output *.keras", path=name)
+        raise option_error(OutputError, "{save_model} writes a whole Keras model, which Keras only reads from a "
+                           "{suffix} file: name the output *.keras", fill={"suffix": MODEL_SUFFIX}, path=name)
     if not save_model and name.endswith(MODEL_SUFFIX):
-        raise OutputError(f"a {MODEL_SUFFIX} file holds a whole model: pass --save-model, or name the output "
-                          f"*{WEIGHTS_SUFFIX} for weights only", path=name)
+        raise option_error(OutputError, "a {suffix} file holds a whole model: pass {save_model}, or name the output "
+                           "*{weights} for weights only", fill={"suffix": MODEL_SUFFIX, "weights": WEIGHTS_SUFFIX},
+                           path=name)
     if not save_model and not name.endswith(WEIGHTS_SUFFIX):
-        raise OutputError(f"Keras 3 reads weights only from files named *{WEIGHTS_SUFFIX} (or pass --save-model "
-                          "for *.keras)", path=name)
+        raise option_error(OutputError, "Keras 3 reads weights only from files named *{weights} (or pass "
+                           "{save_model} for *.keras)", fill={"weights": WEIGHTS_SUFFIX}, path=name)
 
 
 def _record(net: Net, report: AssignReport) -> None:

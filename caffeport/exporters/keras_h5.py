@@ -8,27 +8,104 @@ listing datasets ``<layer>/<weight>:0`` in the Keras layer's own order, which
 is the order loaders assign by. Weights are written as float32, Keras'
 variable dtype. A ``caffeport`` root attribute holds JSON metadata (source,
 backend, BatchNorm eps values, name map) for tools and for `caffeport check`.
+
+A list attribute (``layer_names``, a layer's ``weight_names``) is stored as
+variable-length strings, 16 bytes each in the HDF5 object header, whose
+messages cannot exceed 64 KiB: past about 4,000 weighted layers the list is
+split the way Keras splits it (``save_attributes_to_hdf5_group``) into
+``layer_names0``, ``layer_names1``, ..., which Keras' and tf_keras'
+``load_attributes_from_hdf5_group`` join back (as `caffeport check` does).
+Two layers that would share one group are refused by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from caffeport.blocks import Blob, iter_placed, stream_placed
-from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
+from caffeport.exporters.registry import (
+    ExportOptions,
+    conversion_metadata,
+    file_safe_names,
+    refuse_same_name,
+    register_exporter,
+)
 from caffeport.ir import Layer, Net
 
 KERAS_VERSION = "2.15.0"
 _BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
+#: names per attribute of a list split as Keras splits it: 16 bytes each in the object header, 32 KiB in all, half
+#: of HDF5's 64 KiB message limit (an attribute of 4,095 names fails, measured with HDF5 1.14)
+NAMES_PER_ATTRIBUTE = 2048
+#: how HDF5 reports a failed system call inside an h5py error's text
+_HDF5_ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
 
 
 def _strings(values: list[str]) -> np.ndarray:
     return np.array([v.encode("utf-8") for v in values], dtype=h5py.string_dtype("utf-8", None)) if values else \
         np.array([], dtype="S1")
+
+
+def write_names_attribute(attrs: h5py.AttributeManager, name: str, values: list[str]) -> None:
+    """``attrs[name] = values``, split into ``name0``, ``name1``, ... when one attribute could not hold them.
+
+    Keras' ``load_attributes_from_hdf5_group`` reads ``name`` when it is
+    there, else ``name0``, ``name1``, ... until one is missing: the layout its
+    ``save_attributes_to_hdf5_group`` writes for a list too large for one
+    object header message.
+    """
+    if len(values) <= NAMES_PER_ATTRIBUTE:
+        attrs[name] = _strings(values)
+        return
+    for index, start in enumerate(range(0, len(values), NAMES_PER_ATTRIBUTE)):
+        attrs[f"{name}{index}"] = _strings(values[start:start + NAMES_PER_ATTRIBUTE])
+
+
+@contextlib.contextmanager
+def _system_errors(path: Path) -> Iterator[None]:
+    """An h5py error caused by a failed write (a full disk, ``ulimit -f``) as the ``OSError`` it was.
+
+    HDF5 reports those as ValueError, RuntimeError or errno-less OSError
+    whose text holds ``errno = 28, error message = '...'``; as an OSError
+    naming ``path`` `caffeport.output.atomic_output` reports it as the
+    output's write error, like every other format's.
+    """
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError) as exc:
+        match = _HDF5_ERRNO.search(str(exc))
+        if match is None or int(match[1]) == 0:
+            raise
+        raise OSError(int(match[1]), os.strerror(int(match[1])), os.fspath(path)) from exc
+
+
+def _group_names(net: Net, options: ExportOptions) -> list[tuple[Layer, str]]:
+    """(layer, HDF5 group name) of every exported layer; refuses two layers that would share one group.
+
+    Caffe allows two layers of one name, and a backend's split layers
+    (``emb_bias`` for the bias of an Embed ``emb``) can meet a real layer
+    of that name: a by-name file can hold only one of them.
+    """
+    safe = file_safe_names(net)
+    owners: dict[str, Layer] = {}
+    groups: list[tuple[Layer, str]] = []
+    for layer in net.layers:
+        if not _exported(layer, options):
+            continue
+        name = safe[layer.name]
+        if name in owners:
+            raise refuse_same_name(owners[name], layer, f"the HDF5 group {name!r}")
+        owners[name] = layer
+        groups.append((layer, name))
+    return groups
 
 
 def _exported(layer: Layer, options: ExportOptions) -> bool:
@@ -51,12 +128,9 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     """
     names: list[str] = []
     placed: list[tuple[int, Blob, int]] = []
-    safe = file_safe_names(net)
-    with h5py.File(path, "w") as f:
-        for layer in net.layers:
-            if not _exported(layer, options):
-                continue
-            layer_name = safe[layer.name]
+    groups = _group_names(net, options)
+    with _system_errors(path), h5py.File(path, "w") as f:
+        for layer, layer_name in groups:
             group = f.create_group(layer_name)
             weight_names = layer.weight_names or [str(i) for i in range(len(layer.blobs))]
             full_names = [f"{layer_name}/{w}:0" for w in weight_names[: len(layer.blobs)]]
@@ -67,10 +141,10 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
                     placed.append((offset, blob, len(names)))
                 elif blob.size:  # HDF5 keeps some tiny (scalar) datasets without a byte range of their own
                     dataset[...] = np.asarray(blob, dtype="<f4")
-            group.attrs["weight_names"] = _strings(full_names)
+            write_names_attribute(group.attrs, "weight_names", full_names)
             names.append(layer_name)
         backend = str(net.metadata.get("backend", "tensorflow"))
-        f.attrs["layer_names"] = _strings(names)
+        write_names_attribute(f.attrs, "layer_names", names)
         f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()
         f.attrs["keras_version"] = KERAS_VERSION.encode()
         f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)

@@ -84,7 +84,7 @@ import numpy as np
 
 from caffeport.blocks import Blob, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
-from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.exporters.registry import ExportOptions, refuse_same_name, register_exporter, shown_name
 from caffeport.ir import Layer, Net
 from caffeport.ir_file import BLOB_KINDS, IR_KEY, IR_VERSION, import_msgpack
 
@@ -262,13 +262,13 @@ def _flax_leaves(layer: Layer) -> list[tuple[str, tuple[str, ...], Blob]]:
 def _flax_variables(net: Net) -> dict[str, dict[str, Any]]:
     """``{"batch_stats": {...}, "params": {...}}`` with a `_Leaf` for each variable of the weighted layers."""
     variables: dict[str, dict[str, Any]] = {"batch_stats": {}, "params": {}}
-    seen: set[str] = set()
+    seen: dict[str, Layer] = {}
     for layer in net.layers:
         if not layer.blobs:
             continue
         if layer.name in seen:
-            raise ModelStructureError("two layers with weights have this name; rename one", layer=layer.name)
-        seen.add(layer.name)
+            raise refuse_same_name(seen[layer.name], layer, f"the Flax module {shown_name(layer.name)}")
+        seen[layer.name] = layer
         for collection, path, blob in _flax_leaves(layer):
             node = variables[collection].setdefault(layer.name, {})
             for part in path[:-1]:

@@ -42,13 +42,22 @@ import numpy as np
 
 from caffeport.blocks import Blob, iter_chunks
 from caffeport.errors import ModelStructureError
-from caffeport.exporters.registry import ExportOptions, conversion_metadata, file_safe_names, register_exporter
+from caffeport.exporters.registry import (
+    ExportOptions,
+    conversion_metadata,
+    file_safe_names,
+    refuse_same_name,
+    register_exporter,
+    shown_name,
+)
 from caffeport.ir import Layer, Net
 
 #: the key of the conversion metadata; no blob key can take it (blob keys contain a '/')
 METADATA_KEY = "__caffeport__"
 #: the most bytes converted and written at once
 CHUNK_BYTES = 16 * 1024 * 1024
+#: the zip format keeps a member's name length in 16 bits (local header and central directory)
+MAX_MEMBER_NAME_BYTES = 0xFFFF
 #: the oldest date a zip entry can hold: a fixed date makes the output reproducible
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -64,7 +73,7 @@ def written_dtype(layer: Layer, blob: Blob) -> np.dtype[Any]:
 def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
     """(key, blob, dtype written) for every blob of every layer, in net order; refuses two blobs with one key."""
     entries: list[tuple[str, Blob, np.dtype[Any]]] = []
-    owners: dict[str, str] = {}
+    owners: dict[str, Layer] = {}
     safe = file_safe_names(net)
     for layer in net.layers:
         names = list(layer.weight_names[: len(layer.blobs)])
@@ -72,10 +81,14 @@ def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
         for name, blob in zip(names, layer.blobs):
             key = f"{safe[layer.name]}/{name}"
             if key in owners:
-                raise ModelStructureError(f"two blobs would both be stored as {key!r} in the npz "
-                                          f"(layers {owners[key]!r} and {layer.name!r}); rename one of the layers",
-                                          layer=layer.name)
-            owners[key] = layer.name
+                raise refuse_same_name(owners[key], layer, f"the npz entry {shown_name(key)}")
+            size = len(f"{key}.npy".encode())
+            if size > MAX_MEMBER_NAME_BYTES:
+                raise ModelStructureError(
+                    f"the npz entry of layer {shown_name(layer.name)} would have a name of {size:,} bytes, and a zip "
+                    f"archive holds names of at most {MAX_MEMBER_NAME_BYTES:,}: rename the layer, or write another "
+                    "format (keras-h5, safetensors, flax and ir take such names)")
+            owners[key] = layer
             entries.append((key, blob, written_dtype(layer, blob)))
     return entries
 

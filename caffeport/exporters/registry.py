@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caffeport.errors import ModelStructureError
-from caffeport.ir import Net
+from caffeport.ir import Layer, Net
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,46 @@ def conversion_metadata(net: Net) -> dict[str, object]:
         "fused": net.metadata.get("fused", {}),
         "targets": {layer.name: layer.target for layer in net.layers if layer.target},
     }
+
+
+#: layers a backend splits off a Caffe layer, by type: (what they hold, the suffix their name adds to the Caffe name)
+_SPLIT_OFF = {"EmbedBias": ("the bias of Embed", "_bias"), "RNNOutput": ("the output projection of RNN", "_output")}
+#: layer names in messages are cut to this many characters (a name can be megabytes long)
+MESSAGE_NAME_CHARS = 80
+
+
+def shown_name(name: str) -> str:
+    """``name`` quoted for a message, cut to `MESSAGE_NAME_CHARS` with its length when longer."""
+    if len(name) <= MESSAGE_NAME_CHARS:
+        return repr(name)
+    return f"{name[:MESSAGE_NAME_CHARS]!r}... ({len(name):,} characters)"
+
+
+def describe_layer(layer: Layer) -> str:
+    """A layer as a message names it: its name, and where it comes from when a backend split it off another.
+
+    ``emb_bias`` may be a Caffe layer of that name or the bias the tensorflow
+    backend splits off the Embed ``emb``; a refusal has to say which.
+    """
+    split = _SPLIT_OFF.get(layer.type)
+    if split is not None and layer.name.endswith(split[1]):
+        return f"{shown_name(layer.name)} ({split[0]} {shown_name(layer.name[: -len(split[1])])})"
+    return f"{shown_name(layer.name)} ({layer.type})"
+
+
+def refuse_same_name(first: Layer, second: Layer, written_as: str) -> ModelStructureError:
+    """The error for two layers that one file would hold under one name, naming both."""
+    split = first.type in _SPLIT_OFF or second.type in _SPLIT_OFF
+    same = "Caffe allows two layers of one name, but " if first.name == second.name and not split else ""
+    return ModelStructureError(
+        f"layers {describe_layer(first)} and {describe_layer(second)} would both be written as {written_as}; "
+        f"{same}a file keyed by name cannot hold both: rename one of them in the prototxt",
+        layer=message_layer(second.name))
+
+
+def message_layer(name: str) -> str | None:
+    """``name`` for an error's ``layer`` field, or None when too long to print (the message then names it cut)."""
+    return name if len(name) <= MESSAGE_NAME_CHARS else None
 
 
 def file_safe_names(net: Net) -> dict[str, str]:

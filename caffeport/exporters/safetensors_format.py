@@ -64,7 +64,13 @@ import numpy as np
 
 from caffeport.blocks import Blob, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
-from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
+from caffeport.exporters.registry import (
+    ExportOptions,
+    conversion_metadata,
+    refuse_same_name,
+    register_exporter,
+    shown_name,
+)
 from caffeport.ir import Layer, Net
 
 #: the most payload bytes converted and written at once
@@ -127,13 +133,12 @@ def written_dtype(layer: Layer, name: str, blob: Blob) -> np.dtype[Any]:
 def _header(net: Net) -> tuple[bytes, list[tuple[Blob, np.dtype[Any]]]]:
     """The padded header and the tensors in file order, each with the dtype written."""
     tensors: list[tuple[str, Blob, np.dtype[Any]]] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, Layer] = {}
     for layer in net.layers:
         for name, blob in layer_tensors(layer):
             if name in seen:
-                raise ModelStructureError(f"two tensors would both be named {name!r} (layers {seen[name]!r} and "
-                                          f"{layer.name!r}); rename one of the layers", layer=layer.name)
-            seen[name] = layer.name
+                raise refuse_same_name(seen[name], layer, f"the tensor {shown_name(name)}")
+            seen[name] = layer
             tensors.append((name, blob, written_dtype(layer, name, blob)))
     tensors.sort(key=lambda t: -t[2].itemsize)  # stable: net order within a width
     header: dict[str, Any] = {"__metadata__": _metadata(net)}

@@ -27,7 +27,7 @@ from caffeport.errors import CaffeportError, InputFileError, InternalDecodeError
 from caffeport.ir import Net
 from caffeport.readers.blob_proto import decode_blob, nonfinite_counts
 from caffeport.readers.caffemodel import read_caffemodel
-from caffeport.readers.files import map_file, sniff, sniff_file
+from caffeport.readers.files import check_not_foreign, map_file, sniff, sniff_file
 from caffeport.readers.hdf5_snapshot import read_hdf5_snapshot
 from caffeport.readers.merge import merge
 from caffeport.readers.prototxt import read_prototxt
@@ -41,6 +41,9 @@ WEIGHTS_READERS: dict[str, Callable[[PathLike], Net]] = {
     "binary": read_caffemodel,
     "hdf5": read_hdf5_snapshot,
 }
+
+#: said of an HDF5 snapshot read without a prototxt (and only then: with one, the prototxt gave the structure)
+HDF5_NEEDS_PROTOTXT = "an HDF5 snapshot holds no layer types or connections: pass the prototxt for those"
 
 #: what a decoding bug on malformed input raises (UnicodeDecodeError is a ValueError)
 _UNCHECKED = (ValueError, OverflowError, struct.error, KeyError, IndexError)
@@ -83,6 +86,8 @@ def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *
             weights = _read_weights(caffemodel)
             if check_values:
                 weights.warnings.extend(nonfinite_warnings(weights))
+            if weights.format == "HDF5" and prototxt is None:
+                weights.warnings.append(HDF5_NEEDS_PROTOTXT)
     if prototxt is not None:
         with _guard(prototxt):
             if sniff_file(prototxt) != "text":
@@ -128,6 +133,7 @@ def read_blob(path: PathLike) -> np.ndarray:
     """The array stored in a ``.binaryproto`` (a single BlobProto, e.g. a mean image (1, C, H, W), BGR)."""
     with _guard(path):
         buf = map_file(path)
+        check_not_foreign(buf[:512], path)
         kind = sniff(buf[:512])
         if kind != "binary":
             raise InputFileError(f"this is a {kind} file, not a binary .binaryproto blob", path=path)

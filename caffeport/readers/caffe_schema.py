@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -1142,8 +1142,16 @@ _PLAN: dict[str, tuple[tuple[FieldSpec, Any], ...]] = {
 # normalize
 
 
-def _values_of(values: Any) -> list[Any]:
-    """The occurrences of a field, flattening one level of ``[a, b]`` list syntax."""
+#: distinct values a repeated field's conversion remembers (see `_convert`)
+_MEMO_SIZE = 256
+
+
+def _values_of(values: Any) -> Sequence[Any]:
+    """The occurrences of a field, flattening one level of ``[a, b]`` list syntax (read-only: often ``values`` itself).
+
+    Not copied when already flat: a hostile ``[1, 1, ...]`` list is millions of values, and each
+    copy would cost 8 bytes a value on top of the parse.
+    """
     if not isinstance(values, (list, tuple)):
         return [values]
     if any(isinstance(value, (list, tuple)) for value in values):
@@ -1151,7 +1159,7 @@ def _values_of(values: Any) -> list[Any]:
         for value in values:
             flat.extend(value if isinstance(value, (list, tuple)) else [value])
         return flat
-    return list(values)
+    return values
 
 
 def _as_raw_message(message: str, spec: FieldSpec, value: Any) -> Mapping[str, Any]:
@@ -1185,8 +1193,27 @@ def _convert(message: str, spec: FieldSpec, values: list[Any]) -> Any:
             return normalize(nested, _as_raw_message(message, spec, values[0]))
         return normalize(nested, merge_messages(_as_raw_message(message, spec, value) for value in values))
     coerce = _COERCE[spec.kind]
-    converted = [coerce(message, spec, value) for value in values]
-    return converted if spec.repeated else converted[-1]
+    if not spec.repeated:
+        for value in values[:-1]:  # every occurrence is checked, the last one wins
+            coerce(message, spec, value)
+        return coerce(message, spec, values[-1])
+    # Equal values share one converted object (a float is 24 bytes, a dense text list 2 bytes a value); the
+    # memo is bounded, so a list of distinct values costs no more than without it. Only plain ints, strings and
+    # non-zero floats are remembered, keyed with their type: 1, True and 1.0 are equal, and so are 0.0 and -0.0.
+    memo: dict[tuple[type, Any], Any] = {}
+    converted = []
+    for value in values:
+        kind = type(value)
+        if kind is int or kind is str or (kind is float and value != 0):
+            result = memo.get((kind, value), _ABSENT)
+            if result is _ABSENT:
+                result = coerce(message, spec, value)
+                if len(memo) < _MEMO_SIZE:
+                    memo[kind, value] = result
+        else:
+            result = coerce(message, spec, value)
+        converted.append(result)
+    return converted
 
 
 def _collapse(value: Any) -> Any:

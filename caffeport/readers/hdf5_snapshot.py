@@ -69,7 +69,6 @@ def read_hdf5_snapshot(path: str | os.PathLike[str]) -> Net:
             _read_layers(handle, buf, where, net)
     except _H5PY_ERRORS as exc:
         raise where.error(f"corrupt HDF5 snapshot ({type(exc).__name__}: {exc})") from None
-    net.warnings.append("an HDF5 snapshot holds no layer types or connections: pass the prototxt for those")
     return net
 
 

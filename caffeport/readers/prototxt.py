@@ -13,15 +13,23 @@ from typing import Any
 
 from caffeport.errors import CaffeportError, InputFileError, ModelStructureError
 from caffeport.ir import Layer, Net
-from caffeport.readers import caffe_schema, v0_layers
-from caffeport.readers.caffemodel import input_layer_shapes, legacy_net_inputs, v1_type_name, warn_duplicate_names
+from caffeport.readers import caffe_schema, v0_layers, wire
+from caffeport.readers.caffemodel import (
+    LAYER_COST,
+    input_layer_shapes,
+    legacy_net_inputs,
+    name_list,
+    v1_type_name,
+    warn_duplicate_names,
+)
 from caffeport.readers.prototxt_text import parse_text_file
 
 Phase = str  # "TEST" or "TRAIN"
 
-#: the largest prototxt read. Parsing text costs up to ~130 bytes of memory per byte of file at its peak (a
-#: Python object per token), so this bounds what a hostile file can make us allocate to about 1 GB; real deploy
-#: nets are well under 1 MB (ResNet-269's is ~0.5 MB).
+#: the largest prototxt read. The parse tree of a text costs at most about 25 bytes of memory per byte of file
+#: (an empty message ``x{}`` is a dict per 3 bytes; any single token costs far less, see
+#: tests/hostile/test_tokenizer_memory.py), so this bounds what a hostile file can make us allocate to about
+#: 200 MB; real deploy nets are well under 1 MB (ResNet-269's is ~0.5 MB).
 MAX_PROTOTXT_BYTES = 8 * 1024 * 1024
 
 
@@ -46,21 +54,62 @@ def read_prototxt(path: str | os.PathLike[str], phase: Phase = "TEST") -> Net:
     net = Net(name=_string(_last(raw, "name", ""), "name", path_str), prototxt_path=path_str, format="prototxt")
     entries: list[tuple[str, dict[str, list[Any]]]] = [("V2", e) for e in raw.get("layer", [])]
     entries += [("V1", e) for e in raw.get("layers", [])]
+    limit = wire.MAX_OBJECTS // LAYER_COST
+    if len(entries) > limit:
+        # A Layer costs ~800 bytes and `layer{}` is 7: without a bound, 8 MB of them would take ~1 GB. The bound is
+        # the one the caffemodel reader's object budget sets (each layer is charged LAYER_COST objects).
+        raise InputFileError(
+            f"{len(entries):,} layer entries: more than the {limit:,} caffeport reads, far more than any real net"
+            " (a corrupt or hostile file)", path=path_str
+        )
+    excluded: list[tuple[str, dict[str, list[Any]]]] = []
     for generation, entry in entries:
         if not isinstance(entry, dict):
             raise ModelStructureError(f"a '{'layer' if generation == 'V2' else 'layers'}' entry is not a message",
                                       path=path_str)
         if not _included(entry, phase, path_str):
+            excluded.append((generation, entry))
             continue
         net.layers.append(_layer(entry, generation, path_str))
     shapes = [_blob_shape(s, path_str) for s in raw.get("input_shape", [])]
     net.inputs = legacy_net_inputs([_string(n, "input", path_str) for n in raw.get("input", [])],
                                    [_int(d, "input_dim", path_str) for d in raw.get("input_dim", [])], shapes,
                                    path_str)
-    net.inputs.update(input_layer_shapes(net.layers))
+    net.inputs.update(input_layer_shapes(net.layers, path_str))
     v0_layers.fold_padding_layers(net)
     warn_duplicate_names(net)
+    net.warnings.extend(_excluded_sources(net, excluded, phase))
     return net
+
+
+def _excluded_sources(net: Net, excluded: list[tuple[str, dict[str, list[Any]]]], phase: Phase) -> list[str]:
+    """A warning for each layer left out for ``phase`` that alone produced blobs the kept layers read.
+
+    A train prototxt often has its data layer only in the TRAIN phase (``include { phase: TRAIN }``);
+    read for TEST, nothing produces ``data``, so every shape after it is unknown and, without this,
+    nothing says why.
+    """
+    produced = set(net.inputs).union(*(layer.tops for layer in net.layers))
+    wanted = {bottom for layer in net.layers for bottom in layer.bottoms} - produced
+    warnings = []
+    for generation, entry in excluded:
+        tops = [t for t in entry.get("top", []) if isinstance(t, str) and t in wanted]
+        if not tops:
+            continue
+        wanted -= set(tops)
+        name = _last(entry, "name", "")
+        kind = _last(entry, "type", "")
+        if generation == "V1" and isinstance(kind, (str, int)) and not isinstance(kind, bool):
+            kind = v1_type_name(kind)
+        tops = list(dict.fromkeys(tops))
+        one = len(tops) == 1
+        warnings.append(
+            f"{name_list(tops, 'input')} {'comes' if one else 'come'} only from layer {name!r} ({kind}), which is"
+            f" excluded in the {phase} phase: {'its shape' if one else 'their shapes'} and the shapes after"
+            f" {'it' if one else 'them'} are unknown; pass the deploy prototxt (one with an Input layer or"
+            " input_shape) for shapes"
+        )
+    return warnings
 
 
 def _string(value: Any, field: str, path: str, layer: str | None = None) -> str:

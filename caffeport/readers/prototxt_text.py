@@ -32,6 +32,7 @@ import re
 from typing import Any
 
 from caffeport.errors import InputFileError, PrototxtSyntaxError
+from caffeport.readers.files import check_not_foreign
 
 __all__ = ["parse_text", "parse_text_file"]
 
@@ -46,27 +47,35 @@ _MAX_INT_DIGITS = 4300
 
 _BINARY_MESSAGE = "this looks like a binary file (a .caffemodel?), not a prototxt"
 
-# One pass of this regex splits the whole text into tokens. Strings may not span lines (as in
-# protobuf), which also keeps a failed match of an unterminated string bounded by one line. The
-# number alternative deliberately swallows trailing letters, digits and dots ("1.5.3", "10abc",
-# "08") so that a malformed number is reported as one bad token rather than as a confusing
-# "unexpected identifier" right after a valid-looking prefix.
+# The tokenizer matches one token at a time, at the parser's request, with this regex (leading whitespace
+# included). Every repetition in it is of a single character class: Python's regex engine keeps a backtracking
+# record per iteration of a repeated *group* (hundreds of bytes per character of the match), so a group such as
+# ``(?:[^"\\]|\\.)*`` over an 8 MB string costs gigabytes; a repeated character class costs nothing. Strings with
+# escapes, and comments, are therefore scanned in a loop over such runs (see `_Parser._advance`). The number
+# alternative deliberately swallows trailing letters, digits and dots ("1.5.3", "10abc", "08") so that a
+# malformed number is reported as one bad token rather than as a confusing "unexpected identifier" right after a
+# valid-looking prefix; an exponent sign ("1e+5") is taken once, right after the 'e'.
 _TOKEN_RE = re.compile(
     r"""
-      (?P<skip>(?:[ \t\r\n\v\f]|\#[^\n]*)+)
-    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<number>(?:[0-9]|\.[0-9])(?:[eE][+-][0-9]|[A-Za-z0-9_.])*)
-    | (?P<string>"(?:[^"\\\n]|\\[^\n])*"|'(?:[^'\\\n]|\\[^\n])*')
-    | (?P<open_string>["'])
+    [ \t\r\n\v\f]*
+    (?:
+      (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<number>(?:[0-9]|\.[0-9])[A-Za-z0-9_.]*(?:(?<=[eE])[+-][0-9][A-Za-z0-9_.]*)?)
+    | (?P<string>"[^"\\\n]*"|'[^'\\\n]*')
     | (?P<punct>[{}<>\[\]:;,./+-])
+    | (?P<comment>\#)
+    | (?P<quote>["'])
+    | (?P<eof>\Z)
     | (?P<stray>.)
+    )
     """,
     re.VERBOSE | re.DOTALL,
 )
+# A run of string characters up to the next backslash, newline or closing quote, for each quote character.
+_STRING_RUN = {'"': re.compile(r'[^"\\\n]*'), "'": re.compile(r"[^'\\\n]*")}
 
 _HEX_INT_RE = re.compile(r"0[xX][0-9a-fA-F]+")
 _OCT_INT_RE = re.compile(r"0[0-7]+")
-_DEC_INT_RE = re.compile(r"0|[1-9][0-9]*")
 _FLOAT_RE = re.compile(r"(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?")
 
 _ESCAPE_RE = re.compile(
@@ -147,6 +156,7 @@ def parse_text_file(path: str | os.PathLike[str]) -> dict[str, list[Any]]:
         raise InputFileError("permission denied: cannot read the file", path=name) from None
     except (OSError, ValueError) as exc:  # ValueError: e.g. a NUL character inside the path
         raise InputFileError(f"cannot read the file: {exc}", path=name) from None
+    check_not_foreign(data[:512], name)
     nul = data.find(b"\0")
     if nul >= 0:
         # A wrong kind of file rather than a broken prototxt, hence InputFileError here; the
@@ -164,7 +174,32 @@ def parse_text_file(path: str | os.PathLike[str]) -> dict[str, list[Any]]:
             column=column,
             offset=exc.start,
         ) from None
+    del data  # the text is all the parse needs: the bytes would add the file's size to the peak
     return parse_text(text, path=name)
+
+
+def _string_end(text: str, start: int) -> int:
+    """The offset just past the closing quote of the string literal opening at ``start``, or -1 if unterminated.
+
+    Strings may not span lines, as in protobuf, and a backslash escapes any character but a newline.
+    The scan takes one step per escape (runs between escapes are skipped by a character-class
+    regex), so it is linear and keeps no state.
+    """
+    quote = text[start]
+    run = _STRING_RUN[quote].match
+    size = len(text)
+    pos = start + 1
+    while True:
+        found = run(text, pos)
+        assert found is not None  # a starred character class always matches
+        pos = found.end()
+        if pos >= size or text[pos] == "\n":
+            return -1
+        if text[pos] == quote:
+            return pos + 1
+        if pos + 1 >= size or text[pos + 1] == "\n":  # a backslash before the end of the line escapes nothing
+            return -1
+        pos += 2
 
 
 def _line_column(text: str, offset: int) -> tuple[int, int]:
@@ -190,75 +225,88 @@ class _Frame:
 
 
 class _Parser:
-    """Tokenises the whole text once, then walks the tokens with an explicit stack."""
+    """Reads tokens one at a time, as the parse needs them, and walks them with an explicit stack.
+
+    Only the current token is held (its kind, value and span), never a list of all tokens: a dense
+    ``[1,1,1,...]`` list is millions of tokens, and a Python object or three per token would cost
+    about a hundred times the file's size.
+    """
 
     def __init__(self, text: str, path: str | None) -> None:
         self.text = text
         self.path = path
-        self.kinds: list[str] = []
-        self.values: list[str] = []
-        self.starts: list[int] = []
-        self.pos = 0
+        #: the current token: its kind, its value (an identifier's or number's text, a string's body
+        #: without the quotes, or an error token's message) and where it starts and ends in the text
+        self.kind = _EOF
+        self.value = ""
+        self.start = 0
+        self.end = 0
         self.depth = 0
-        self._tokenize()
+        self._advance()
 
     # -- tokens -----------------------------------------------------------------------------
 
-    def _tokenize(self) -> None:
-        """Split the text into tokens, stopping at the first lexical error.
+    def _advance(self) -> None:
+        """Make the next token current (``eof`` at the end of the text).
 
         A lexical error becomes an ``error`` token instead of being raised at once, so that the
         parser reports whichever problem comes first in the file, syntactic or lexical.
         """
-        kinds, values, starts = self.kinds, self.values, self.starts
-        for match in _TOKEN_RE.finditer(self.text):
+        text = self.text
+        pos = self.end
+        while True:
+            match = _TOKEN_RE.match(text, pos)
+            assert match is not None  # `eof` or `stray` matches where nothing else does
             group = match.lastgroup
-            if group == "skip":
-                continue
-            start = match.start()
-            token = match.group()
-            if group == "punct":
-                kinds.append(token)
-            elif group == "ident":
-                kinds.append(_IDENT)
-            elif group == "number":
-                kinds.append(_NUMBER)
-            elif group == "string":
-                kinds.append(_STRING)
-            else:
-                kinds.append(_ERROR)
-                if group == "open_string":
-                    token = f"unterminated string: expected a closing {token} before the end of the line"
-                else:
-                    token = f"unexpected character {token!r} (U+{ord(token):04X})"
-                values.append(token)
-                starts.append(start)
+            if group != "comment":
+                break
+            pos = text.find("\n", match.end())
+            if pos < 0:
+                self.kind, self.value, self.start, self.end = _EOF, "", len(text), len(text)
                 return
-            values.append(token)
-            starts.append(start)
-        kinds.append(_EOF)
-        values.append("")
-        starts.append(len(self.text))
+        assert group is not None
+        start = match.start(group)
+        end = match.end()
+        self.start, self.end = start, end
+        if group == "eof":
+            self.kind, self.value = _EOF, ""
+        elif group == "punct":
+            self.kind = self.value = text[start]
+        elif group == "ident":
+            self.kind, self.value = _IDENT, match[group]
+        elif group == "number":
+            self.kind, self.value = _NUMBER, match[group]
+        elif group == "string":
+            self.kind, self.value = _STRING, text[start + 1 : end - 1]
+        elif group == "quote":
+            string_end = _string_end(text, start)
+            if string_end < 0:
+                self.kind = _ERROR
+                self.value = f"unterminated string: expected a closing {text[start]} before the end of the line"
+            else:
+                self.kind, self.value, self.end = _STRING, text[start + 1 : string_end - 1], string_end
+        else:
+            self.kind = _ERROR
+            self.value = f"unexpected character {text[start]!r} (U+{ord(text[start]):04X})"
 
     def _error(self, message: str, offset: int) -> PrototxtSyntaxError:
         line, column = _line_column(self.text, offset)
         return PrototxtSyntaxError(message, path=self.path, line=line, column=column)
 
-    def _describe(self, index: int) -> str:
-        """How a token is quoted in messages: its text, shortened, or 'end of input'."""
-        if self.kinds[index] == _EOF:
+    def _describe(self) -> str:
+        """How the current token is quoted in messages: its text, shortened, or 'end of input'."""
+        if self.kind == _EOF:
             return "end of input"
-        token = self.values[index]
-        if len(token) > 40:
+        token = self.text[self.start : min(self.end, self.start + 41)]
+        if self.end - self.start > 40:
             token = token[:37] + "..."
         return f"'{token}'"
 
     def _unexpected(self, expected: str) -> PrototxtSyntaxError:
         """An 'expected X, found Y' error at the current token (or that token's own lexical error)."""
-        index = self.pos
-        if self.kinds[index] == _ERROR:
-            return self._error(self.values[index], self.starts[index])
-        return self._error(f"expected {expected}, found {self._describe(index)}", self.starts[index])
+        if self.kind == _ERROR:
+            return self._error(self.value, self.start)
+        return self._error(f"expected {expected}, found {self._describe()}", self.start)
 
     def _not_closed(self, frame: _Frame) -> PrototxtSyntaxError:
         """End of input inside a message or list: point at the opener, which is what needs fixing."""
@@ -275,10 +323,9 @@ class _Parser:
     def parse(self) -> dict[str, list[Any]]:
         root: dict[str, list[Any]] = {}
         stack = [_Frame(root, None, "", 0)]
-        kinds = self.kinds
         while True:
             frame = stack[-1]
-            kind = kinds[self.pos]
+            kind = self.kind
             if frame.closer == "]":
                 self._list_step(frame, stack)
                 continue
@@ -291,10 +338,10 @@ class _Parser:
                 continue
             name = self._field_name(frame)
             values: list[Any] = frame.container.setdefault(name, [])
-            kind = kinds[self.pos]
+            kind = self.kind
             if kind == ":":
-                self.pos += 1
-                kind = kinds[self.pos]
+                self._advance()
+                kind = self.kind
                 if kind in ("{", "<"):
                     self._open_message(values, name, stack)
                 elif kind == "[":
@@ -311,47 +358,47 @@ class _Parser:
 
     def _field_name(self, frame: _Frame) -> str:
         """A plain identifier, or an extension / Any name in brackets, kept as ``[a.b/c]``."""
-        kinds, values = self.kinds, self.values
-        if kinds[self.pos] == _IDENT:
-            self.pos += 1
-            return values[self.pos - 1]
-        if kinds[self.pos] != "[":
+        if self.kind == _IDENT:
+            name = self.value
+            self._advance()
+            return name
+        if self.kind != "[":
             if frame.closer is None:
                 raise self._unexpected("a field name")
             raise self._unexpected(f"a field name or '{frame.closer}'")
-        self.pos += 1
+        self._advance()
         parts = []
         while True:
-            if kinds[self.pos] != _IDENT:
+            if self.kind != _IDENT:
                 raise self._unexpected("an identifier in the bracketed extension name")
-            parts.append(values[self.pos])
-            self.pos += 1
-            kind = kinds[self.pos]
+            parts.append(self.value)
+            self._advance()
+            kind = self.kind
             if kind == "]":
-                self.pos += 1
+                self._advance()
                 return "[" + "".join(parts) + "]"
             if kind not in (".", "/"):
                 raise self._unexpected("'.', '/' or ']' in the bracketed extension name")
             parts.append(kind)
-            self.pos += 1
+            self._advance()
 
     def _open_message(self, values: list[Any], name: str, stack: list[_Frame]) -> None:
-        opener = self.kinds[self.pos]
-        at = self.starts[self.pos]
+        opener = self.kind
+        at = self.start
         if self.depth >= _MAX_DEPTH:
             raise self._error(
                 f"messages are nested more than {_MAX_DEPTH} deep (at field {name!r}); "
                 "protobuf, and so Caffe, refuses such input",
                 at,
             )
-        self.pos += 1
+        self._advance()
         self.depth += 1
         message: dict[str, list[Any]] = {}
         values.append(message)
         stack.append(_Frame(message, _CLOSER[opener], name, at))
 
     def _close_message(self, frame: _Frame, stack: list[_Frame]) -> None:
-        kind = self.kinds[self.pos]
+        kind = self.kind
         if frame.closer is None:
             raise self._unexpected("a field name (there is no open message for this to close)")
         if kind != frame.closer:
@@ -360,7 +407,7 @@ class _Parser:
                 f"'{frame.closer}' to close the message for field {frame.name!r} "
                 f"opened at line {line}, column {column}"
             )
-        self.pos += 1
+        self._advance()
         self.depth -= 1
         stack.pop()
         if stack[-1].closer != "]":
@@ -374,12 +421,11 @@ class _Parser:
         As in protobuf, a list of plain values needs the ':' (``dim: [1, 2]``); only messages may
         omit it.
         """
-        kinds = self.kinds
-        frame = _Frame(values, "]", name, self.starts[self.pos])
-        self.pos += 1
-        kind = kinds[self.pos]
+        frame = _Frame(values, "]", name, self.start)
+        self._advance()
+        kind = self.kind
         if kind == "]":
-            self.pos += 1
+            self._advance()
             self._skip_separator()
             return
         if kind in ("{", "<"):
@@ -392,28 +438,30 @@ class _Parser:
                 f"'{{' or '<' to start a message in the list for field {name!r} "
                 f"(a list of plain values needs ':' after the field name)"
             )
+        expected = f"a value in the list for field {name!r}"
+        append, scalar, advance = values.append, self._scalar, self._advance
         while True:
-            if kinds[self.pos] in ("{", "<"):
+            if self.kind in ("{", "<"):
                 raise self._unexpected(
                     f"a plain value in the list for field {name!r} (it holds values, not messages)"
                 )
-            values.append(self._scalar(f"a value in the list for field {name!r}"))
-            kind = kinds[self.pos]
+            append(scalar(expected))
+            kind = self.kind
             if kind == "]":
-                self.pos += 1
+                advance()
                 self._skip_separator()
                 return
             if kind == _EOF:
                 raise self._not_closed(frame)
             if kind != ",":
                 raise self._unexpected(f"',' or ']' in the list for field {name!r}")
-            self.pos += 1
-            if kinds[self.pos] == _EOF:
+            advance()
+            if self.kind == _EOF:
                 raise self._not_closed(frame)
 
     def _list_step(self, frame: _Frame, stack: list[_Frame]) -> None:
         """Advance a list of messages by one token: an element's opener, a ',' or the ']'."""
-        kind = self.kinds[self.pos]
+        kind = self.kind
         if kind == _EOF:
             raise self._not_closed(frame)
         if frame.need_element:
@@ -422,10 +470,10 @@ class _Parser:
             frame.need_element = False
             self._open_message(frame.container, frame.name, stack)
         elif kind == ",":
-            self.pos += 1
+            self._advance()
             frame.need_element = True
         elif kind == "]":
-            self.pos += 1
+            self._advance()
             stack.pop()
             self._skip_separator()
         else:
@@ -433,51 +481,52 @@ class _Parser:
 
     def _skip_separator(self) -> None:
         """A single optional ',' or ';' may follow any field, as protobuf allows."""
-        if self.kinds[self.pos] in (",", ";"):
-            self.pos += 1
+        if self.kind in (",", ";"):
+            self._advance()
 
     # -- scalars -----------------------------------------------------------------------------
 
     def _scalar(self, expected: str) -> Any:
         """Read one scalar value: string(s), number, signed number, bool or identifier."""
-        kind = self.kinds[self.pos]
-        token = self.values[self.pos]
+        kind = self.kind
+        token = self.value
+        if kind == _NUMBER:
+            at = self.start
+            self._advance()
+            return self._number(token, at)
         if kind == _STRING:
             return self._strings()
-        if kind == _NUMBER:
-            self.pos += 1
-            return self._number(token, self.starts[self.pos - 1])
         if kind == _IDENT:
-            self.pos += 1
+            self._advance()
             if token in _BOOLS:
                 return _BOOLS[token]
             return _SPECIAL_FLOATS.get(token.lower(), token)
         if kind in ("-", "+"):
             # protobuf treats the sign as its own token: "- 5" and "-inf" are both fine.
-            self.pos += 1
-            kind = self.kinds[self.pos]
+            self._advance()
+            kind = self.kind
             value: int | float
             if kind == _NUMBER:
-                value = self._number(self.values[self.pos], self.starts[self.pos])
-            elif kind == _IDENT and self.values[self.pos].lower() in _SPECIAL_FLOATS:
-                value = _SPECIAL_FLOATS[self.values[self.pos].lower()]
+                value = self._number(self.value, self.start)
+            elif kind == _IDENT and self.value.lower() in _SPECIAL_FLOATS:
+                value = _SPECIAL_FLOATS[self.value.lower()]
             else:
                 raise self._unexpected(f"a number after '{token}'")
-            self.pos += 1
+            self._advance()
             return -value if token == "-" else value
         raise self._unexpected(expected)
 
     def _number(self, token: str, at: int) -> int | float:
         """Convert a number token with protobuf's rules: a leading 0 means octal, 0x hex."""
         try:
+            if token.isdigit() and (token[0] != "0" or len(token) == 1):  # the common case, first
+                if len(token) > _MAX_INT_DIGITS:
+                    raise ValueError(token)
+                return int(token)
             if _HEX_INT_RE.fullmatch(token):
                 return int(token[2:], 16)
             if _OCT_INT_RE.fullmatch(token):
                 return int(token[1:], 8)
-            if _DEC_INT_RE.fullmatch(token):
-                if len(token) > _MAX_INT_DIGITS:
-                    raise ValueError(token)
-                return int(token)
             if _FLOAT_RE.fullmatch(token):
                 return float(token.rstrip("fF"))
         except ValueError:  # too long for us, or for a lowered sys.set_int_max_str_digits()
@@ -486,8 +535,9 @@ class _Parser:
             hint = " (a number with a leading 0 is octal, so only digits 0-7 may follow)"
         else:
             hint = ""
+        shown = token if len(token) <= 40 else token[:37] + "..."
         raise self._error(
-            f"expected a number (decimal, 0x-hex or 0-octal integer, or float), found '{token}'{hint}", at
+            f"expected a number (decimal, 0x-hex or 0-octal integer, or float), found '{shown}'{hint}", at
         )
 
     def _strings(self) -> str:
@@ -496,24 +546,23 @@ class _Parser:
         Concatenating bytes before decoding matters: protobuf's own output escapes non-ASCII
         text byte by byte (``"caf\\303\\251"``), and a split literal may divide one character.
         """
-        first = self.pos
-        kinds, values = self.kinds, self.values
-        if kinds[first + 1] != _STRING:
-            raw = values[first][1:-1]
-            if "\\" not in raw and raw.isascii():
-                self.pos += 1
-                return raw
-        data = bytearray()
-        while kinds[self.pos] == _STRING:
-            data += self._unescape(values[self.pos][1:-1], self.starts[self.pos] + 1)
-            self.pos += 1
+        first = self.start
+        body = self.value
+        self._advance()
+        if self.kind != _STRING and "\\" not in body and body.isascii():
+            return body
+        data = bytearray(self._unescape(body, first + 1))
+        del body
+        while self.kind == _STRING:
+            data += self._unescape(self.value, self.start + 1)
+            self._advance()
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise self._error(
                 f"string is not valid UTF-8 (bad byte 0x{data[exc.start]:02x} at byte {exc.start} "
                 "of its value)",
-                self.starts[first],
+                first,
             ) from None
 
     def _unescape(self, raw: str, base: int) -> bytes:

@@ -70,7 +70,7 @@ def test_output_that_is_an_input_by_any_name(tmp_path: Path) -> None:
 def test_existing_files_directories_and_devices(tmp_path: Path) -> None:
     existing = tmp_path / "out.h5"
     existing.write_bytes(b"keep")
-    with pytest.raises(OutputError, match="--force"):
+    with pytest.raises(OutputError, match="force=True"):
         check_output_path(existing)
     assert check_output_path(existing, force=True) == existing
     with pytest.raises(OutputError, match="directory"):
