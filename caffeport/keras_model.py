@@ -250,19 +250,19 @@ def load_keras_model(spec: str) -> Any:
         return _load_model_file(_keras(), path)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise CaffeportError(f"--keras-model {spec!r}: give module.path:function (a function returning the model, "
+        raise _spec_error(spec, "give module.path:function (a function returning the model, "
                              "or a model object) or the path of a saved .keras file")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CaffeportError(f"--keras-model {spec!r}: cannot import {module_name!r} ({exc}); the module is looked "
+        raise _spec_error(spec, f"cannot import {module_name!r} ({exc}); the module is looked "
                              f"up on sys.path, which starts with the working directory {os.getcwd()!r}") from None
     except Exception as exc:  # the user's module failed while being imported
-        raise CaffeportError(f"--keras-model {spec!r}: importing {module_name!r} failed: "
+        raise _spec_error(spec, f"importing {module_name!r} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise CaffeportError(f"--keras-model {spec!r}: {getattr(obj, '__name__', module_name)!r} has no "
+            raise _spec_error(spec, f"{getattr(obj, '__name__', module_name)!r} has no "
                                  f"attribute {part!r}")
         obj = getattr(obj, part)
     models = _model_types()
@@ -270,13 +270,19 @@ def load_keras_model(spec: str) -> Any:
         try:
             obj = obj()
         except Exception as exc:  # the user's builder failed: one line, the cause chained
-            raise CaffeportError(f"--keras-model {spec!r}: calling {attr}() failed: {type(exc).__name__}: {exc}") \
+            raise _spec_error(spec, f"calling {attr}() failed: {type(exc).__name__}: {exc}") \
                 from exc
         models = _model_types()  # the builder may be what imported tf_keras
     if not isinstance(obj, models):
-        raise CaffeportError(f"--keras-model {spec!r}: expected a keras.Model or tf_keras.Model (or a function "
+        raise _spec_error(spec, f"expected a keras.Model or tf_keras.Model (or a function "
                              f"returning one), got {type(obj).__name__}")
     return obj
+
+
+def _spec_error(spec: str, message: str) -> CaffeportError:
+    """An error about the model spec, naming the option as the caller spells it (``keras_model=``/``--keras-model``)."""
+    return option_error(CaffeportError, "{keras_model=}{spec}: {message}",
+                        fill={"spec": repr(spec), "message": message})
 
 
 def _load_model_file(keras: Any, path: Path) -> Any:

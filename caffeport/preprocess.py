@@ -82,7 +82,7 @@ def image_input(
     at another input size where its layers allow it, as Caffe's ``Reshape``).
     """
     if len(shape) != 4 or shape[1] not in (1, 3):
-        raise CaffeportError(f"--image needs a net input of shape (N, 1 or 3, H, W), this one is {list(shape)}")
+        raise CaffeportError(f"an image input needs a net input of shape (N, 1 or 3, H, W), this one is {list(shape)}")
     height, width = resize or (int(shape[2]), int(shape[3]))
     rgb = resize_bilinear(load_image(path), height, width)
     channels = rgb if swap_rb else rgb[:, :, ::-1]  # Caffe's images are BGR, as OpenCV loads them
@@ -96,7 +96,7 @@ def image_input(
             m = m[0]
         if m.ndim == 1:
             if m.size not in (1, x.shape[0]):
-                raise CaffeportError(f"--mean has {m.size} values for an input of {x.shape[0]} channels")
+                raise CaffeportError(f"the mean has {m.size} values for an input of {x.shape[0]} channels")
             m = m.reshape(-1, 1, 1)
         elif m.shape != x.shape:
             if m.ndim != 3 or m.shape[0] != x.shape[0]:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from caffeport.errors import ModelStructureError
+from caffeport.errors import ModelStructureError, option_error
 from caffeport.ir import Layer
 from caffeport.layers.layout import as_compute
 
@@ -72,11 +72,15 @@ def deconv_full_kernel(layer: Layer, g: int) -> np.ndarray:
     ipg = cin // g
     expanded = cin * opg * g * math.prod(w.shape[2:]) * w.dtype.itemsize
     if expanded > MAX_EXPANDED_BYTES and expanded > MAX_EXPANSION * w.nbytes:
-        raise ModelStructureError(
-            f"Deconvolution group {g}: its block-diagonal kernel would take {expanded / 2**20:,.0f} MiB, "
-            f"{expanded // max(w.nbytes, 1):,} times the {w.nbytes / 2**20:,.1f} MiB stored (caffeport refuses more "
-            f"than {MAX_EXPANSION} times above {MAX_EXPANDED_BYTES // 2**20} MiB); use a format that keeps groups "
-            "(--backend torch, -f safetensors) or the caffe backend", layer=layer.name)
+        raise option_error(
+            ModelStructureError,
+            "Deconvolution group {g}: its block-diagonal kernel would take {mib} MiB, {factor} times the {stored} MiB "
+            "stored (caffeport refuses more than {limit} times above {limit_mib} MiB); use a format that keeps "
+            "groups ({backend=torch}, {format=safetensors}) or the caffe backend",
+            fill={"g": g, "mib": f"{expanded / 2**20:,.0f}", "factor": f"{expanded // max(w.nbytes, 1):,}",
+                  "stored": f"{w.nbytes / 2**20:,.1f}", "limit": MAX_EXPANSION,
+                  "limit_mib": MAX_EXPANDED_BYTES // 2**20},
+            layer=layer.name)
     full = np.zeros((cin, opg * g, *w.shape[2:]), dtype=w.dtype)
     for i in range(g):
         full[i * ipg:(i + 1) * ipg, i * opg:(i + 1) * opg] = w[i * ipg:(i + 1) * ipg]

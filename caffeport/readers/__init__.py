@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from caffeport.errors import CaffeportError, InputFileError, InternalDecodeError
+from caffeport.errors import CaffeportError, InputFileError, InternalDecodeError, option_error
 from caffeport.ir import Net
 from caffeport.readers.blob_proto import decode_blob, nonfinite_counts
 from caffeport.readers.caffemodel import read_caffemodel
@@ -107,9 +107,8 @@ def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *
 def _read_weights(path: PathLike) -> Net:
     kind = sniff_file(path)
     if kind == "text":
-        raise InputFileError(
-            "this is a text file (a .prototxt?), not a .caffemodel: pass it as the prototxt (-p)", path=path
-        )
+        raise option_error(InputFileError, "this is a text file (a .prototxt?), not a .caffemodel: pass it as the "
+                           "prototxt, {prototxt=}PATH", path=path)
     return WEIGHTS_READERS[kind](path)
 
 

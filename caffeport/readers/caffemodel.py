@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from caffeport.errors import CaffeportError, DecodeError, InputFileError, ModelStructureError
+from caffeport.errors import CaffeportError, DecodeError, InputFileError, ModelStructureError, option_error
 from caffeport.ir import Layer, Net, Shape
 from caffeport.readers import caffe_schema, v0_layers
 from caffeport.readers.blob_proto import MAX_AXES, decode_blob
@@ -35,9 +35,8 @@ def read_caffemodel(path: str | os.PathLike[str]) -> Net:
     check_not_foreign(buf[:512], path)
     kind = sniff(buf[:512])
     if kind == "text":
-        raise InputFileError(
-            "this is a text file (a .prototxt?), not a binary .caffemodel: pass it with -p/--prototxt", path=path
-        )
+        raise option_error(InputFileError, "this is a text file (a .prototxt?), not a binary .caffemodel: pass it as "
+                           "{prototxt=}PATH", path=path)
     if kind == "hdf5":
         raise InputFileError("this is an HDF5 file: read it as a Caffe HDF5 snapshot (.caffemodel.h5)", path=path)
     reader = Reader(buf, path=os.fspath(path))

@@ -31,7 +31,7 @@ def run_layouts(net: Net, options: Options, family: str) -> None:
         if not kind.has_layout(family):
             if options.skip_unknown:
                 layer.blobs = []
-                note(net, layer, "skipped", f"unknown layer type {layer.type!r} (--skip-unknown)")
+                note(net, layer, "skipped", f"unknown layer type {layer.type!r} (skip_unknown)")
             else:
                 layer.weight_names = [str(i) for i in range(len(layer.blobs))]
                 note(net, layer, "unknown-passed-through",
