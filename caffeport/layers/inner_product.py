@@ -28,6 +28,35 @@ from caffeport.layers.fields import axis_index, positive
 from caffeport.layers.layout import Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 
+#: rows of an unaligned weight copied at a time into an aligned buffer (a few MiB: stays in cache, bounds memory)
+BLOCK_BYTES = 8 * 2**20
+
+
+def aligned_product(x: np.ndarray, blob: np.ndarray, *, transpose: bool, n: int, k: int) -> np.ndarray:
+    """``x (M, K)`` times the weight as (K, N): stored (N, K), or (K, N) with ``transpose``.
+
+    numpy's matrix product uses BLAS only on aligned float32 memory, and a
+    weight mapped from a caffemodel sits wherever the protobuf put it. A whole
+    aligned copy of VGG16's fc6 (392 MiB) costs 0.09 s and its memory on every
+    forward; copying blocks of rows into one small reused buffer reads the
+    weight once, as the product must, and keeps memory flat.
+    """
+    weight = np.asarray(blob).reshape((k, n) if transpose else (n, k))
+    if weight.dtype == np.float32 and weight.flags.aligned and weight.flags.c_contiguous:
+        return x @ (weight if transpose else weight.T)
+    rows = max(1, BLOCK_BYTES // (weight.shape[1] * 4))
+    buffer = np.empty((min(rows, weight.shape[0]), weight.shape[1]), np.float32)
+    y = np.zeros((x.shape[0], n), np.float32) if transpose else np.empty((x.shape[0], n), np.float32)
+    for start in range(0, weight.shape[0], rows):
+        stop = min(start + rows, weight.shape[0])
+        block = buffer[: stop - start]
+        block[...] = weight[start:stop]
+        if transpose:  # rows of (K, N) are input features: partial sums over K
+            y += x[:, start:stop] @ block
+        else:  # rows of (N, K) are outputs
+            y[:, start:stop] = x @ block.T
+    return y
+
 
 @register("InnerProduct")
 class InnerProduct(LayerType):
@@ -55,10 +84,8 @@ class InnerProduct(LayerType):
         axis = axis_index(layer, p.get("axis", 1), x.ndim)
         n = positive(layer, p, "num_output", "inner_product_param")
         m, k = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
-        weight = self.blob(layer, 0)
-        # the product needs the weight as (K, N): stored (K, N) with transpose, (N, K) otherwise
-        w = weight.reshape(k, n) if p.get("transpose", False) else weight.reshape(n, k).T
-        y = x.reshape(m, k) @ w
+        y = aligned_product(np.ascontiguousarray(x.reshape(m, k), dtype=np.float32), layer.blobs[0],
+                            transpose=bool(p.get("transpose", False)), n=n, k=k)
         if p.get("bias_term", True):
             y = y + self.blob(layer, 1).reshape(1, n)
         return [y.reshape(*x.shape[:axis], n)]
