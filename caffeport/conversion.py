@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from caffeport.errors import CaffeportError
-from caffeport.exporters import ExportOptions, load_exporters
+from caffeport.errors import CaffeportError, OutputError, option_error
+from caffeport.exporters import EXPORTERS, Exporter, ExportOptions, load_exporters
+from caffeport.exporters.registry import format_for_name
 from caffeport.ir import Net, ReportEntry
 from caffeport.output import atomic_output, check_output_path
 from caffeport.readers import nonfinite_warnings, read
@@ -110,6 +111,29 @@ def eps_hint(eps: dict[str, float], format: str) -> str:
             f"{build} (per layer: {where})")
 
 
+def check_format_fits(exporter: Exporter, backend: str, output: PathLike | None) -> None:
+    """Refuse a backend whose layout the format would write wrongly, and an output named like another format.
+
+    ``-f flax --backend torch`` would store PyTorch names and OIHW kernels under
+    Flax's tree; ``-o w.h5 -f safetensors`` would give a safetensors file a Keras
+    name that every tool then misreads.
+    """
+    if exporter.backends is not None and backend not in exporter.backends:
+        raise option_error(CaffeportError, "format {name} does not write the {chosen} backend's layout: choose "
+                           "{backend=}NAME from {fits} (or another format: {format=safetensors} and {format=npz} "
+                           "store any layout)",
+                           fill={"name": exporter.name, "chosen": backend, "fits": ", ".join(exporter.backends)})
+    if output is None:
+        return
+    name = os.fspath(output)
+    named_like = format_for_name(name)
+    if named_like is not None and named_like != exporter.name:
+        raise option_error(OutputError, "the name says {other} ({other_suffix}), but the format is {name}: name it "
+                           "*{suffix}, or pass {format=" + named_like + "}", path=name,
+                           fill={"other": named_like, "other_suffix": EXPORTERS[named_like].suffix,
+                                 "name": exporter.name, "suffix": exporter.suffix})
+
+
 def convert(
     caffemodel: PathLike | None = None,
     prototxt: PathLike | None = None,
@@ -141,6 +165,7 @@ def convert(
     if exporter is None:
         raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(load_exporters()))}")
     backend = backend or exporter.default_backend
+    check_format_fits(exporter, backend, output)
     if output is not None:  # fail before the slow part, not after it
         check_output_path(output, force=force, inputs=[caffemodel, prototxt])
         if format == "keras3":

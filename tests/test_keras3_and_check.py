@@ -257,7 +257,7 @@ def test_keras3_needs_a_model_and_a_keras_file_name(tmp_path: Path, capsys: pyte
     assert code == 1 and "-f keras3" in stderr
     code, _, stderr = cli(capsys, "convert", *model_args("a_lenet"), "-f", "keras3", "--backend", "torch",
                           "--keras-model", SPECS["a_lenet"], "-o", str(tmp_path / "w.weights.h5"))
-    assert code == 1 and "not in a Keras layout" in stderr
+    assert code == 1 and "does not write the torch backend's layout" in stderr
     assert not list(tmp_path.iterdir())
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from caffeport.blocks import Blob, LazyBlob, iter_chunks
 from caffeport.errors import ModelStructureError
-from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.exporters.registry import RAW_BACKENDS, ExportOptions, register_exporter
 from caffeport.ir import Layer, Net
 from caffeport.output import atomic_output
 from caffeport.readers import caffe_schema
@@ -331,7 +331,7 @@ def write_caffemodel(net: Net, path: str | os.PathLike[str], *, force: bool = Fa
         write_caffe_export(net, tmp, ExportOptions())
 
 
-@register_exporter("caffe", suffix=".caffemodel", default_backend="caffe",
+@register_exporter("caffe", suffix=".caffemodel", default_backend="caffe", backends=RAW_BACKENDS,
                    description="a current V2 binary .caffemodel (upgrades V1/V0/fp16-only readers' inputs)")
 def write_caffe_export(net: Net, path: Path, options: ExportOptions) -> None:
     """The `caffe` format: the (transformed) IR as a V2 caffemodel at ``path``."""

@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 
 from caffeport.errors import CaffeportError, OutputError, option_error
-from caffeport.exporters.registry import ExportOptions, conversion_metadata, register_exporter
+from caffeport.exporters.registry import KERAS_BACKENDS, ExportOptions, conversion_metadata, register_exporter
 from caffeport.ir import Net, ReportEntry
 from caffeport.keras_model import AssignReport, assign_weights, is_keras3_model, load_keras_model
 
@@ -35,7 +35,8 @@ WEIGHTS_SUFFIX = ".weights.h5"
 MODEL_SUFFIX = ".keras"
 
 
-@register_exporter("keras3", suffix=WEIGHTS_SUFFIX, default_backend="tensorflow",
+@register_exporter("keras3", suffix=WEIGHTS_SUFFIX, default_backend="tensorflow", backends=KERAS_BACKENDS,
+                   other_suffixes=(MODEL_SUFFIX,),
                    description="Keras 3 .weights.h5 (or .keras with --save-model) for a model given by --keras-model; "
                    "loads with plain model.load_weights(path)")
 def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:

@@ -32,6 +32,8 @@ import numpy as np
 
 from caffeport.blocks import Blob, iter_placed, stream_placed
 from caffeport.exporters.registry import (
+    KERAS_BACKENDS,
+    RAW_BACKENDS,
     ExportOptions,
     conversion_metadata,
     file_safe_names,
@@ -114,7 +116,7 @@ def _exported(layer: Layer, options: ExportOptions) -> bool:
     return bool(layer.blobs) or options.include_weightless
 
 
-@register_exporter("keras-h5", suffix=".h5", default_backend="tensorflow",
+@register_exporter("keras-h5", suffix=".h5", default_backend="tensorflow", backends=(*KERAS_BACKENDS, *RAW_BACKENDS),
                    description="Keras 2 HDF5 weights for load_weights(path, by_name=True) (Keras 3 and tf_keras)")
 def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     """Write the structure with h5py, then stream the weights into their places.

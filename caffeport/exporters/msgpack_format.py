@@ -325,7 +325,7 @@ def _flax_tree(stream: _Stream, tree: Mapping[str, Any]) -> None:
             _flax_leaf(stream, value)
 
 
-@register_exporter("flax", suffix=".msgpack", default_backend="tensorflow",
+@register_exporter("flax", suffix=".msgpack", default_backend="tensorflow", backends=("tensorflow", "cntk"),
                    description="Flax variables {'params', 'batch_stats'} as flax.serialization.msgpack_serialize")
 def write_flax(net: Net, path: Path, options: ExportOptions) -> None:
     """Write ``net``'s Flax variables to ``path``; layers without blobs have no variables, whatever ``options``."""

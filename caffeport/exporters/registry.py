@@ -44,19 +44,42 @@ class Exporter:
     #: the backend used when the user names none
     default_backend: str
     description: str
+    #: the backends whose layout this format writes correctly (``None``: any, the format stores what it is given);
+    #: `caffeport.convert` refuses the others, naming these
+    backends: tuple[str, ...] | None = None
+    #: other file name endings of this format (keras3's ``.keras`` with save_model)
+    other_suffixes: tuple[str, ...] = ()
 
 
 EXPORTERS: dict[str, Exporter] = {}
 
+#: the backends that give Keras layouts and names
+KERAS_BACKENDS = ("tensorflow", "cntk", "channels_first", "theano")
+#: the backends that keep Caffe's own blobs
+RAW_BACKENDS = ("caffe", "pycaffe")
 
-def register_exporter(name: str, *, suffix: str, default_backend: str, description: str) -> Callable[[Writer], Writer]:
+
+def register_exporter(
+    name: str, *, suffix: str, default_backend: str, description: str, backends: tuple[str, ...] | None = None,
+    other_suffixes: tuple[str, ...] = (),
+) -> Callable[[Writer], Writer]:
     def register(write: Writer) -> Writer:
         if name in EXPORTERS:
             raise ValueError(f"an exporter named {name!r} is already registered")
-        EXPORTERS[name] = Exporter(name, write, suffix, default_backend, description)
+        EXPORTERS[name] = Exporter(name, write, suffix, default_backend, description, backends, other_suffixes)
         return write
 
     return register
+
+
+def format_for_name(name: str) -> str | None:
+    """The registered format whose file ending ``name`` has (the longest that matches), or ``None``."""
+    best: tuple[int, str] | None = None
+    for exporter in EXPORTERS.values():
+        for suffix in (exporter.suffix, *exporter.other_suffixes):
+            if name.endswith(suffix) and (best is None or len(suffix) > best[0]):
+                best = (len(suffix), exporter.name)
+    return None if best is None else best[1]
 
 
 def conversion_metadata(net: Net) -> dict[str, object]:

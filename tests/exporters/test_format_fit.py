@@ -1,0 +1,64 @@
+"""Each (format, backend) pair works or is refused, and an output named like another format is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import caffeport
+from caffeport.errors import CaffeportError, OutputError
+from caffeport.exporters import load_exporters
+from caffeport.transforms import BACKENDS
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "examples" / "mtcnn" / "det1.caffemodel"
+PROTO = ROOT / "examples" / "mtcnn" / "det1.prototxt"
+
+
+@pytest.mark.parametrize(("format", "backend"), [("flax", "torch"), ("flax", "channels_first"), ("flax", "caffe"),
+                                                 ("keras-h5", "torch"), ("caffe", "tensorflow"), ("caffe", "torch")])
+def test_a_backend_whose_layout_the_format_would_misplace_is_refused(tmp_path: Path, format: str,
+                                                                      backend: str) -> None:
+    suffix = load_exporters()[format].suffix
+    with pytest.raises(CaffeportError, match=f"format {format} does not write the {backend} backend's layout"):
+        caffeport.convert(MODEL, PROTO, tmp_path / f"w{suffix}", format=format, backend=backend)
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_declared_pair_converts(tmp_path: Path) -> None:
+    """What a format declares it writes, it writes (the keras3 format needs a model: left to its own tests)."""
+    for name, exporter in load_exporters().items():
+        if name in ("keras3",) or exporter.backends is None:
+            continue
+        for backend in exporter.backends:
+            out = tmp_path / f"{name}-{backend}{exporter.suffix}"
+            caffeport.convert(MODEL, PROTO, out, format=name, backend=backend)
+            assert out.stat().st_size > 0, (name, backend)
+    for name in ("npz", "safetensors", "ir", "pickle"):  # formats that store any layout
+        assert load_exporters()[name].backends is None
+        for backend in sorted(BACKENDS):
+            caffeport.convert(MODEL, PROTO, tmp_path / f"{name}-{backend}{load_exporters()[name].suffix}",
+                              format=name, backend=backend)
+
+
+@pytest.mark.parametrize(("name", "format", "says"), [("w.h5", "safetensors", "keras-h5"),
+                                                       ("w.weights.h5", "keras-h5", "keras3"),
+                                                       ("w.ir.msgpack", "flax", "ir"),
+                                                       ("w.safetensors", "npz", "safetensors")])
+def test_an_output_named_like_another_format_is_refused(tmp_path: Path, name: str, format: str, says: str) -> None:
+    with pytest.raises(OutputError, match=f"the name says {says} .* pass format='{says}'"):
+        caffeport.convert(MODEL, PROTO, tmp_path / name, format=format)
+    result = subprocess.run([sys.executable, "-m", "caffeport", "convert", str(MODEL), "-p", str(PROTO), "-f", format,
+                             "-o", str(tmp_path / name)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and f"pass -f {says}" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_names_of_no_format_and_the_formats_own_are_fine(tmp_path: Path) -> None:
+    caffeport.convert(MODEL, PROTO, tmp_path / "weights.bin", format="npz")
+    caffeport.convert(MODEL, PROTO, tmp_path / "w.msgpack", format="flax")
+    caffeport.convert(MODEL, PROTO, tmp_path / "w.ir.msgpack", format="ir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.ir.msgpack", "w.msgpack", "weights.bin"]
