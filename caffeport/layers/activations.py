@@ -84,6 +84,11 @@ class ReLU(SameShape):
         slope = _param(self.params_of(layer), "negative_slope", 0.0)
         zero = np.float32(0)
         with np.errstate(invalid="ignore", over="ignore"):
+            if slope == 0:  # one pass instead of three (8% of a VGG16 forward); Caffe's 0 * -inf is still NaN
+                y = _f32(np.maximum(x, zero))
+                if x.size and np.fmin.reduce(x, axis=None) == -np.inf:
+                    y[np.isneginf(x)] = np.nan
+                return [y]
             return [_f32(np.maximum(x, zero) + slope * np.minimum(x, zero))]
 
     def key_params(self, layer: Layer) -> str:
