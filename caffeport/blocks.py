@@ -336,6 +336,39 @@ def pwrite_all(fd: int, data: memoryview, position: int) -> None:
 STREAM_BATCH_BYTES = 8 << 20
 
 
+class Progress:
+    """What an exporter has written so far, reported to ``ExportOptions.progress`` (bytes and blobs, done and total).
+
+    One counter for every streaming format: an exporter makes it with the
+    totals it is about to write and either passes `on_batch` to `stream_placed`
+    (items tagged with their blob's index as the third element) or calls
+    `wrote` after each blob. Without a callback it does nothing.
+    """
+
+    def __init__(self, callback: Callable[[int, int, int, int], None] | None, total_bytes: int,
+                 total_blobs: int) -> None:
+        self.callback = callback
+        self.total_bytes = total_bytes
+        self.total_blobs = total_blobs
+        self.bytes = 0
+        self.blobs = 0
+        self._current: object = None
+
+    def wrote(self, nbytes: int, blob: object) -> None:
+        """``nbytes`` more of blob ``blob`` (any tag that differs from one blob to the next) are written."""
+        self.bytes += nbytes
+        if blob != self._current:
+            self.blobs += 1
+            self._current = blob
+        if self.callback is not None:
+            self.callback(self.bytes, self.total_bytes, min(self.blobs, self.total_blobs), self.total_blobs)
+
+    def on_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        """`stream_placed`'s ``on_batch``: items are (position, run, blob tag, ...)."""
+        for item in batch:
+            self.wrote(item[1].nbytes, item[2] if len(item) > 2 else None)
+
+
 def stream_placed(fd: int, items: Iterable[tuple[Any, ...]],
                   on_batch: Callable[[list[tuple[Any, ...]]], None] | None = None) -> None:
     """Write ``(byte position, contiguous run, ...)`` items made in a background thread, as they come.

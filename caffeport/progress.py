@@ -16,7 +16,7 @@ THRESHOLD_BYTES = 64 << 20
 
 
 class ProgressBar:
-    """Bytes and layers done, redrawn at most ten times a second."""
+    """Bytes and blobs done, redrawn at most ten times a second."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -24,7 +24,7 @@ class ProgressBar:
         self.last_draw = 0.0
         self.drawn = False
 
-    def __call__(self, done_bytes: int, total_bytes: int, done_layers: int, total_layers: int) -> None:
+    def __call__(self, done_bytes: int, total_bytes: int, done_blobs: int, total_blobs: int) -> None:
         now = time.monotonic()
         if now - self.last_draw < 0.1 and done_bytes < total_bytes:
             return
@@ -35,7 +35,7 @@ class ProgressBar:
         bar = "#" * int(fraction * width)
         rate = done_bytes / max(now - self.started, 1e-9) / 1e6
         self.stream.write(f"\r[{bar:<{width}}] {fraction:4.0%} {done_bytes / 1e6:,.0f}/{total_bytes / 1e6:,.0f} "
-                          f"MB, layer {done_layers}/{total_layers}, {rate:,.0f} MB/s")
+                          f"MB, blob {done_blobs}/{total_blobs}, {rate:,.0f} MB/s")
         self.stream.flush()
 
     def close(self) -> None:

@@ -35,14 +35,14 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from caffeport.blocks import Blob, LazyBlob, iter_chunks
+from caffeport.blocks import Blob, LazyBlob, Progress, iter_chunks
 from caffeport.errors import ModelStructureError
 from caffeport.exporters.registry import RAW_BACKENDS, ExportOptions, register_exporter
 from caffeport.ir import Layer, Net
@@ -336,5 +336,15 @@ def write_caffemodel(net: Net, path: str | os.PathLike[str], *, force: bool = Fa
 def write_caffe_export(net: Net, path: Path, options: ExportOptions) -> None:
     """The `caffe` format: the (transformed) IR as a V2 caffemodel at ``path``."""
     inputs = {} if any(layer.type == "Input" for layer in net.layers) else net.inputs
+    blobs = [b for layer in net.layers for b in layer.blobs]
+    progress = Progress(options.progress, sum(math.prod(b.shape) * np.dtype(b.dtype).itemsize for b in blobs),
+                        len(blobs))
+
+    def written_as_they_go() -> Iterator[Layer]:
+        for index, layer in enumerate(net.layers):
+            yield layer  # the writer asks for the next one once this one is written
+            for j, blob in enumerate(layer.blobs):
+                progress.wrote(math.prod(blob.shape) * np.dtype(blob.dtype).itemsize, (index, j))
+
     with open(path, "wb") as handle:
-        write_caffemodel_stream(handle, net.name, net.layers, inputs=inputs)
+        write_caffemodel_stream(handle, net.name, written_as_they_go(), inputs=inputs)

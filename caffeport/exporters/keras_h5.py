@@ -30,7 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, stream_placed
+from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.exporters.registry import (
     KERAS_BACKENDS,
     RAW_BACKENDS,
@@ -150,22 +150,11 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
         f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()
         f.attrs["keras_version"] = KERAS_VERSION.encode()
         f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
-    runs = ((offset + 4 * start, run, layer) for offset, blob, layer in placed
+    runs = ((offset + 4 * start, run, index) for index, (offset, blob, _) in enumerate(placed)
             for start, run in iter_placed(blob, dtype="<f4", release_source=True))
-    total_bytes = sum(4 * blob.size for _, blob, _ in placed)
-    total_layers = len({layer for _, _, layer in placed})
-    done = {"bytes": 0, "layers": 0, "current": -1}
-
-    def report(batch: list[tuple[int, np.ndarray, int]]) -> None:
-        for _, run, layer in batch:
-            done["bytes"] += run.nbytes
-            done["layers"] += layer != done["current"]
-            done["current"] = layer
-        if options.progress is not None:
-            options.progress(done["bytes"], total_bytes, done["layers"], total_layers)
-
+    progress = Progress(options.progress, sum(4 * blob.size for _, blob, _ in placed), len(placed))
     with open(path, "r+b") as raw:
-        stream_placed(raw.fileno(), runs, report)
+        stream_placed(raw.fileno(), runs, progress.on_batch)
 
 
 def _contiguous_unfilled() -> h5py.h5p.PropDCID:

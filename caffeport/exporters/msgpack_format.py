@@ -82,7 +82,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, stream_placed
+from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import ExportOptions, refuse_same_name, register_exporter, shown_name
 from caffeport.ir import Layer, Net
@@ -156,9 +156,11 @@ def _compute_dtype(layer: Layer, blob: Blob, what: str) -> np.dtype[Any]:
 class _Stream:
     """A msgpack document written piece by piece: small values through msgpack, array bytes directly."""
 
-    def __init__(self, handle: BinaryIO, msgpack: Any) -> None:
+    def __init__(self, handle: BinaryIO, msgpack: Any, progress: Progress | None = None) -> None:
         self.handle = handle
         self.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self.progress = progress
+        self.filled = 0
 
     def raw(self, data: bytes | memoryview) -> None:
         self.handle.write(data)
@@ -194,16 +196,19 @@ class _Stream:
         self.handle.flush()
         firsts = list(itertools.accumulate((count for _, count in segments), initial=0))
 
-        def placed() -> Iterator[tuple[int, np.ndarray]]:
+        tag = self.filled
+        self.filled += 1
+
+        def placed() -> Iterator[tuple[int, np.ndarray, int]]:
             for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True):
                 segment = bisect.bisect_right(firsts, offset) - 1
                 while run.size:
                     position, count = segments[segment]
                     take = min(run.size, firsts[segment] + count - offset)
-                    yield position + (offset - firsts[segment]) * dtype.itemsize, run[:take]
+                    yield position + (offset - firsts[segment]) * dtype.itemsize, run[:take], tag
                     run, offset, segment = run[take:], offset + take, segment + 1
 
-        stream_placed(self.handle.fileno(), placed())
+        stream_placed(self.handle.fileno(), placed(), None if self.progress is None else self.progress.on_batch)
 
 
 
@@ -331,8 +336,19 @@ def write_flax(net: Net, path: Path, options: ExportOptions) -> None:
     """Write ``net``'s Flax variables to ``path``; layers without blobs have no variables, whatever ``options``."""
     msgpack = import_msgpack("the flax format")
     variables = _flax_variables(net)
+    leaves = list(_leaves(variables))
+    progress = Progress(options.progress, sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in leaves),
+                        len(leaves))
     with open(path, "wb") as handle:
-        _flax_tree(_Stream(handle, msgpack), variables)
+        _flax_tree(_Stream(handle, msgpack, progress), variables)
+
+
+def _leaves(tree: Mapping[str, Any]) -> Iterator[_Leaf]:
+    for value in tree.values():
+        if isinstance(value, _Leaf):
+            yield value
+        else:
+            yield from _leaves(value)
 
 
 # --------------------------------------------------------------------------
@@ -393,8 +409,11 @@ def write_ir(net: Net, path: Path, options: ExportOptions) -> None:
         ("report", [{"layer": e.layer, "action": e.action, "detail": e.detail} for e in net.report]),
         ("metadata", net.metadata),
     ]
+    blobs = [blob for layer in net.layers for blob in layer.blobs]
+    progress = Progress(options.progress, sum(math.prod(b.shape) * np.dtype(b.dtype).itemsize for b in blobs),
+                        len(blobs))
     with open(path, "wb") as handle:
-        stream = _Stream(handle, msgpack)
+        stream = _Stream(handle, msgpack, progress)
         stream.map(len(fields) + 1)
         for key, value in fields:
             stream.value(key)

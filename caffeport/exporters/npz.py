@@ -34,13 +34,14 @@ same fixed timestamp, so converting the same model twice gives the same bytes.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_chunks
+from caffeport.blocks import Blob, Progress, iter_chunks
 from caffeport.errors import ModelStructureError
 from caffeport.exporters.registry import (
     ExportOptions,
@@ -132,8 +133,11 @@ def write_npz(net: Net, path: Path, options: ExportOptions) -> None:
     """Write every blob of ``net`` to ``path``; layers without blobs have nothing to store, whatever ``options``."""
     entries = _blob_keys(net)
     metadata = np.array(json.dumps(conversion_metadata(net), sort_keys=True), dtype=np.str_)
+    sizes = [math.prod(blob.shape) * dtype.itemsize for _, blob, dtype in entries]
+    progress = Progress(options.progress, sum(sizes), len(entries))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for key, blob, dtype in entries:
+        for index, ((key, blob, dtype), size) in enumerate(zip(entries, sizes, strict=True)):
             _blob_entry(archive, key, blob, dtype)
+            progress.wrote(size, index)
         with _member(archive, METADATA_KEY) as member:
             np.lib.format.write_array(member, metadata, allow_pickle=False)

@@ -28,7 +28,7 @@ class ExportOptions:
     allow_partial: bool = False
     #: write the whole model (``.keras``), not only its weights
     save_model: bool = False
-    #: called as progress(bytes done, bytes total, layers done, layers total) by exporters that stream
+    #: called as progress(bytes done, bytes total, blobs done, blobs total) by every exporter that streams
     progress: Callable[[int, int, int, int], None] | None = None
 
 

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, iter_placed, stream_placed
+from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import (
     ExportOptions,
@@ -168,6 +168,8 @@ def write_safetensors(net: Net, path: Path, options: ExportOptions) -> None:
         handle.flush()
         starts = itertools.accumulate((math.prod(blob.shape) * dtype.itemsize for blob, dtype in tensors),
                                       initial=8 + len(header))
-        stream_placed(handle.fileno(), ((start + offset * dtype.itemsize, run)
-                                        for (blob, dtype), start in zip(tensors, starts)
-                                        for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True)))
+        progress = Progress(options.progress, sum(math.prod(b.shape) * d.itemsize for b, d in tensors), len(tensors))
+        stream_placed(handle.fileno(), ((start + offset * dtype.itemsize, run, index)
+                                        for index, ((blob, dtype), start) in enumerate(zip(tensors, starts))
+                                        for offset, run in iter_placed(blob, CHUNK_BYTES, dtype, release_source=True)),
+                      progress.on_batch)
