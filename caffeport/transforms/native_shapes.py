@@ -12,11 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from caffeport.ir import Net
+from caffeport.layers import layer_type
 from caffeport.layers.layout import note
 from caffeport.transforms.registry import Options, register_pass
-
-#: layer types whose blob i (beyond the first) is a per-output vector
-_VECTOR_BIASES = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
 
 
 def _without_leading_ones(blob: np.ndarray, rank: int) -> np.ndarray:
@@ -28,14 +26,15 @@ def _without_leading_ones(blob: np.ndarray, rank: int) -> np.ndarray:
 
 @register_pass("native_shapes")
 def native_shapes(net: Net, options: Options) -> None:
+    """Each blob in the rank its layer type's ``LayerSetUp`` gives it (`LayerType.blob_shapes`), legacy 1s dropped."""
     for layer in net.layers:
-        if layer.type not in _VECTOR_BIASES or not layer.blobs:
+        if not layer.blobs:
             continue
+        expected = layer_type(layer.type).blob_shapes(layer, list(layer.bottom_shapes) or [None] * len(layer.bottoms))
+        if expected is None or len(expected) != len(layer.blobs):
+            continue  # a type caffeport does not know: as stored
         before = [b.shape for b in layer.blobs]
-        weight = layer.blobs[0]
-        if layer.type == "InnerProduct":
-            weight = _without_leading_ones(np.asarray(weight), 2)
-        layer.blobs = [weight, *(_without_leading_ones(np.asarray(b), 1) for b in layer.blobs[1:])]
+        layer.blobs = [_without_leading_ones(np.asarray(b), len(shape)) for b, shape in zip(layer.blobs, expected)]
         after = [b.shape for b in layer.blobs]
         if after != before:
             note(net, layer, "native-shapes", f"{before} -> {after} (legacy 4-D blobs in the layer's own shape)")
