@@ -15,6 +15,7 @@ from caffeport.errors import CaffeportError, OutputError, option_error
 from caffeport.exporters import EXPORTERS, Exporter, ExportOptions, load_exporters
 from caffeport.exporters.registry import format_for_name
 from caffeport.ir import Net, ReportEntry
+from caffeport.layers.layout import REPORT_LABELS
 from caffeport.output import atomic_output, check_output_path
 from caffeport.readers import nonfinite_warnings, read
 from caffeport.transforms import Options, transform
@@ -53,12 +54,7 @@ class ConvertResult:
         actions = Counter(entry.action for entry in self.report)
         lines = [f"{len(weighted)} layers with weights ({sum(la.num_weights for la in weighted):,} values) "
                  f"as {self.format}, backend {self.backend}"]
-        done = [f"{actions[a]} {label}" for a, label in (
-            ("fused", "BatchNorm+Scale fused"), ("batchnorm-alone", "BatchNorm without Scale"),
-            ("flatten-reorder", "flatten reorders"), ("lstm-gate-reorder", "LSTM gate reorders"),
-            ("kernel-flip", "kernels flipped"), ("split", "layers split"), ("renamed", "renamed"),
-            ("unknown-passed-through", "unknown types passed through"), ("skipped", "skipped"))
-            if actions[a]]
+        done = [f"{actions[a]} {label}" for a, label in REPORT_LABELS.items() if actions[a]]
         if done:
             lines.append("transforms: " + ", ".join(done))
         if self.batchnorm_eps:

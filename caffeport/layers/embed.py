@@ -20,7 +20,7 @@ import numpy as np
 from caffeport.errors import InputError
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import positive
-from caffeport.layers.layout import Options, expect_blobs, note, vector
+from caffeport.layers.layout import SPLIT, Options, expect_blobs, note, vector
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 
 
@@ -77,7 +77,7 @@ class Embed(LayerType):
             extra.append(Layer(name=f"{layer.name}_bias", type="EmbedBias", blobs=[vector(layer.blobs[1])],
                                weight_names=["bias"], target="Bias", bottoms=list(layer.tops),
                                tops=list(layer.tops)))
-            note(net, layer, "split", f"the Embed bias has no place in Keras' Embedding: written as {extra[0].name!r}")
+            note(net, layer, SPLIT, f"the Embed bias has no place in Keras' Embedding: written as {extra[0].name!r}")
         layer.blobs = [weights]
         layer.weight_names = ["embeddings"]
         layer.target = "Embedding"

@@ -39,6 +39,16 @@ def vector(blob: np.ndarray) -> np.ndarray:
     return as_compute(blob).reshape(-1)
 
 
+#: report action -> how the convert summary counts it ("3 BatchNorm+Scale fused"), declared where the action is done
+REPORT_LABELS: dict[str, str] = {}
+
+
+def report_action(action: str, label: str) -> str:
+    """Declare a report action and its summary label; returns ``action`` (for a module-level constant)."""
+    REPORT_LABELS.setdefault(action, label)
+    return action
+
+
 def note(net: Net, layer: Layer | str, action: str, detail: str = "") -> None:
     """Record what a pass did to a layer in ``net.report`` (the convert report, ``-v``)."""
     net.report.append(ReportEntry(layer if isinstance(layer, str) else layer.name, action, detail))
@@ -50,3 +60,7 @@ def expect_blobs(layer: Layer, *counts: int) -> None:
         wanted = " or ".join(str(c) for c in counts)
         raise ModelStructureError(f"{layer.type} layer has {len(layer.blobs)} blobs, expected {wanted}",
                                   layer=layer.name)
+
+
+#: the action of a layout that writes a Caffe layer as two target layers (Embed bias, RNN output)
+SPLIT = report_action("split", "layers split")

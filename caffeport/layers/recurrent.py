@@ -43,7 +43,7 @@ import numpy as np
 
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import error, positive
-from caffeport.layers.layout import Options, expect_blobs, note
+from caffeport.layers.layout import SPLIT, Options, expect_blobs, note
 from caffeport.layers.registry import BlobShape, LayerType, Tops, register
 
 
@@ -251,7 +251,7 @@ class RNN(Recurrent):
         output = Layer(name=f"{layer.name}_output", type="RNNOutput", blobs=[w_ho.T, b_o.reshape(-1)],
                        weight_names=["kernel", "bias"], target="Dense", bottoms=list(layer.tops),
                        tops=list(layer.tops))
-        note(net, layer, "split", f"SimpleRNN {layer.name!r} + Dense {output.name!r} (apply tanh after it, as Caffe)")
+        note(net, layer, SPLIT, f"SimpleRNN {layer.name!r} + Dense {output.name!r} (apply tanh after it, as Caffe)")
         return [output]
 
     def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
@@ -263,5 +263,5 @@ class RNN(Recurrent):
         output = Layer(name=f"{layer.name}_output", type="RNNOutput", blobs=[w_ho, b_o.reshape(-1)],
                        weight_names=["weight", "bias"], target="Linear", bottoms=list(layer.tops),
                        tops=list(layer.tops))
-        note(net, layer, "split", f"RNN {layer.name!r} + Linear {output.name!r} (apply tanh after it, as Caffe)")
+        note(net, layer, SPLIT, f"RNN {layer.name!r} + Linear {output.name!r} (apply tanh after it, as Caffe)")
         return [output]

@@ -12,9 +12,12 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.layers.layout import note, vector
+from caffeport.layers.layout import note, report_action, vector
 from caffeport.transforms.common import BlobIndex
 from caffeport.transforms.registry import Options, register_pass
+
+FUSED = report_action("fused", "BatchNorm+Scale fused")
+ALONE = report_action("batchnorm-alone", "BatchNorm without Scale")
 
 CAFFE_DEFAULT_EPS = 1e-5
 
@@ -63,11 +66,11 @@ def fuse_batchnorm_scale(net: Net, options: Options) -> None:
             continue
         j, scale = found
         if scale.type != "Scale" or len(scale.bottoms) != 1 or not scale.blobs:
-            note(net, layer, "batchnorm-alone", "no Scale follows: moving mean and variance only")
+            note(net, layer, ALONE, "no Scale follows: moving mean and variance only")
             continue
         in_place = scale.tops == scale.bottoms
         if not in_place and graph.first_reader(j, layer.tops[0]) is not None:
-            note(net, layer, "batchnorm-alone", f"its output is also read without {scale.name!r}: not fused")
+            note(net, layer, ALONE, f"its output is also read without {scale.name!r}: not fused")
             continue
         gamma = vector(scale.blobs[0])
         beta = [vector(scale.blobs[1])] if len(scale.blobs) > 1 else []
@@ -76,5 +79,5 @@ def fuse_batchnorm_scale(net: Net, options: Options) -> None:
         scale.blobs = []
         scale.type = "FusedScale"
         fused[scale.name] = layer.name
-        note(net, layer, "fused", f"Scale {scale.name!r} folded in: gamma" + (", beta" if beta else " (no bias)"))
+        note(net, layer, FUSED, f"Scale {scale.name!r} folded in: gamma" + (", beta" if beta else " (no bias)"))
         note(net, scale, "fused-into", layer.name)

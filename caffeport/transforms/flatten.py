@@ -13,10 +13,12 @@ import numpy as np
 from caffeport.blocks import Reshaped
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net, Shape
-from caffeport.layers.layout import note
+from caffeport.layers.layout import note, report_action
 from caffeport.shapes import unknown_shape_cause
 from caffeport.transforms.common import BlobIndex
 from caffeport.transforms.registry import Options, register_pass
+
+REORDERED = report_action("flatten-reorder", "flatten reorders")
 
 #: layers that flatten their input to 2-D without reordering it (Caffe's C, H, W order)
 _FLATTENING = frozenset({"Flatten", "Reshape"})
@@ -91,4 +93,4 @@ def flatten_channels_last(net: Net, options: Options) -> None:
         out = kernel.shape[1]
         # a view: the copy happens block by block when the exporter writes it
         layer.blobs[0] = Reshaped(np.asarray(kernel).reshape(c, h, w, out).transpose(1, 2, 0, 3), (h * w * c, out))
-        note(net, layer, "flatten-reorder", f"input rows reordered C,H,W -> H,W,C for a {c}x{h}x{w} input")
+        note(net, layer, REORDERED, f"input rows reordered C,H,W -> H,W,C for a {c}x{h}x{w} input")

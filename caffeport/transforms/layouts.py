@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from caffeport.ir import Layer, Net
 from caffeport.layers import layer_type
-from caffeport.layers.layout import Options, note
+from caffeport.layers.layout import Options, note, report_action
+
+PASSED_THROUGH = report_action("unknown-passed-through", "unknown types passed through")
+SKIPPED = report_action("skipped", "skipped")
 
 #: types that never carry blobs of their own after the BatchNorm passes
 _EMPTY_AFTER_FUSION = frozenset({"FusedScale"})
@@ -31,10 +34,10 @@ def run_layouts(net: Net, options: Options, family: str) -> None:
         if not kind.has_layout(family):
             if options.skip_unknown:
                 layer.blobs = []
-                note(net, layer, "skipped", f"unknown layer type {layer.type!r} (skip_unknown)")
+                note(net, layer, SKIPPED, f"unknown layer type {layer.type!r} (skip_unknown)")
             else:
                 layer.weight_names = [str(i) for i in range(len(layer.blobs))]
-                note(net, layer, "unknown-passed-through",
+                note(net, layer, PASSED_THROUGH,
                      f"unknown layer type {layer.type!r}: {len(layer.blobs)} blob(s) kept in Caffe's layout")
             continue
         extra = getattr(kind, f"{family}_layout")(net, layer, options) or []

@@ -13,8 +13,10 @@ import re
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.layers.layout import note
+from caffeport.layers.layout import note, report_action
 from caffeport.transforms.registry import Options, register_pass
+
+RENAMED = report_action("renamed", "renamed")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 #: PyTorch module names cannot hold '.', which separates state_dict key parts
@@ -49,5 +51,5 @@ def _sanitize(net: Net, unsafe: re.Pattern[str]) -> None:
         owners[new] = layer.name
         if new != layer.name:
             name_map[layer.name] = new
-            note(net, layer, "renamed", f"{layer.name!r} -> {new!r}")
+            note(net, layer, RENAMED, f"{layer.name!r} -> {new!r}")
             layer.name = new

@@ -10,8 +10,10 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Net
-from caffeport.layers.layout import as_compute, note
+from caffeport.layers.layout import as_compute, note, report_action
 from caffeport.transforms.registry import Options, register_pass
+
+REORDERED = report_action("lstm-gate-reorder", "LSTM gate reorders")
 
 CAFFE_TO_IFGO = [0, 1, 3, 2]
 
@@ -37,4 +39,4 @@ def lstm_gate_order(net: Net, options: Options) -> None:
         hidden = four_h // 4
         layer.blobs = [reorder_gates(layer.blobs[0], hidden), reorder_gates(layer.blobs[1].reshape(-1), hidden),
                        reorder_gates(layer.blobs[2], hidden)]
-        note(net, layer, "lstm-gate-reorder", "gate blocks i,f,o,g -> i,f,g,o")
+        note(net, layer, REORDERED, "gate blocks i,f,o,g -> i,f,g,o")

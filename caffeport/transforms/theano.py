@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from caffeport.ir import Net
-from caffeport.layers.layout import note
+from caffeport.layers.layout import note, report_action
 from caffeport.transforms.registry import Options, register_pass
+
+FLIPPED = report_action("kernel-flip", "kernels flipped")
 
 _CONVOLUTIONS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")
 
@@ -24,4 +26,4 @@ def flip_kernels(net: Net, options: Options) -> None:
         kernel = layer.blobs[0]
         spatial = kernel.ndim - 2
         layer.blobs[0] = np.asarray(kernel)[(slice(None, None, -1),) * spatial]  # a view; exporters copy it
-        note(net, layer, "kernel-flip", "spatial axes flipped for Theano's true convolution")
+        note(net, layer, FLIPPED, "spatial axes flipped for Theano's true convolution")
