@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 # cores it uses (measured: about 0.15 s of CPU and 0.07 s of wall time of a 0.9 s VGG16 conversion on two
 # cores). Set before numpy loads (`import caffeport` does not load it); a value the user set wins.
 # ``caffeport run`` does: its convolutions are matrix products, so it keeps BLAS's threads.
-if sys.argv[1:2] != ["run"]:
+if sys.argv[1:2] not in (["run"], ["verify"]):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
@@ -80,6 +80,8 @@ def _cwd_on_path() -> None:
 
 @command("convert")
 def run_convert(args: argparse.Namespace) -> int:
+    if (args.opset is not None or args.dynamic_batch) and args.format != "onnx":
+        raise CaffeportError("--opset and --dynamic-batch are for -f onnx")
     if args.keras_model or args.save_model or args.allow_partial:
         if args.format != "keras3":
             raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
@@ -92,7 +94,7 @@ def run_convert(args: argparse.Namespace) -> int:
             include_weightless=args.include_weightless, skip_unknown=args.skip_unknown,
             depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
             keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
-            progress=bar,
+            progress=bar, opset=args.opset, dynamic_batch=args.dynamic_batch,
         )
     finally:
         if bar is not None:
@@ -198,6 +200,23 @@ def run_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("verify")
+def run_verify(args: argparse.Namespace) -> int:
+    from caffeport.onnx.verify import load_model, table, verify
+
+    if args.rtol is None or not args.rtol >= 0:
+        raise CaffeportError(f"--rtol must be a non-negative number, got {args.rtol}")
+    net = read(args.model, args.prototxt)
+    model = load_model(args.converted)
+    if not (args.input or args.image or args.random is not None):
+        args.random = 0
+        print("inputs: --random 0 (no --input, --image or --random given)", file=sys.stderr)
+    inputs = _run_inputs(args, {name: tuple(shape) for name, shape in net.inputs.items()})
+    rows = verify(net, model, inputs, all_layers=args.all_layers, rtol=args.rtol)
+    print(table(rows, args.rtol))
+    return 0 if all(row.passed for row in rows) else 1
+
+
 @command("mean")
 def run_mean(args: argparse.Namespace) -> int:
     blob = read_blob(args.mean)
@@ -288,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    ".keras file; its layer names must be the Caffe layer names")
     p.add_argument("--save-model", action="store_true",
                    help="-f keras3: write the whole model with its weights (output *.keras) instead of *.weights.h5")
+    p.add_argument("--opset", type=int, help="-f onnx: the ONNX opset (13 to 21; default 17)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="-f onnx: a symbolic batch axis on the graph's inputs and outputs")
     p.add_argument("--allow-partial", action="store_true",
                    help="-f keras3: load the layers whose shapes fit and report the others, instead of failing")
 
@@ -341,6 +363,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-layers", action="store_true", help="also save every layer's tops as '<layer>/<top>'")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless there is an error")
+
+    p = sub.add_parser(
+        "verify",
+        help="run a converted .onnx model with onnxruntime beside the reference forward and compare every tensor",
+        description="Run CONVERTED.onnx (written by 'caffeport convert -f onnx') with onnxruntime and the Caffe "
+        "model with caffeport's reference forward on the same inputs, and compare the net's outputs (with "
+        "--all-layers every tensor that pairs with a Caffe top, '<layer>/<top>' as 'run --all-layers' names "
+        "them). Prints a table (max abs diff, relative error max|got - want| / max|want|, ok or FAIL) and exits 1 "
+        "when any tensor fails. Needs onnx and onnxruntime: pip install 'caffeport[onnx]'.",
+        epilog="example: caffeport verify det1.caffemodel -p det1.prototxt det1.onnx --random 0 --all-layers",
+    )
+    p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
+    p.add_argument("-p", "--prototxt", help="deploy prototxt (decides the layers and the input shapes)")
+    p.add_argument("converted", metavar="CONVERTED.onnx", help="the ONNX model to check")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input array in Caffe's layout (N, C, H, W), by net input name (repeat per input)")
+    p.add_argument("--image", action="append", default=[], metavar="[NAME=]FILE",
+                   help="an image for an input, prepared as 'caffeport run --image' does (needs Pillow)")
+    p.add_argument("--mean", metavar="B,G,R|MEAN.binaryproto", help="subtracted from --image inputs")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies --image inputs after the mean (default 1)")
+    p.add_argument("--swap-rb", action="store_true", help="give --image inputs to the net in RGB order, not BGR")
+    p.add_argument("--resize", type=_resize, metavar="H,W", help="the size --image inputs are resized to")
+    p.add_argument("--random", type=int, metavar="SEED",
+                   help="fill every input not given otherwise with seeded uniform values in [-1, 1] "
+                   "(the default, with seed 0, when no input is given)")
+    p.add_argument("--all-layers", action="store_true",
+                   help="compare every intermediate tensor that pairs with a Caffe top, not only the outputs")
+    p.add_argument("--rtol", type=float, default=1e-4,
+                   help="largest accepted max|got - want| / max|want| per tensor (default 1e-4)")
 
     p = sub.add_parser(
         "mean",

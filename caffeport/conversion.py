@@ -146,6 +146,8 @@ def convert(
     allow_partial: bool = False,
     save_model: bool = False,
     progress: Callable[[int, int, int, int], None] | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = False,
 ) -> ConvertResult:
     """Convert a Caffe model's weights.
 
@@ -155,7 +157,8 @@ def convert(
     ``output`` is given, writes ``format`` there atomically: a temporary file
     beside it renamed on success, never over an existing file unless ``force``,
     never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
-    are for formats written against a concrete Keras model (``keras3``).
+    are for formats written against a concrete Keras model (``keras3``); ``opset``
+    and ``dynamic_batch`` for ``onnx``.
     """
     exporter = load_exporters(format).get(format)
     if exporter is None:
@@ -182,7 +185,7 @@ def convert(
             with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
                 exporter.write(converted, tmp, ExportOptions(
                     include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
-                    save_model=save_model, progress=progress))
+                    save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch))
             target = Path(output)
         converted.warnings[checked_at:checked_at] = checked.result()
     finally:  # on an error or Ctrl-C, the scan stops at its next block instead of running to the end

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
+from caffeport.readers.files import model_file, naming_file
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class ExportOptions:
     allow_partial: bool = False
     #: write the whole model (``.keras``), not only its weights
     save_model: bool = False
+    #: -f onnx: the ONNX opset (``None``: the format's default)
+    opset: int | None = None
+    #: -f onnx: a symbolic batch axis on the graph's inputs and outputs
+    dynamic_batch: bool = False
     #: called as progress(bytes done, bytes total, blobs done, blobs total) by every exporter that streams
     progress: Callable[[int, int, int, int], None] | None = None
 
@@ -66,10 +71,24 @@ def register_exporter(
     def register(write: Writer) -> Writer:
         if name in EXPORTERS:
             raise ValueError(f"an exporter named {name!r} is already registered")
-        EXPORTERS[name] = Exporter(name, write, suffix, default_backend, description, backends, other_suffixes)
+        EXPORTERS[name] = Exporter(name, _naming_model(write), suffix, default_backend, description, backends,
+                                   other_suffixes)
         return write
 
     return register
+
+
+def _naming_model(write: Writer) -> Writer:
+    """``write``, its errors naming the model file: an exporter knows the layer it refuses, not where it came from.
+
+    (Not the output: the exporter is given a temporary name beside it, which the user never sees.)
+    """
+
+    def named(net: Net, path: Path, options: ExportOptions) -> None:
+        with naming_file(model_file(net)):
+            write(net, path, options)
+
+    return named
 
 
 def format_for_name(name: str) -> str | None:

@@ -1,0 +1,226 @@
+"""`to_onnx`: a Caffe `Net` as an ONNX model, every Caffe top a named tensor; `write_onnx` writes it.
+
+Tensor names, so that anyone can compare the model with ``caffeport run
+--all-layers`` (whose keys are ``<layer>/<top>``, each top taken right after
+its layer ran):
+
+- graph inputs are the Caffe inputs (shapes from the prototxt; with
+  ``dynamic_batch`` axis 0 is the symbolic ``N``);
+- a top written by one layer is named after the top;
+- a top written in place by several layers (conv -> BatchNorm -> Scale ->
+  ReLU all on ``conv1``) needs one name per value (ONNX graphs are SSA): the
+  LAST writer's value is ``<top>``, every earlier one ``<layer>/<top>``
+  (``conv1/conv1``, ``bn1/conv1``, ...). A net input rewritten in place keeps
+  its name for the input, so all its writers get ``<layer>/<top>``;
+- graph outputs are the net's outputs (`caffeport.forward.net_outputs`);
+- the model's ``metadata_props`` key ``caffeport.tensors`` holds the JSON
+  map from every ``<layer>/<top>`` key of ``run --all-layers`` to its ONNX
+  tensor name, which is what ``caffeport verify`` pairs by; a clash with a
+  name already taken adds ``_1``, ``_2``, ... and the map says so.
+
+Every named top carries a ``value_info`` with caffeport's inferred shape, so
+``onnx.checker.check_model(full_check=True)`` (run on every export) also
+checks that ONNX's shape inference agrees with Caffe's shape rules.
+
+Before any node is built, every layer that cannot be lowered exactly is
+listed at once by name (the reference's own refusals,
+the rule of
+`caffeport.forward.unsupported_layers`, and each lowering's), and the net is
+refused as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from caffeport import __version__
+from caffeport.errors import CaffeportError, ModelStructureError, UnsupportedModelError
+from caffeport.forward import net_outputs
+from caffeport.ir import Layer, Net
+from caffeport.layers import layer_type
+from caffeport.layers.blobs import check_net
+from caffeport.onnx.graph import MIN_OPSET, GraphBuilder, require_onnx
+
+#: the opset written unless another is asked for: onnxruntime 1.17+ and OpenCV 5's importer both run it
+DEFAULT_OPSET = 17
+#: the metadata_props key of the ``<layer>/<top>`` -> tensor name map
+TENSOR_MAP_KEY = "caffeport.tensors"
+#: protobuf cannot serialize a message of 2 GiB or more
+MAX_PROTO_BYTES = 2**31 - 1
+#: the symbolic batch dimension with ``dynamic_batch``
+BATCH = "N"
+
+FLOAT = 1  # onnx.TensorProto.FLOAT
+
+
+def _fed(net: Net, layer: Layer) -> bool:
+    """A source layer whose tops the caller gives (Input, or a Data layer standing for an input)."""
+    return not layer.bottoms and bool(layer.tops) and all(top in net.inputs for top in layer.tops)
+
+
+def refusals(net: Net, dynamic_batch: bool = False) -> list[str]:
+    """One line per layer that cannot be lowered exactly, in file order (empty: the net can be exported).
+
+    A layer the reference cannot run (`caffeport.forward.unsupported_layers`'
+    rule) is refused too: an export is only as exact as what it is verified against.
+    """
+    from caffeport.onnx.lowerings import LOWERINGS
+
+    problems = []
+    for layer in net.layers:
+        if _fed(net, layer):
+            continue
+        lowering = LOWERINGS.get(layer.type)
+        reason = layer_type(layer.type).unsupported(layer)
+        if reason is not None:
+            pass
+        elif lowering is None:
+            reason = f"layer type {layer.type!r} has no ONNX lowering"
+        elif any(shape is None for shape in [*layer.bottom_shapes, *layer.top_shapes]) or \
+                len(layer.top_shapes) < len(layer.tops):
+            reason = "its shapes are not known (give the deploy prototxt with the input shapes)"
+        else:
+            reason = lowering.refuse(layer, dynamic_batch)
+        if reason is not None:
+            problems.append(f"{layer.name!r} ({layer.type}): {reason}")
+    return problems
+
+
+def _tensor_names(net: Net, graph: GraphBuilder) -> list[list[str]]:
+    """The ONNX name of every layer's every top (see the module docstring), reserved in ``graph``."""
+    last_writer: dict[str, int] = {}
+    for i, layer in enumerate(net.layers):
+        if not _fed(net, layer):
+            for top in layer.tops:
+                last_writer[top] = i
+    names: list[list[str]] = []
+    for i, layer in enumerate(net.layers):
+        if _fed(net, layer):
+            names.append(list(layer.tops))
+            continue
+        names.append([top if last_writer[top] == i and top not in net.inputs else f"{layer.name}/{top}"
+                      for top in layer.tops])
+    # the final names first, so that no earlier writer's `<layer>/<top>` takes one of them
+    for i, layer in enumerate(net.layers):
+        if not _fed(net, layer):
+            names[i] = [graph.reserve(name) if name in layer.tops else name for name in names[i]]
+    for i, layer in enumerate(net.layers):
+        if not _fed(net, layer):
+            names[i] = [name if name in layer.tops else graph.reserve(name) for name in names[i]]
+    return names
+
+
+def _value_info(onnx: Any, name: str, shape: tuple[int, ...], dynamic_batch: bool, input_batch: bool = False) -> Any:
+    """A float tensor's ValueInfo; with ``dynamic_batch`` axis 0 is ``N`` (inputs) or left unknown (the rest)."""
+    dims: list[Any] = list(shape)
+    if dynamic_batch and dims:
+        dims[0] = BATCH if input_batch else None
+    return onnx.helper.make_tensor_value_info(name, FLOAT, dims)
+
+
+def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False) -> Any:
+    """``net`` as an ``onnx.ModelProto`` (see the module docstring), checked with ``full_check``.
+
+    Raises `UnsupportedModelError` listing every layer without an exact
+    lowering, `ModelStructureError` when weights do not fit their layers.
+    """
+    onnx = require_onnx()
+    from caffeport.onnx.lowerings import LOWERINGS, Context
+
+    newest = int(onnx.defs.onnx_opset_version())
+    if not MIN_OPSET <= opset <= newest:
+        raise CaffeportError(f"opset {opset} is not supported: choose {MIN_OPSET} to {newest} "
+                             f"(default {DEFAULT_OPSET})")
+    check_net(net)
+    where = net.prototxt_path or net.caffemodel_path
+    if not net.inputs or any(not shape for shape in net.inputs.values()):
+        raise UnsupportedModelError("ONNX export needs the net's input shapes: give the deploy prototxt", path=where)
+    problems = refusals(net, dynamic_batch)
+    if problems:
+        raise UnsupportedModelError(f"ONNX export cannot lower {len(problems)} layer(s) exactly: "
+                                    + "; ".join(problems), path=where)
+    graph = GraphBuilder(opset)
+    for name in net.inputs:
+        graph.reserve(name)
+    names = _tensor_names(net, graph)
+    current = {name: name for name in net.inputs}
+    tensor_map: dict[str, str] = {}
+    value_infos: dict[str, Any] = {}
+    for layer, top_names in zip(net.layers, names, strict=True):
+        if _fed(net, layer):
+            for top in layer.tops:
+                tensor_map[f"{layer.name}/{top}"] = top
+            continue
+        missing = [b for b in layer.bottoms if b not in current]
+        if missing:
+            raise ModelStructureError(f"bottom {', '.join(map(repr, missing))} is produced by no earlier layer and "
+                                      "is not a net input", layer=layer.name)
+        first_node = len(graph.nodes)
+        graph.scope = layer.name
+        ctx = Context(graph, layer, [current[b] for b in layer.bottoms], list(layer.bottom_shapes),  # type: ignore
+                      list(layer.top_shapes), dynamic_batch)  # type: ignore[arg-type]
+        outputs = LOWERINGS[layer.type].lower(ctx)
+        if len(outputs) != len(layer.tops):
+            raise AssertionError(f"the {layer.type} lowering gave {len(outputs)} tensors for {len(layer.tops)} tops")
+        produced = {out for node in graph.nodes[first_node:] for out in node.output}
+        renamed: dict[str, str] = {}
+        for top, out, want, shape in zip(layer.tops, outputs, top_names, layer.top_shapes, strict=True):
+            if out in produced and out not in renamed:
+                renamed[out] = want
+            else:  # a bottom passed through, a constant, or a tensor already given another top's name
+                graph.nodes.append(graph.onnx.helper.make_node("Identity", [renamed.get(out, out)], [want],
+                                                               name=graph.fresh("identity")))
+            current[top] = want
+            tensor_map[f"{layer.name}/{top}"] = want
+            value_infos[want] = _value_info(onnx, want, tuple(shape), dynamic_batch)  # type: ignore[arg-type]
+        for node in graph.nodes[first_node:]:
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+            node.output[:] = [renamed.get(name, name) for name in node.output]
+        graph.scope = ""
+    inputs = [_value_info(onnx, name, tuple(shape), dynamic_batch, input_batch=True)
+              for name, shape in net.inputs.items()]
+    outputs = []
+    for top in net_outputs(net):
+        name = current.get(top)
+        if name is None or name in net.inputs:
+            continue  # an input no layer reads: nothing computed to give back
+        outputs.append(value_infos.pop(name))
+    model_graph = onnx.helper.make_graph(graph.nodes, net.name or "caffeport", inputs, outputs,
+                                         initializer=graph.initializers, value_info=list(value_infos.values()))
+    model = onnx.helper.make_model(model_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
+                                   producer_name="caffeport", producer_version=__version__)
+    model.ir_version = min(model.ir_version, _ir_version(onnx, opset))
+    model.doc_string = (f"converted by caffeport {__version__} from {net.caffemodel_path or '-'} "
+                        f"(prototxt {net.prototxt_path or '-'})")
+    onnx.helper.set_model_props(model, {TENSOR_MAP_KEY: json.dumps(tensor_map, sort_keys=True),
+                                        "caffeport.source": json.dumps({"caffemodel": net.caffemodel_path,
+                                                                        "prototxt": net.prototxt_path,
+                                                                        "format": net.format, "name": net.name})})
+    size = model.ByteSize()
+    if size > MAX_PROTO_BYTES:
+        raise UnsupportedModelError(f"the ONNX model would be {size / 2**30:.2f} GiB, and one .onnx file holds "
+                                    "less than 2 GiB (external data files are not written yet)", path=where)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise AssertionError(f"caffeport built an ONNX model that onnx's checker refuses: {exc}") from exc
+    return model
+
+
+def _ir_version(onnx: Any, opset: int) -> int:
+    """The IR version that goes with ``opset`` (onnx's table), so older runtimes accept the file."""
+    for entry in onnx.helper.VERSION_TABLE:
+        _release, ir_version, default_opset = entry[:3]
+        if default_opset == opset:
+            return int(ir_version)
+    return int(onnx.IR_VERSION)
+
+
+def write_onnx(net: Net, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
+               dynamic_batch: bool = False) -> None:
+    """Write ``net`` as ONNX to ``path`` (the exporter hands a temporary path that `convert` renames into place)."""
+    model = to_onnx(net, opset=opset, dynamic_batch=dynamic_batch)
+    Path(path).write_bytes(model.SerializeToString())

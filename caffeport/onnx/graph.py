@@ -1,0 +1,135 @@
+"""A small ONNX graph builder: unique names, initializers from numpy, the opset's spelling of each op.
+
+The lowerings call `GraphBuilder.op` and the helpers below and never touch
+``onnx`` protobufs themselves; the opset decides how an op is spelled where
+ONNX moved an attribute to an input (``Split``'s sizes and ``ReduceSum``'s
+axes at 13, the other reductions' axes at 18), so a lowering is written once
+for every supported opset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from caffeport.errors import CaffeportError
+
+if TYPE_CHECKING:
+    import onnx
+
+#: the oldest opset the lowerings are written for: Softmax per axis, Split sizes and Unsqueeze axes as inputs
+MIN_OPSET = 13
+#: float32's largest finite value: Caffe's MAX pooling starts every window at -FLT_MAX
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def require_onnx() -> Any:
+    """The ``onnx`` module, or a one-line error saying how to install it."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise CaffeportError("ONNX export needs the onnx package: pip install 'caffeport[onnx]'") from exc
+    return onnx
+
+
+class GraphBuilder:
+    """Nodes, initializers and names of one ONNX graph under construction."""
+
+    def __init__(self, opset: int) -> None:
+        self.onnx = require_onnx()
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._used: set[str] = set()
+        self._int_consts: dict[tuple[str, tuple[int, ...]], str] = {}
+        #: the node name prefix (the Caffe layer being lowered)
+        self.scope = ""
+
+    # ------------------------------------------------------------------ names
+
+    def reserve(self, name: str) -> str:
+        """Take ``name`` exactly when it is free, else ``name`` with the first free ``_<n>`` suffix."""
+        candidate, n = name, 1
+        while candidate in self._used:
+            candidate = f"{name}_{n}"
+            n += 1
+        self._used.add(candidate)
+        return candidate
+
+    def fresh(self, hint: str) -> str:
+        """A new tensor or node name ``<scope>/<hint>`` (unique)."""
+        return self.reserve(f"{self.scope}/{hint}" if self.scope else hint)
+
+    # ------------------------------------------------------------------ constants
+
+    def const(self, value: Any, hint: str, dtype: Any = np.float32) -> str:
+        """An initializer holding ``value`` (a numpy array or a number), named ``<scope>/<hint>``."""
+        array = np.array(value, dtype=dtype, order="C")  # ascontiguousarray would make a 0-D value 1-D
+        name = self.fresh(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "shape") -> str:
+        """A 1-D int64 initializer (shapes, axes, pads), shared between uses of the same values."""
+        key = (hint, tuple(int(v) for v in values))
+        if key not in self._int_consts:
+            saved, self.scope = self.scope, ""
+            try:
+                self._int_consts[key] = self.const(np.array(key[1], dtype=np.int64), f"const/{hint}", np.int64)
+            finally:
+                self.scope = saved
+        return self._int_consts[key]
+
+    def scalar(self, value: float, hint: str) -> str:
+        """A float32 scalar initializer (0-D: broadcasts against anything)."""
+        return self.const(np.float32(value), hint)
+
+    # ------------------------------------------------------------------ nodes
+
+    def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None, *, outputs: int = 1,
+           **attrs: Any) -> Any:
+        """Add one node; its output name (a list of names when ``outputs`` > 1). ``""`` inputs are omitted ones."""
+        base = hint or op_type.lower()
+        names = [self.fresh(base if outputs == 1 else f"{base}_{i}") for i in range(outputs)]
+        node_name = names[0] if outputs == 1 else self.fresh(f"{base}_node")
+        attrs = {key: value for key, value in attrs.items() if value is not None}
+        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), names, name=node_name, **attrs))
+        return names[0] if outputs == 1 else names
+
+    # ------------------------------------------------------------------ ops whose spelling depends on the opset
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool, hint: str | None = None) -> str:
+        """``Reduce*`` over ``axes``: an attribute before opset 18 (13 for ReduceSum), an input after."""
+        axes_input_from = 13 if op_type == "ReduceSum" else 18
+        if self.opset >= axes_input_from:
+            return self.op(op_type, [x, self.ints(axes, "axes")], hint, keepdims=int(keepdims))
+        return self.op(op_type, [x], hint, axes=list(axes), keepdims=int(keepdims))
+
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+              steps: Sequence[int] | None = None, hint: str = "slice") -> str:
+        inputs = [x, self.ints(starts, "starts"), self.ints(ends, "ends"), self.ints(axes, "axes")]
+        if steps is not None:
+            inputs.append(self.ints(steps, "steps"))
+        return self.op("Slice", inputs, hint)
+
+    def split(self, x: str, sizes: Sequence[int], axis: int, hint: str = "split") -> list[str]:
+        """``Split`` into parts of ``sizes`` along ``axis`` (the sizes are an input from opset 13)."""
+        names = self.op("Split", [x, self.ints(sizes, "split")], hint, outputs=len(sizes), axis=axis)
+        return names if len(sizes) > 1 else [names]
+
+    def reshape(self, x: str, shape: Sequence[int], hint: str = "reshape") -> str:
+        """ONNX ``Reshape`` (``allowzero=0``: a 0 copies the input's dim there, one -1 is inferred, as in Caffe)."""
+        return self.op("Reshape", [x, self.ints(shape)], hint)
+
+    def unsqueeze(self, x: str, axes: Sequence[int], hint: str = "unsqueeze") -> str:
+        return self.op("Unsqueeze", [x, self.ints(axes, "axes")], hint)
+
+    def squeeze(self, x: str, axes: Sequence[int], hint: str = "squeeze") -> str:
+        return self.op("Squeeze", [x, self.ints(axes, "axes")], hint)
+
+    def pad(self, x: str, begin: Sequence[int], end: Sequence[int], value: float = 0.0, hint: str = "pad") -> str:
+        """Constant padding of every axis (``begin`` then ``end`` per axis, ONNX's pads order)."""
+        return self.op("Pad", [x, self.ints([*begin, *end], "pads"), self.scalar(value, f"{hint}_value")], hint,
+                       mode="constant")

@@ -1,0 +1,181 @@
+"""``caffeport verify``: an exported ONNX model run by onnxruntime beside `caffeport.run`, compared tensor by tensor.
+
+The pairs come from the model's ``caffeport.tensors`` metadata (written by
+`caffeport.onnx.export`: ``<layer>/<top>`` -> ONNX tensor name); for an ONNX
+file without it, the export's naming rule is assumed (a top is named after
+itself when its last writer wrote it, ``<layer>/<top>`` otherwise). Without
+``all_layers`` the net's outputs are compared; with it, every paired tensor,
+fetched from onnxruntime by making it a graph output of a copy of the model.
+
+The measure is the one caffeport's own proof tests use: ``max |got - want| /
+max |want|`` (NaN where only one side has a NaN: a failure); a tensor passes
+when its shape is Caffe's and that ratio is at most ``rtol``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from caffeport.errors import CaffeportError, InputError
+from caffeport.forward import run
+from caffeport.ir import Net
+from caffeport.onnx.export import TENSOR_MAP_KEY
+from caffeport.onnx.graph import require_onnx
+
+#: the default largest accepted relative error
+RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One Caffe top against its ONNX tensor."""
+
+    key: str
+    tensor: str
+    shape: tuple[int, ...]
+    got_shape: tuple[int, ...] | None
+    max_abs: float
+    rel: float
+    passed: bool
+    output: bool
+
+    @property
+    def note(self) -> str:
+        if self.got_shape is None:
+            return "not in the ONNX model"
+        if self.got_shape != self.shape:
+            return f"shape {list(self.got_shape)}, Caffe's is {list(self.shape)}"
+        return ""
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise CaffeportError("caffeport verify needs onnxruntime: pip install 'caffeport[onnx]'") from exc
+    return onnxruntime
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """The ONNX model at ``path``; a file that is not one is a one-line error naming it."""
+    onnx = require_onnx()
+    try:
+        return onnx.load(os.fspath(path))
+    except FileNotFoundError as exc:
+        raise CaffeportError("no such file", path=path) from exc
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
+        raise CaffeportError(f"not an ONNX model ({type(exc).__name__}: {exc})", path=path) from exc
+
+
+def tensor_pairs(model: Any, net: Net) -> dict[str, str]:
+    """``<layer>/<top>`` -> ONNX tensor name: the model's metadata, else the export's naming rule."""
+    for prop in model.metadata_props:
+        if prop.key == TENSOR_MAP_KEY:
+            try:
+                pairs = json.loads(prop.value)
+            except ValueError as exc:
+                raise CaffeportError(f"the model's {TENSOR_MAP_KEY} metadata is not JSON: {exc}") from exc
+            if not isinstance(pairs, dict) or not all(isinstance(v, str) for v in pairs.values()):
+                raise CaffeportError(f"the model's {TENSOR_MAP_KEY} metadata is not a map of tensor names")
+            return pairs
+    last: dict[str, str] = {}
+    for layer in net.layers:
+        for top in layer.tops:
+            last[top] = layer.name
+    return {f"{layer.name}/{top}": top if last[top] == layer.name else f"{layer.name}/{top}"
+            for layer in net.layers for top in layer.tops}
+
+
+def compare(got: np.ndarray | None, want: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, max |got - want| / max |want|); NaN where the NaNs of the two differ, inf past 0."""
+    if got is None or got.shape != want.shape:
+        return float("nan"), float("nan")
+    got64, want64 = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if not np.array_equal(np.isnan(got64), np.isnan(want64)):
+        return float("nan"), float("nan")
+    if got64.size == 0:
+        return 0.0, 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.where(np.isnan(want64) | (got64 == want64), 0.0, np.abs(got64 - want64))
+    max_abs = float(np.max(diff))
+    scale = float(np.nanmax(np.abs(want64))) if not np.isnan(want64).all() else 0.0
+    if not np.isfinite(max_abs):
+        return max_abs, float("inf")
+    if scale == 0.0:
+        return max_abs, 0.0 if max_abs == 0.0 else float("inf")
+    return max_abs, max_abs / scale
+
+
+def run_onnx(model: Any, inputs: Mapping[str, np.ndarray], tensors: list[str]) -> dict[str, np.ndarray]:
+    """``tensors`` computed by onnxruntime on ``inputs`` (intermediate ones made graph outputs of a copy)."""
+    onnx = require_onnx()
+    ort = _onnxruntime()
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    known = {info.name: info for info in [*graph.value_info, *graph.output]}
+    outputs = {info.name for info in graph.output}
+    produced = {name for node in graph.node for name in node.output}
+    for name in tensors:
+        if name not in outputs and name in produced:
+            graph.output.append(known[name] if name in known else onnx.ValueInfoProto(name=name))
+            outputs.add(name)
+    feeds = {info.name for info in graph.input} - {init.name for init in graph.initializer}
+    unknown = sorted(set(inputs) - feeds)
+    missing = sorted(feeds - set(inputs))
+    if unknown or missing:
+        raise InputError(f"the ONNX model's inputs are {', '.join(sorted(feeds))}; "
+                         f"the net's: {', '.join(sorted(inputs))}")
+    try:
+        session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+        wanted = [name for name in tensors if name in outputs]
+        values = session.run(wanted, {name: np.ascontiguousarray(inputs[name], np.float32) for name in feeds})
+    except Exception as exc:  # onnxruntime's own errors (a wrong input size, a model it cannot load)
+        raise CaffeportError(f"onnxruntime failed: {type(exc).__name__}: {exc}") from exc
+    return dict(zip(wanted, (np.asarray(v) for v in values), strict=True))
+
+
+def verify(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_layers: bool = False,
+           rtol: float = RTOL) -> list[Comparison]:
+    """Compare ``model`` (an ONNX ModelProto) run by onnxruntime with ``caffeport.run(net)`` on ``inputs``."""
+    pairs = tensor_pairs(model, net)
+    reference = run(net, inputs, all_layers=True)
+    output_names = {info.name for info in model.graph.output}
+    graph_inputs = {info.name for info in model.graph.input}
+    chosen = [(key, pairs[key]) for key in reference if "/" in key and key in pairs
+              and pairs[key] not in graph_inputs and (all_layers or pairs[key] in output_names)]
+    if not chosen:
+        raise CaffeportError("no tensor of the ONNX model pairs with a Caffe top: is it this net's export?")
+    got = run_onnx(model, inputs, list(dict.fromkeys(tensor for _, tensor in chosen)))
+    rows = []
+    for key, tensor in chosen:
+        want = reference[key]
+        value = got.get(tensor)
+        max_abs, rel = compare(value, want)
+        passed = value is not None and value.shape == want.shape and bool(rel <= rtol)
+        rows.append(Comparison(key, tensor, tuple(want.shape), None if value is None else tuple(value.shape),
+                               max_abs, rel, passed, tensor in output_names))
+    return rows
+
+
+def table(rows: list[Comparison], rtol: float) -> str:
+    """The per-tensor report and a summary line."""
+    header = ("tensor", "caffe top", "shape", "max abs diff", "rel error", "")
+    lines = [header]
+    for row in rows:
+        verdict = "ok" if row.passed else "FAIL" + (f" ({row.note})" if row.note else "")
+        lines.append((row.tensor + (" (output)" if row.output else ""), row.key, "x".join(map(str, row.shape)),
+                      f"{row.max_abs:.3g}", f"{row.rel:.3g}", verdict))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip() + "  " + line[-1]
+            for line in lines]
+    failed = sum(not row.passed for row in rows)
+    text.append(f"{len(rows) - failed} of {len(rows)} tensors match within rtol {rtol:g}"
+                + (f"; {failed} FAIL" if failed else ""))
+    return "\n".join(line.rstrip() for line in text)
