@@ -121,7 +121,7 @@ def test_real_layer_named_like_the_split_off_embed_bias(tmp_path: Path, fmt: str
     assert "'emb_bias' (the bias of Embed 'emb')" in message and "'emb_bias' (InnerProduct)" in message, message
 
 
-@pytest.mark.parametrize(("fmt", "backend"), [("keras-h5", "tensorflow"), ("keras-h5", "torch"),
+@pytest.mark.parametrize(("fmt", "backend"), [("keras-h5", "tensorflow"), ("keras-h5", "channels_first"),
                                               ("npz", "tensorflow"), ("safetensors", "torch"), ("flax", None)])
 def test_real_layer_named_like_the_split_off_rnn_output(tmp_path: Path, fmt: str, backend: str | None) -> None:
     model = _rnn_model(tmp_path / "rnn.caffemodel", "rnn_output")
