@@ -8,21 +8,49 @@ swap on the command line, and an HDF5 snapshot is a different reader.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
 import stat
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from caffeport.errors import InputFileError
+from caffeport.errors import CaffeportError, InputFileError
+
+if TYPE_CHECKING:
+    from caffeport.ir import Net
 
 Kind = Literal["hdf5", "text", "binary"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _TEXT_BYTES = frozenset(b"\t\n\r\f\v" + bytes(range(0x20, 0x7F)))
+
+
+def model_file(net: Net) -> str | None:
+    """The file a problem with ``net``'s layers is reported against: its prototxt (it decides them), else weights."""
+    return net.prototxt_path or net.caffemodel_path
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Make a `CaffeportError` raised inside that names no file name ``path``.
+
+    A layer's shape rule, forward or weight layout knows the layer it fails on,
+    not the file that layer came from; the one line the CLI prints must say
+    both, so the code that knows the file (`caffeport.run`, the transforms, the
+    exporters) wraps the work in this.
+    """
+    try:
+        yield
+    except CaffeportError as exc:
+        if exc.path is None and path is not None:
+            exc.path = os.fspath(path)
+            exc.args = (exc._format(),)  # str(exc) is args[0]: formatted again with the file
+        raise
 
 
 def check_file(path: str | os.PathLike[str]) -> Path:
