@@ -22,6 +22,12 @@ exports what was read). The result is one of:
 - hang: no answer within ``--timeout`` seconds (the worker is killed);
 - memory: the worker's peak RSS grew past ``--rss-limit-mb`` above its baseline.
 
+``--engine structure`` (issue 14) fuzzes the other side: valid nets, one per layer type caffeport registers,
+with each numeric ``*_param`` field set to absurd values (0, -1, 2^31, 2^32-1, 2^63, the type's bounds; nan,
+inf, 1e38 for floats) and layers of odd names, written as prototxt and caffemodel and run through ``caffeport
+inspect``, ``run`` and ``convert`` for every format but keras3, each command in a forked child under
+RLIMIT_AS/RLIMIT_FSIZE and a time limit (see the section "The structure-aware campaign" below).
+
 Crashes, hangs and memory findings are saved (input, and a ``.txt`` with the
 traceback) under ``--crash-dir``, deduplicated by exception type and raising
 line. Replay one with ``--replay FILE --kind KIND``.
@@ -29,6 +35,7 @@ line. Replay one with ``--replay FILE --kind KIND``.
     python benchmarks/fuzz.py --inputs 100000 --seconds 900
     python benchmarks/fuzz.py --engine atheris --seconds 600
     python benchmarks/fuzz.py --replay /tmp/caffeport-fuzz/crash-....bin --kind caffemodel
+    python benchmarks/fuzz.py --engine structure --seconds 720 --seed 14
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import math
 import multiprocessing as mp
 import os
 import random
 import re
+import signal
 import struct
 import sys
 import tempfile
@@ -49,6 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from caffeport.readers.wire import encode_delimited as _ld
 from caffeport.readers.wire import encode_key as _key
@@ -583,6 +593,614 @@ def atheris_child(args: argparse.Namespace) -> None:
     atheris.Fuzz()
 
 
+# --------------------------------------------------------------------------
+# The structure-aware campaign (issue 14): valid nets with absurd parameter values and odd names, through the CLI
+#
+# Every layer type caffeport registers gets a small valid net (an Input of a small shape, the layer, a ReLU reading
+# its first top), written as a prototxt and as a caffemodel (with blobs of the shapes the layer's type expects).
+# Then each numeric field of the type's ``*_param`` (nested messages included) is set to each of 0, -1, 2^31,
+# 2^32-1, 2^63 and the type's own bounds, where the field's type can hold them (a float field also takes nan, inf,
+# -inf and 1e38), and the layer and its top get odd names. Each case runs through ``caffeport inspect`` (prototxt,
+# caffemodel, both), ``caffeport run --random 0`` and ``caffeport convert -f F`` for every format but keras3, each
+# in a child process forked from this one (already importing caffeport, so a case costs its work, not an
+# interpreter start) under RLIMIT_AS, RLIMIT_FSIZE and a wall-clock limit.
+
+INT_PROBES = (0, -1, 2**31, 2**32 - 1, 2**63)
+FLOAT_PROBES = (0.0, -1.0, 2.0**31, 2.0**32 - 1, 2.0**63, math.nan, math.inf, -math.inf, 1e38)
+#: bounds of each integer kind, as the field holds it on the wire
+INT_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "sint32": (-(2**31), 2**31 - 1), "uint32": (0, 2**32 - 1),
+              "int64": (-(2**63), 2**63 - 1), "sint64": (-(2**63), 2**63 - 1), "uint64": (0, 2**64 - 1),
+              "enum": (-(2**31), 2**31 - 1)}
+#: layer names of every odd kind (bytes: a caffemodel may hold any; the prototxt gets them as escapes)
+ODD_NAMES: dict[str, bytes] = {
+    "empty": b"", "64KiB": b"n" * 65536, "nul": b"a\x00b", "slash": b"a/b", "dotdot": b"..", "root": b"/",
+    "traversal": b"../../../../tmp/evil", "unicode": "свертка-名前-ü".encode(), "rtl": "a\u202eb\u200fc".encode(),
+    "spaces": b" a b ", "newline": b"a\nb", "quote": b'a"b\\c', "invalid-utf8": b"\xff\xfe\x80", "dot": b".",
+    "control": b"\x01\x1b[31m", "percent": b"%s%n%x",
+}
+#: fork parameters caffeport's schema does not list (prototxt only: a caffemodel's unknown fields are skipped)
+FORK_FIELDS: dict[str, dict[str, str]] = {
+    "interp_param": {f: "fork" for f in ("height", "width", "zoom_factor", "shrink_factor", "pad_beg", "pad_end")},
+    "reorg_param": {"stride": "fork"},
+    "shuffle_channel_param": {"group": "fork"},
+    "upsample_param": {f: "fork" for f in ("scale", "scale_h", "scale_w", "upsample_h", "upsample_w")},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A valid net around one layer type: its bottoms' shapes (fed by one Input), its params, its top count."""
+
+    bottoms: tuple[tuple[int, ...], ...] = ((1, 3, 4, 4),)
+    params: dict[str, Any] = field(default_factory=dict)
+    tops: int = 1
+
+
+_TWO = ((1, 3, 4, 4), (1, 3, 4, 4))
+RECIPES: dict[str, Recipe] = {
+    "Convolution": Recipe(params={"num_output": 2, "kernel_size": [3]}),
+    "DepthwiseConvolution": Recipe(params={"num_output": 3, "kernel_size": [3], "group": 3}),
+    "ConvolutionDepthwise": Recipe(params={"num_output": 3, "kernel_size": [3]}),
+    "Deconvolution": Recipe(params={"num_output": 2, "kernel_size": [2]}),
+    "InnerProduct": Recipe(params={"num_output": 2}),
+    "Embed": Recipe(bottoms=((2, 3),), params={"num_output": 2, "input_dim": 4}),
+    "LSTM": Recipe(bottoms=((2, 1, 3), (2, 1)), params={"num_output": 2}),
+    "RNN": Recipe(bottoms=((2, 1, 3), (2, 1)), params={"num_output": 2}),
+    "Tile": Recipe(params={"tiles": 2}),
+    "Reshape": Recipe(params={"shape": {"dim": [0, -1]}}),
+    "Clip": Recipe(params={"min": -0.5, "max": 0.5}),
+    "Crop": Recipe(bottoms=((1, 3, 4, 4), (1, 3, 2, 2)), params={"axis": 2}),
+    "Concat": Recipe(bottoms=_TWO), "Eltwise": Recipe(bottoms=_TWO),
+    "Slice": Recipe(tops=2), "Split": Recipe(tops=2),
+    "Pooling": Recipe(params={"kernel_size": 2, "stride": 2}),
+    "SPP": Recipe(params={"pyramid_height": 2}),
+    "PriorBox": Recipe(bottoms=((1, 3, 2, 2), (1, 3, 8, 8)), params={"min_size": [2.0], "max_size": [4.0],
+                                                                       "aspect_ratio": [2.0], "variance": [0.1]}),
+    "DetectionOutput": Recipe(bottoms=((1, 8), (1, 4), (1, 2, 8)),
+                              params={"num_classes": 2, "keep_top_k": 2, "confidence_threshold": 0.01,
+                                      "nms_param": {"nms_threshold": 0.45, "top_k": 2}}),
+    "DummyData": Recipe(bottoms=(), params={"shape": [{"dim": [1, 2, 3]}]}),
+    "Interp": Recipe(params={"zoom_factor": 2}), "Upsample": Recipe(params={"scale": 2}),
+    "ShuffleChannel": Recipe(params={"group": 3}), "Reorg": Recipe(bottoms=((1, 4, 4, 4),), params={"stride": 2}),
+    "Permute": Recipe(params={"order": [0, 2, 3, 1]}),
+    "Input": Recipe(bottoms=(), params={"shape": [{"dim": [1, 3, 4, 4]}]}),
+    "Silence": Recipe(tops=0),
+    "Data": Recipe(bottoms=(), tops=2), "ImageData": Recipe(bottoms=(), tops=2), "HDF5Data": Recipe(bottoms=(), tops=2),
+    "AnnotatedData": Recipe(bottoms=(), tops=2), "WindowData": Recipe(bottoms=(), tops=2),
+    "VideoData": Recipe(bottoms=(), tops=2), "MemoryData": Recipe(bottoms=(), tops=2),
+    "Accuracy": Recipe(bottoms=((2, 3), (2,))), "SoftmaxWithLoss": Recipe(bottoms=((2, 3), (2,))),
+    **{t: Recipe(bottoms=((2, 3), (2, 3))) for t in ("EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
+                                                       "InfogainLoss", "MultinomialLogisticLoss")},
+    "ContrastiveLoss": Recipe(bottoms=((2, 3), (2, 3), (2,))),
+}
+
+
+@dataclass
+class Case:
+    """One net: a layer of ``layer_type`` with ``params`` (under ``param_key``), named ``name``."""
+
+    label: str
+    layer_type: str
+    param_key: str | None
+    params: dict[str, Any]
+    name: bytes = b"probe"
+    top: bytes = b"probe"
+    blobs: list[Any] = field(default_factory=list)
+
+
+def _numeric_fields(message: str, depth: int = 0) -> list[tuple[tuple[str, ...], str]]:
+    """(path, kind) of every numeric field of ``message``, recursing into nested messages (not into blobs)."""
+    from caffeport.readers.caffe_schema import MESSAGES
+
+    found: list[tuple[tuple[str, ...], str]] = []
+    for spec in sorted(MESSAGES.get(message, {}).values(), key=lambda s: s.number):
+        if spec.kind in INT_BOUNDS or spec.kind in ("float", "double"):
+            found.append(((spec.name,), spec.kind))
+        elif spec.kind == "message" and depth < 2 and spec.type_name not in ("BlobProto",):
+            found += [((spec.name, *path), kind) for path, kind in _numeric_fields(spec.type_name or "", depth + 1)]
+    return found
+
+
+def _probes(kind: str) -> list[Any]:
+    if kind in ("float", "double"):
+        return list(FLOAT_PROBES)
+    if kind == "fork":  # no declared type: the prototxt's value reaches the layer as it is
+        return list(INT_PROBES)
+    low, high = INT_BOUNDS[kind]
+    values = [v for v in INT_PROBES if low <= v <= high] + [low, high]
+    return list(dict.fromkeys(values))
+
+
+def _with(params: dict[str, Any], path: tuple[str, ...], value: Any, repeated: bool) -> dict[str, Any]:
+    """A copy of ``params`` with the field at ``path`` set to ``value`` (a list of one for a repeated field)."""
+    out = dict(params)
+    head, rest = path[0], path[1:]
+    if not rest:
+        out[head] = [value] if repeated else value
+        return out
+    inner = out.get(head)
+    if isinstance(inner, list):
+        out[head] = [_with(inner[0] if inner else {}, rest, value, repeated), *inner[1:]]
+    else:
+        out[head] = _with(inner if isinstance(inner, dict) else {}, rest, value, repeated)
+    return out
+
+
+def structure_cases() -> tuple[list[Case], dict[str, int]]:
+    """Every case of the campaign, in a fixed order, and how many there are per layer type."""
+    from caffeport.layers import LAYER_TYPES
+    from caffeport.readers.caffe_schema import PARAM_KEY_BY_NAME, field_by_name
+
+    cases: list[Case] = []
+    per_type: dict[str, int] = {}
+    for type_name, kind in LAYER_TYPES.items():
+        recipe = RECIPES.get(type_name, Recipe())
+        key = kind.param
+        start = len(cases)
+        cases.append(Case(f"{type_name}/base", type_name, key, dict(recipe.params)))
+        message = PARAM_KEY_BY_NAME.get(key or "")
+        if message:
+            fields = _numeric_fields(message)
+        else:
+            fields = [((name,), ftype) for name, ftype in FORK_FIELDS.get(key or "", {}).items()]
+        for path, fkind in fields:
+            spec = field_by_name(message, path[-1]) if message and len(path) == 1 else None
+            repeated = bool(spec and spec.repeated) or (message is not None and _repeated(message, path))
+            for value in _probes(fkind):
+                cases.append(Case(f"{type_name}/{key}.{'.'.join(path)}={value!r}", type_name, key,
+                                  _with(recipe.params, path, value, repeated)))
+        for label, name in ODD_NAMES.items():
+            cases.append(Case(f"{type_name}/name={label}", type_name, key, dict(recipe.params), name=name, top=name))
+        per_type[type_name] = len(cases) - start
+    return cases, per_type
+
+
+def _repeated(message: str, path: tuple[str, ...]) -> bool:
+    from caffeport.readers.caffe_schema import MESSAGES
+
+    specs = MESSAGES.get(message, {})
+    for i, name in enumerate(path):
+        spec = next((s for s in specs.values() if s.name == name), None)
+        if spec is None:
+            return False
+        if i == len(path) - 1:
+            return spec.repeated
+        specs = MESSAGES.get(spec.type_name or "", {})
+    return False
+
+
+# ---- writing a case as a prototxt and a caffemodel
+
+
+def _pt_string(text: bytes) -> str:
+    """A prototxt string literal holding exactly ``text`` (octal escapes for anything not plain printable ASCII)."""
+    return '"' + "".join(chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\{b:03o}" for b in text) + '"'
+
+
+def _pt_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    return str(value)  # an int, or an enum's name
+
+
+def _pt_message(values: dict[str, Any], indent: str) -> str:
+    lines = []
+    for name, value in values.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                lines.append(f"{indent}{name} {{\n{_pt_message(item, indent + '  ')}{indent}}}")
+            else:
+                lines.append(f"{indent}{name}: {_pt_scalar(item)}")
+    return "".join(line + "\n" for line in lines)
+
+
+@dataclass
+class _LayerSpec:
+    name: bytes
+    type: str
+    bottoms: list[bytes]
+    tops: list[bytes]
+    param_key: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    blobs: list[Any] = field(default_factory=list)
+
+
+def _layers_of(case: Case) -> list[_LayerSpec]:
+    """The net of ``case``: an Input feeding its bottoms, the layer, a ReLU reading its first top."""
+    recipe = RECIPES.get(case.layer_type, Recipe())
+    layers = []
+    feeds = [f"data{i}".encode() for i in range(len(recipe.bottoms))]
+    if case.layer_type == "Input":
+        tops = [case.top]
+    else:
+        if feeds:
+            layers.append(_LayerSpec(b"input", "Input", [], feeds, "input_param",
+                                     {"shape": [{"dim": list(s)} for s in recipe.bottoms]}))
+        tops = [case.top + (f"_{i}".encode() if i else b"") for i in range(recipe.tops)]
+    layers.append(_LayerSpec(case.name, case.layer_type, feeds, tops, case.param_key, case.params, case.blobs))
+    if tops:
+        layers.append(_LayerSpec(b"consumer", "ReLU", [tops[0]], [b"out"]))
+    return layers
+
+
+def case_prototxt(case: Case) -> bytes:
+    parts = ['name: "fuzz"\n']
+    for spec in _layers_of(case):
+        body = f"  name: {_pt_string(spec.name)}\n  type: {_pt_string(spec.type.encode())}\n"
+        body += "".join(f"  bottom: {_pt_string(b)}\n" for b in spec.bottoms)
+        body += "".join(f"  top: {_pt_string(t)}\n" for t in spec.tops)
+        if spec.param_key and spec.params:
+            body += f"  {spec.param_key} {{\n{_pt_message(spec.params, '    ')}  }}\n"
+        parts.append(f"layer {{\n{body}}}\n")
+    return "".join(parts).encode()
+
+
+def case_caffemodel(case: Case) -> bytes:
+    """The same net as binary V2 (``*_param`` through caffeport's own encoder; fork params have no field number)."""
+    import numpy as np
+
+    from caffeport.exporters.caffemodel import encode_message
+    from caffeport.readers.caffe_schema import LAYER_PARAMS
+
+    numbers = {key: (number, message) for number, (key, message) in LAYER_PARAMS.items()}
+    out = bytearray(_ld(1, b"fuzz"))
+    for spec in _layers_of(case):
+        body = bytearray(_ld(1, spec.name) + _ld(2, spec.type.encode()))
+        body += b"".join(_ld(3, b) for b in spec.bottoms) + b"".join(_ld(4, t) for t in spec.tops)
+        for blob in spec.blobs:
+            array = np.asarray(blob, dtype="<f4")
+            body += _ld(7, _ld(7, encode_message("BlobShape", {"dim": list(array.shape)})) + _ld(5, array.tobytes()))
+        if spec.param_key in numbers and spec.params:
+            number, message = numbers[spec.param_key]
+            body += _ld(number, encode_message(message, spec.params))
+        out += _ld(100, bytes(body))
+    return bytes(out)
+
+
+#: a blob bigger than this (elements) is not generated: the base case's blobs are used instead
+MAX_GENERATED_BLOB = 1 << 20
+
+
+def expected_blobs(case: Case, scratch: Path) -> list[tuple[int, ...]] | None:
+    """The blob shapes the layer's type expects for ``case`` (``LayerType.blob_shapes``), or ``None``."""
+    import caffeport
+    from caffeport.errors import CaffeportError
+    from caffeport.layers import layer_type
+
+    path = scratch / "shapes.prototxt"
+    path.write_bytes(case_prototxt(case))
+    try:
+        net = caffeport.read(None, path)
+        layer = next(la for la in net.layers if la.type == case.layer_type and la.name not in ("input", "consumer"))
+        shapes = layer_type(case.layer_type).blob_shapes(layer, list(layer.bottom_shapes))
+    except (CaffeportError, StopIteration):
+        return None
+    except Exception:  # a bug the children will meet and report; here only the blob shapes are wanted
+        return None
+    if shapes is None or any(d is None or d < 0 for s in shapes for d in s):
+        return None
+    if any(math.prod(s) > MAX_GENERATED_BLOB for s in shapes):
+        return None
+    return [tuple(int(d) for d in s) for s in shapes]  # type: ignore[misc]
+
+
+def _blob_values(shapes: list[tuple[int, ...]], rng: random.Random) -> list[Any]:
+    """Blobs in (0.5, 1.5): positive, so a variance or a BatchNorm scale factor is one Caffe could have written."""
+    import numpy as np
+
+    gen = np.random.default_rng(rng.randrange(2**32))
+    return [gen.uniform(0.5, 1.5, size=s).astype(np.float32) for s in shapes]
+
+
+# ---- running the commands, each in a forked child
+
+
+def structure_commands(formats: list[str]) -> list[str]:
+    return ["inspect-prototxt", "inspect-caffemodel", "inspect-pair", "run", *(f"convert-{f}" for f in formats)]
+
+
+def command_argv(command: str, prototxt: Path, model: Path, output: Path) -> list[str]:
+    if command == "inspect-prototxt":
+        return ["inspect", str(prototxt)]
+    if command == "inspect-caffemodel":
+        return ["inspect", str(model)]
+    if command == "inspect-pair":
+        return ["inspect", str(model), "-p", str(prototxt), "--json"]
+    if command == "run":
+        return ["run", str(model), "-p", str(prototxt), "--random", "0", "--all-layers", "-q", "-o", str(output)]
+    return ["convert", str(model), "-p", str(prototxt), "-f", command.removeprefix("convert-"), "-q", "-o",
+            str(output)]
+
+
+@dataclass
+class Job:
+    case: Case
+    command: str
+    case_dir: Path
+    out_dir: Path
+    output: Path
+    argv: list[str]
+    pid: int = 0
+    started: float = 0.0
+
+
+def _child(job: Job, address_limit_mb: int, fsize_limit_mb: int) -> None:
+    """In the forked child: limits, output to files, the CLI's own ``main``; never returns."""
+    import resource
+
+    code = 1
+    try:
+        os.chdir(job.out_dir)
+        if address_limit_mb:
+            limit = address_limit_mb << 20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit_mb << 20, fsize_limit_mb << 20))
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = os.open(job.case_dir / f"{job.command}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        from caffeport import cli
+
+        try:
+            code = cli.main(job.argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()  # what the interpreter prints for an uncaught exception, and its exit code
+            code = 1
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+@dataclass
+class Outcome:
+    kind: str  # ok, clean, crash, hang, memory, partial, output, message, overwrite
+    key: str
+    detail: str
+    seconds: float
+    rss_mb: float
+
+
+#: outcomes that are findings (bugs)
+FINDINGS = ("crash", "hang", "memory", "partial", "output", "message", "overwrite")
+
+
+def _traceback_key(stderr: str) -> str:
+    frames = re.findall(r'File "([^"]+)", line (\d+)', stderr)
+    ours = [f for f in frames if "caffeport" in f[0] and "benchmarks" not in f[0]] or frames
+    where = f"{Path(ours[-1][0]).name}:{ours[-1][1]}" if ours else "?"
+    last = [line for line in stderr.strip().splitlines() if line and not line.startswith(" ")]
+    exc = last[-1].split(":")[0] if last else "?"
+    return f"{exc}@{where}"
+
+
+def _reports_blob_problems(stdout: Path) -> bool:
+    """Whether ``inspect`` printed the blobs Caffe would refuse (its exit 1 without an error line)."""
+    import json
+
+    text = stdout.read_text(errors="replace")
+    if text.startswith("{"):
+        with contextlib.suppress(ValueError):
+            return bool(json.loads(text).get("blob_problems"))
+        return False
+    return "\nerror: layer " in text
+
+
+def judge(job: Job, status: int, rusage: Any, seconds: float, inputs: list[Path], rss_limit_mb: float,
+          output_limit_mb: float) -> Outcome:
+    """Classify one finished child (see the module docstring of the campaign)."""
+    rss = rusage.ru_maxrss / 1024 if rusage is not None else 0.0
+    stderr = (job.case_dir / f"{job.command}.stderr").read_text(errors="replace")
+    stdout_path = job.case_dir / f"{job.command}.stdout"
+    left = sorted(p.name for p in job.out_dir.iterdir())
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXFSZ:
+            return Outcome("output", f"{job.command}:SIGXFSZ", "wrote more than the file size limit", seconds, rss)
+        return Outcome("crash", f"{job.command}:signal-{sig}", f"killed by signal {sig}", seconds, rss)
+    code = os.WEXITSTATUS(status)
+    if "MemoryError" in stderr or rss > rss_limit_mb:
+        return Outcome("memory", f"{job.command}:{_traceback_key(stderr) if 'Traceback' in stderr else 'rss'}",
+                       f"peak RSS {rss:.0f} MB\n{stderr[-4000:]}", seconds, rss)
+    if "Traceback" in stderr or "InternalDecodeError" in stderr or code not in (0, 1):
+        return Outcome("crash", f"{job.command}:{_traceback_key(stderr)}", f"exit {code}\n{stderr[-6000:]}",
+                       seconds, rss)
+    writes = job.command == "run" or job.command.startswith("convert-")
+    if code == 0:
+        if writes and left != [job.output.name]:
+            return Outcome("partial", f"{job.command}:left-{','.join(left)[:60]}", f"exit 0, the output directory "
+                           f"holds {left}", seconds, rss)
+        if writes and job.output.stat().st_size > output_limit_mb * (1 << 20):
+            return Outcome("output", f"{job.command}:size", f"{job.output.stat().st_size} bytes written", seconds,
+                           rss)
+        return Outcome("ok", job.command, "", seconds, rss)
+    if left:
+        return Outcome("partial", f"{job.command}:left-after-error", f"exit 1 but {left} left behind", seconds, rss)
+    lines = stderr.splitlines()
+    if not lines and job.command.startswith("inspect") and _reports_blob_problems(stdout_path):
+        return Outcome("clean", f"{job.command}:blob-problems", "", seconds, rss)
+    if len(lines) != 1 or not lines[0].startswith("caffeport: error: "):
+        return Outcome("message", f"{job.command}:lines-{len(lines)}", stderr[-2000:], seconds, rss)
+    named = [str(p) for p in (*inputs, job.output)]
+    if not any(lines[0].startswith(f"caffeport: error: {n}") or f"{n}:" in lines[0] for n in named):
+        return Outcome("message", f"{job.command}:unnamed", lines[0][:2000], seconds, rss)
+    error_type = "error"
+    return Outcome("clean", f"{job.command}:{error_type}", lines[0][:300], seconds, rss)
+
+
+@dataclass
+class StructureStats:
+    cases: int = 0
+    runs: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+    by_command: dict[str, dict[str, int]] = field(default_factory=dict)
+    findings: dict[str, int] = field(default_factory=dict)
+    seconds_by_command: dict[str, float] = field(default_factory=dict)
+    slowest: tuple[float, str] = (0.0, "")
+    peak_rss_mb: float = 0.0
+
+
+def structure(args: argparse.Namespace) -> StructureStats:
+    """Run the structure-aware campaign: a seeded sample of `structure_cases` within ``--seconds``."""
+    import caffeport  # noqa: F401  (loaded before the first fork: a child costs its work only)
+    from caffeport import cli  # noqa: F401
+    from caffeport.exporters import load_exporters
+
+    formats = [name for name in sorted(load_exporters()) if name != "keras3" and name not in args.skip_format]
+    commands = structure_commands(formats)
+    suffixes = {f"convert-{name}": exporter.suffix for name, exporter in load_exporters().items()}
+    suffixes["run"] = ".npz"
+    cases, per_type = structure_cases()
+    rng = random.Random(args.seed)
+    order = list(range(len(cases)))
+    rng.shuffle(order)
+    if args.types:
+        order = [i for i in order if cases[i].layer_type in args.types]
+    total = len(order)
+    print(f"structure campaign: {len(cases)} cases over {len(per_type)} layer types, {len(commands)} commands "
+          f"each ({', '.join(commands)}); seeded order {args.seed}", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="caffeport-structure-"))
+    stats = StructureStats()
+    base_blobs: dict[str, list[tuple[int, ...]] | None] = {}
+    running: dict[int, Job] = {}
+    pending: list[Job] = []
+    remaining: dict[Path, int] = {}
+    inputs_of: dict[Path, tuple[list[Path], dict[Path, bytes]]] = {}
+    start = time.monotonic()
+    last_report = start
+    next_case = 0
+
+    def prepare(case: Case) -> None:
+        case_dir = root / f"case{stats.cases:06d}"
+        case_dir.mkdir()
+        base = base_blobs.get(case.layer_type, ())
+        if base == ():
+            base = base_blobs[case.layer_type] = expected_blobs(
+                Case("base", case.layer_type, case.param_key, dict(RECIPES.get(case.layer_type, Recipe()).params)),
+                root)
+        shapes = expected_blobs(case, root) or base or []
+        case.blobs = _blob_values(shapes, rng)
+        prototxt, model = case_dir / "net.prototxt", case_dir / "net.caffemodel"
+        prototxt.write_bytes(case_prototxt(case))
+        model.write_bytes(case_caffemodel(case))
+        inputs_of[case_dir] = ([prototxt, model], {p: hashlib.sha1(p.read_bytes()).digest() for p in (prototxt, model)})
+        remaining[case_dir] = len(commands)
+        for command in commands:
+            out_dir = case_dir / f"out-{command}"
+            out_dir.mkdir()
+            output = out_dir / f"result{suffixes.get(command, '.out')}"
+            pending.append(Job(case, command, case_dir, out_dir, output, command_argv(command, prototxt, model,
+                                                                                       output)))
+        stats.cases += 1
+
+    def record(job: Job, outcome: Outcome) -> None:
+        stats.runs += 1
+        stats.by_outcome[outcome.kind] = stats.by_outcome.get(outcome.kind, 0) + 1
+        per = stats.by_command.setdefault(job.command, {})
+        per[outcome.kind] = per.get(outcome.kind, 0) + 1
+        stats.seconds_by_command[job.command] = stats.seconds_by_command.get(job.command, 0.0) + outcome.seconds
+        stats.slowest = max(stats.slowest, (outcome.seconds, f"{job.case.label} {job.command}"))
+        stats.peak_rss_mb = max(stats.peak_rss_mb, outcome.rss_mb)
+        if outcome.kind in FINDINGS:
+            key = f"{outcome.kind}:{job.case.layer_type}:{outcome.key}"
+            first = key not in stats.findings
+            stats.findings[key] = stats.findings.get(key, 0) + 1
+            if first:
+                saved = args.crash_dir / re.sub(r"[^A-Za-z0-9_.@:-]", "_", key)[:150]
+                saved.mkdir(parents=True, exist_ok=True)
+                for path in inputs_of[job.case_dir][0]:
+                    (saved / path.name).write_bytes(path.read_bytes())
+                (saved / "finding.txt").write_text(f"case: {job.case.label}\ncommand: caffeport "
+                                                   f"{' '.join(job.argv)}\n\n{outcome.detail}")
+                print(f"  {outcome.kind}: {job.case.label} {job.command}: {outcome.key} -> {saved}", flush=True)
+
+    def finish_case(case_dir: Path) -> None:
+        paths, digests = inputs_of.pop(case_dir)
+        for path in paths:
+            if hashlib.sha1(path.read_bytes()).digest() != digests[path]:
+                stats.by_outcome["overwrite"] = stats.by_outcome.get("overwrite", 0) + 1
+                stats.findings[f"overwrite:{path.name}"] = stats.findings.get(f"overwrite:{path.name}", 0) + 1
+        with contextlib.suppress(OSError):
+            import shutil
+
+            shutil.rmtree(case_dir)
+
+    try:
+        while True:
+            out_of_time = time.monotonic() - start >= args.seconds
+            while len(running) < args.jobs and (pending or (next_case < total and not out_of_time)):
+                if not pending:
+                    prepare(cases[order[next_case]])
+                    next_case += 1
+                job = pending.pop(0)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                job.started = time.monotonic()
+                pid = os.fork()
+                if pid == 0:
+                    _child(job, args.address_limit_mb, args.fsize_limit_mb)
+                job.pid = pid
+                running[pid] = job
+            if not running:
+                break
+            pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            if pid == 0:
+                now = time.monotonic()
+                for job in list(running.values()):
+                    if now - job.started > args.timeout:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(job.pid, signal.SIGKILL)
+                        os.waitpid(job.pid, 0)
+                        del running[job.pid]
+                        for leftover in job.out_dir.iterdir():
+                            leftover.unlink()
+                        record(job, Outcome("hang", f"{job.command}:timeout", f"no exit within {args.timeout} s",
+                                            now - job.started, 0.0))
+                        remaining[job.case_dir] -= 1
+                        if not remaining[job.case_dir]:
+                            finish_case(job.case_dir)
+                time.sleep(0.002)
+                if now - last_report > args.report_every:
+                    last_report = now
+                    print(f"  {stats.cases}/{total} cases, {stats.runs} runs in {now - start:.0f} s: "
+                          f"{dict(sorted(stats.by_outcome.items()))}", flush=True)
+                continue
+            job = running.pop(pid)
+            outcome = judge(job, status, rusage, time.monotonic() - job.started, inputs_of[job.case_dir][0],
+                            args.rss_limit_mb, args.output_limit_mb)
+            record(job, outcome)
+            remaining[job.case_dir] -= 1
+            if not remaining[job.case_dir]:
+                finish_case(job.case_dir)
+    finally:
+        for job in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job.pid, signal.SIGKILL)
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    elapsed = time.monotonic() - start
+    print(f"\n{stats.cases} of {total} cases ({stats.cases / max(total, 1):.1%}, seeded sample {args.seed}), "
+          f"{stats.runs} command runs in {elapsed:.1f} s ({stats.runs / max(elapsed, 1e-9):.1f}/s, {args.jobs} "
+          f"at a time); peak child RSS {stats.peak_rss_mb:.0f} MB; slowest {stats.slowest[0]:.1f} s "
+          f"({stats.slowest[1]})")
+    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.by_outcome.items())))
+    for command in commands:
+        per = stats.by_command.get(command, {})
+        print(f"  {command}: " + ", ".join(f"{k} {v}" for k, v in sorted(per.items()))
+              + f"; {stats.seconds_by_command.get(command, 0.0):.0f} s")
+    if stats.findings:
+        print("distinct findings:")
+        for key, count in sorted(stats.findings.items()):
+            print(f"  {key} x{count}")
+    return stats
+
+
 def replay(args: argparse.Namespace) -> int:
     data = Path(args.replay).read_bytes()
     scratch = Path(tempfile.mkdtemp(prefix="caffeport-replay-"))
@@ -603,22 +1221,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=100_000, help="stop after this many inputs")
     parser.add_argument("--seconds", type=float, default=900.0, help="stop after this many seconds")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds one input may take before it is a hang")
+    parser.add_argument("--timeout", type=float, help="seconds one input may take before it is a hang (default 10; "
+                        "60 for --engine structure)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same inputs)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="the shared caffe-models directory")
     parser.add_argument("--max-seed-bytes", type=int, default=2_000_000,
                         help="seed files larger than this are left out (the smallest of each kind is always in)")
     parser.add_argument("--crash-dir", type=Path, default=Path(tempfile.gettempdir()) / "caffeport-fuzz")
-    parser.add_argument("--address-limit-mb", type=int, default=4096, help="the worker's RLIMIT_AS (0: none)")
+    parser.add_argument("--address-limit-mb", type=int, help="the worker's RLIMIT_AS (0: none; default 4096, 2048 "
+                        "for --engine structure)")
     parser.add_argument("--rss-limit-mb", type=float, default=512.0, help="peak RSS growth that counts as a finding")
     parser.add_argument("--deep", action="store_true", help="also describe, transform and export what was read")
-    parser.add_argument("--engine", choices=("mutate", "atheris"), default="mutate")
+    parser.add_argument("--engine", choices=("mutate", "atheris", "structure"), default="mutate",
+                        help="mutate: mutated real files through the readers; atheris: the same, coverage-guided; "
+                        "structure: valid nets with absurd parameter values and odd names through the CLI")
+    parser.add_argument("--jobs", type=int, default=2, help="structure: commands run at a time")
+    parser.add_argument("--fsize-limit-mb", type=int, default=256, help="structure: a child's RLIMIT_FSIZE")
+    parser.add_argument("--output-limit-mb", type=float, default=16.0,
+                        help="structure: an output bigger than this (from a net of a few values) is a finding")
+    parser.add_argument("--skip-format", action="append", default=[], help="structure: leave this format out")
+    parser.add_argument("--types", nargs="*", help="structure: only these layer types")
     parser.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--replay", help="read one saved input and print what happens")
     parser.add_argument("--kind", choices=KINDS, default="caffemodel", help="with --replay: how to read it")
     parser.add_argument("--partner", help="with --replay: the prototxt (or caffemodel) read with it in modes 1")
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    structured = args.engine == "structure"
+    args.timeout = args.timeout if args.timeout is not None else 60.0 if structured else 10.0
+    args.address_limit_mb = (args.address_limit_mb if args.address_limit_mb is not None
+                             else 2048 if structured else 4096)
+    if structured:
+        found = structure(args).findings
+        return 1 if found else 0
     if args.replay:
         return replay(args)
     if args.engine == "atheris":

@@ -29,6 +29,7 @@ from caffeport.errors import (
 from caffeport.ir import Layer, Net
 from caffeport.layers import Unsupported, layer_type
 from caffeport.layers.blobs import check_net
+from caffeport.readers.files import model_file, naming_file
 from caffeport.shapes import infer_shapes
 
 __all__ = ["net_outputs", "run", "unsupported_layers"]
@@ -86,15 +87,21 @@ def _check_inputs(net: Net, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 
 def _reshaped(net: Net, shapes: dict[str, tuple[int, ...]]) -> Net:
-    """``net`` at other input sizes, its shapes inferred strictly and its blobs checked again (``Net::Reshape``).
+    """``net`` at the given input sizes, its shapes inferred strictly and its blobs checked again (``Net::Reshape``).
 
-    A copy (blobs shared): the caller's net keeps its own shapes.
+    A copy (blobs shared): the caller's net keeps its own shapes. Run at the
+    net's own sizes too: `read` infers leniently (a shape rule's complaint is
+    a warning, its tops unknown), but Caffe's ``Reshape`` would abort there,
+    and a forward past it would compute (and allocate) what the parameters
+    say: a Tile of 2^31 tiles, a padding of 2^32 - 1.
     """
     layers = [dataclasses.replace(layer, bottom_shapes=[], top_shapes=[]) for layer in net.layers]
     resized = dataclasses.replace(net, layers=layers, inputs=dict(shapes), warnings=[])
     try:
         infer_shapes(resized, strict=True)
     except ShapeInferenceError as exc:
+        if all(tuple(shape) == tuple(net.inputs.get(name, ())) for name, shape in shapes.items()):
+            raise
         sizes = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
         raise InputError(f"the net cannot run at input size {sizes}: {exc}") from exc
     check_net(resized)
@@ -128,15 +135,18 @@ def run(net: Net, inputs: Mapping[str, np.ndarray], *, all_layers: bool = False)
     reference cannot run, `InputError` for a missing or misshapen input, and
     the blob checks' `ModelStructureError` when weights do not fit their layers.
     """
+    with naming_file(model_file(net)):  # a layer's complaint names the layer; the one line must name the file too
+        return _run(net, inputs, all_layers)
+
+
+def _run(net: Net, inputs: Mapping[str, np.ndarray], all_layers: bool) -> dict[str, np.ndarray]:
     check_net(net)
     problems = unsupported_layers(net)
     if problems:
         raise UnsupportedModelError(
-            f"the reference forward cannot run {len(problems)} layer(s): " + "; ".join(problems),
-            path=net.prototxt_path or net.caffemodel_path)
+            f"the reference forward cannot run {len(problems)} layer(s): " + "; ".join(problems))
     blobs = _check_inputs(net, inputs)
-    if any(tuple(blobs[name].shape) != tuple(shape) for name, shape in net.inputs.items()):
-        _reshaped(net, {name: tuple(value.shape) for name, value in blobs.items()})
+    _reshaped(net, {name: tuple(value.shape) for name, value in blobs.items()})
     fed = set(blobs)
     results: dict[str, np.ndarray] = {}
     with np.errstate(all="ignore"):  # Caffe computes through overflow and NaN without a word; so does this

@@ -110,7 +110,28 @@ def _run_rule(layer: Layer) -> Tops:
         # other bad input rather than crash the whole run with a traceback.
         raise ShapeInferenceError(f"cannot read {layer.type} parameters ({type(exc).__name__}: {exc})",
                                   layer=layer.name) from exc
-    return (list(tops) + unknown)[: len(layer.tops)]
+    tops = (list(tops) + unknown)[: len(layer.tops)]
+    for name, shape in zip(layer.tops, tops, strict=True):
+        if shape is not None:
+            _check_blob_shape(layer, name, shape)
+    return tops
+
+
+def _check_blob_shape(layer: Layer, top: str, shape: Shape) -> None:
+    """Caffe's ``Blob::Reshape`` CHECKs, made once here for every top of every layer.
+
+    Every Caffe blob has dims >= 0 and at most `MAX_BLOB_COUNT` values; a
+    shape rule fed absurd parameters (a Tile of 2^31 tiles, a padding of
+    2^32 - 1) computes a top Caffe would abort on, and everything after it
+    (the forward's allocation, a consumer's rule) would believe it.
+    """
+    if any(d < 0 for d in shape):
+        raise ShapeInferenceError(f"top {top!r} would have shape {list(shape)}: a negative dimension",
+                                  layer=layer.name)
+    count = math.prod(shape)
+    if count > MAX_BLOB_COUNT:
+        raise ShapeInferenceError(f"top {top!r} would have shape {list(shape)}: {count:,} values, more than the "
+                                  f"{MAX_BLOB_COUNT:,} Caffe allows in a blob", layer=layer.name)
 
 
 def unknown_shape_cause(net: Net, layer: Layer, bottom: int = 0) -> str:

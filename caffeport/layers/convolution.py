@@ -169,8 +169,15 @@ class ConvolutionBase(LayerType):
         return True
 
     def group(self, layer: Layer, channels: int | None) -> int:
-        """The number of groups (``group``, default 1, as ``BaseConvolutionLayer`` reads it)."""
-        return int(self.params_of(layer).get("group", 1))
+        """The number of groups (``group``, default 1, as ``BaseConvolutionLayer`` reads it).
+
+        Refused unless positive here, where every reader of it (shape rule, blob shapes) passes: a ``group: 0``
+        would otherwise divide by zero in `weight_shape` before the shape rule could say why.
+        """
+        group = int(self.params_of(layer).get("group", 1))
+        if group <= 0:
+            raise error(layer, f"convolution_param.group must be positive, got {group}")
+        return group
 
     def num_output(self, layer: Layer, channels: int | None) -> int | None:
         """The top's channel count (``num_output``, required)."""

@@ -91,6 +91,9 @@ def pool_forward(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tu
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
     if (kh, kw) == (h, w) and (oh, ow) == (1, 1) and (ph, pw) == (0, 0):
         return _one_window(x, method, mask)
+    touch = (min(oh, -(-(ph + h) // sh)), min(ow, -(-(pw + w) // sw)))  # windows starting before the image ends
+    if touch != (oh, ow):
+        return _past_the_image(x, method, kernel, stride, pad, out, touch, mask)
     # a canvas holding every window: `pad` before the image, up to the last window's end after it
     # (MAX fills with -inf, which never beats -FLT_MAX; AVE with 0, which adds nothing to the sum)
     rows = max(ph + h, (oh - 1) * sh + kh)
@@ -127,6 +130,34 @@ def pool_forward(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tu
     size_h = np.minimum(hstart + kh, h + ph) - hstart
     size_w = np.minimum(wstart + kw, w + pw) - wstart
     return total / (size_h[:, None] * size_w[None, :]).astype(np.float32), None
+
+
+def _past_the_image(x: np.ndarray, method: str, kernel: tuple[int, int], stride: tuple[int, int],
+                    pad: tuple[int, int], out: tuple[int, int], touch: tuple[int, int],
+                    mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pooling whose last windows (ceil mode) start past the padded image: those hold no input at all.
+
+    Caffe's loops over such a window do nothing, leaving MAX's -FLT_MAX (mask
+    -1) and AVE's 0 divided by its pool size. The canvas `pool_forward` builds
+    reaches the last window's start, i.e. as far as the stride: 2^31 rows for
+    a ``stride_h: 2147483648`` over 4 rows (96 GiB). So the windows that touch
+    the image are pooled on their own and the rest filled in.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
+    inner, inner_index = pool_forward(x, method, kernel, stride, pad, touch, mask)
+    if method == "MAX":
+        top = np.full((n, c, oh, ow), -FLT_MAX, np.float32)
+    else:
+        hstart, wstart = np.arange(oh) * sh - ph, np.arange(ow) * sw - pw
+        size = (np.minimum(hstart + kh, h + ph) - hstart)[:, None] * (np.minimum(wstart + kw, w + pw) - wstart)
+        top = np.broadcast_to(np.float32(0) / size.astype(np.float32), (n, c, oh, ow)).copy()
+    top[:, :, : touch[0], : touch[1]] = inner
+    if inner_index is None:
+        return top, None
+    index = np.full((n, c, oh, ow), -1.0, np.float32)
+    index[:, :, : touch[0], : touch[1]] = inner_index
+    return top, index
 
 
 def _one_window(x: np.ndarray, method: str, mask: bool) -> tuple[np.ndarray, np.ndarray | None]:

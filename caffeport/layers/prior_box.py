@@ -30,6 +30,8 @@ bottoms is irrelevant (one set of priors serves every image).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from caffeport.ir import Layer, Shape
@@ -48,7 +50,9 @@ def aspect_ratios(layer: Layer) -> list[float]:
     for value in floats(p.get("aspect_ratio")):
         ratio = float(np.float32(value))
         if all(abs(ratio - r) >= 1e-6 for r in ratios):
-            ratios += [ratio, float(np.float32(1.0 / ratio))] if p.get("flip", True) else [ratio]
+            with np.errstate(divide="ignore"):  # Caffe's 1./0 is inf (then inf-tall boxes), not an abort
+                flipped = float(np.float32(np.float64(1.0) / np.float64(ratio)))
+            ratios += [ratio, flipped] if p.get("flip", True) else [ratio]
     return ratios
 
 
@@ -83,6 +87,9 @@ class PriorBox(LayerType):
         min_sizes, max_sizes = floats(p.get("min_size")), floats(p.get("max_size"))
         if not min_sizes:
             raise error(layer, "prior_box_param has no min_size")
+        if not all(0 < v < math.inf for v in (*min_sizes, *max_sizes)):
+            # Caffe CHECKs min_size > 0 (NaN fails it), then casts each size to int: infinity has no int
+            raise error(layer, f"min_size {min_sizes} and max_size {max_sizes} must be positive and finite")
         if max_sizes and (
             len(max_sizes) != len(min_sizes) or any(hi <= lo for hi, lo in zip(max_sizes, min_sizes, strict=True))
         ):

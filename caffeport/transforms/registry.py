@@ -19,6 +19,7 @@ from caffeport.errors import CaffeportError
 from caffeport.ir import Net
 from caffeport.layers.blobs import check_net
 from caffeport.layers.layout import Options
+from caffeport.readers.files import model_file, naming_file
 
 Pass = Callable[[Net, Options], None]
 
@@ -90,11 +91,12 @@ def transform(net: Net, backend: str = "tensorflow", options: Options | None = N
     options = options or Options()
     if options.depthwise not in ("depthwise", "grouped"):
         raise CaffeportError(f"depthwise must be 'depthwise' or 'grouped', not {options.depthwise!r}")
-    check_net(net)  # weights that do not fit their layers are refused, as Caffe refuses them
-    result = _copy_structure(net)
-    result.metadata["backend"] = backend
-    for name in BACKENDS[backend]:
-        PASSES[name](result, options)
+    with naming_file(model_file(net)):  # a pass's complaint names the layer; the one line must name the file too
+        check_net(net)  # weights that do not fit their layers are refused, as Caffe refuses them
+        result = _copy_structure(net)
+        result.metadata["backend"] = backend
+        for name in BACKENDS[backend]:
+            PASSES[name](result, options)
     return result
 
 
