@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -444,9 +445,188 @@ def test_enums_have_distinct_names() -> None:
         assert len(set(values.values())) == len(values), enum
 
 
-def test_every_message_normalizes_from_empty() -> None:
-    for message in MESSAGES:
-        normalize(message, {})
+# --------------------------------------------------------------------------
+# caffe.proto itself: excerpts of BVLC master's and the SSD fork's, in tests/readers/data (their headers
+# cite the commits), parsed here so the schema is checked against Caffe's own text, not against itself.
+
+DATA = Path(__file__).resolve().parent / "data"
+BVLC_PROTO = DATA / "bvlc_caffe.proto.txt"
+SSD_PROTO = DATA / "ssd_caffe.proto.txt"
+_SCALARS = frozenset(
+    {"int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool", "float", "double", "string", "bytes"}
+)
+
+
+@dataclass(frozen=True)
+class ProtoField:
+    """One field as caffe.proto declares it; ``enum`` is the resolved enum's (number, name) values, in order."""
+
+    name: str
+    number: int
+    label: str
+    type: str
+    default: str | None
+    enum: tuple[tuple[int, str], ...] | None
+
+
+_PROTO_FIELD = re.compile(r"(optional|repeated|required)\s+([\w.]+)\s+(\w+)\s*=\s*(\d+)\s*(?:\[([^\]]*)\])?\s*;")
+_PROTO_OPEN = re.compile(r"(message|enum)\s+(\w+)\s*\{")
+_PROTO_VALUE = re.compile(r"(\w+)\s*=\s*(-?\d+)\s*;")
+
+
+def _parse_proto(text: str) -> dict[str, dict[str, ProtoField]]:
+    """message name -> field name -> `ProtoField`, for the proto2 subset caffe.proto uses.
+
+    Fails on any line it does not understand, so a field can never be skipped silently. Enum types resolve
+    the way protoc scopes them: the innermost enclosing message first, then outwards.
+    """
+    scopes: list[tuple[str, str]] = []
+    enums: dict[tuple[str, ...], list[tuple[int, str]]] = {}
+    declared: list[tuple[tuple[str, ...], re.Match[str]]] = []
+    for line in text.splitlines():
+        line = line.split("//", 1)[0].strip()
+        if not line:
+            continue
+        if opened := _PROTO_OPEN.fullmatch(line):
+            scopes.append((opened[1], opened[2]))
+            if opened[1] == "enum":
+                enums[tuple(name for _, name in scopes)] = []
+        elif line == "}":
+            scopes.pop()
+        elif scopes and scopes[-1][0] == "enum" and (value := _PROTO_VALUE.fullmatch(line)):
+            enums[tuple(name for _, name in scopes)].append((int(value[2]), value[1]))
+        elif (field := _PROTO_FIELD.fullmatch(line)) and scopes and scopes[-1][0] == "message":
+            declared.append((tuple(name for _, name in scopes), field))
+        else:
+            raise AssertionError(f"a caffe.proto line this parser does not read: {line!r}")
+    assert not scopes, "unbalanced braces in the caffe.proto excerpt"
+    messages: dict[str, dict[str, ProtoField]] = {}
+    for path, field in declared:
+        options = dict(tuple(part.strip() for part in o.split("=", 1)) for o in (field[5] or "").split(",") if o)
+        enum = None
+        for depth in range(len(path), -1, -1):
+            values = enums.get((*path[:depth], *field[2].split(".")))
+            if values is not None:
+                enum = tuple(values)
+                break
+        messages.setdefault(path[-1], {})[field[3]] = ProtoField(
+            field[3], int(field[4]), field[1], field[2], options.get("default"), enum
+        )
+    return messages
+
+
+def _parse_proto_file(path: Path) -> dict[str, dict[str, ProtoField]]:
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the caffe.proto cross-checks need it")
+    return _parse_proto(path.read_text(encoding="utf-8"))
+
+
+def _proto_messages() -> dict[str, dict[str, ProtoField]]:
+    """Both protos' messages, a message both declare with the union of its fields (they must agree)."""
+    bvlc, ssd = _parse_proto_file(BVLC_PROTO), _parse_proto_file(SSD_PROTO)
+    merged: dict[str, dict[str, ProtoField]] = {}
+    for message in bvlc.keys() | ssd.keys():
+        ours, theirs = bvlc.get(message, {}), ssd.get(message, {})
+        for name in ours.keys() & theirs.keys():
+            a, b = ours[name], theirs[name]
+            assert (a.number, a.label, a.type) == (b.number, b.label, b.type), f"{message}.{name}: BVLC and SSD differ"
+        merged[message] = {**theirs, **ours}
+    return merged
+
+
+def test_schema_agrees_with_caffe_proto() -> None:
+    """Every message and field of MESSAGES as caffe.proto declares it: number, label, type, enum values, default."""
+    proto = _proto_messages()
+    for message, fields in MESSAGES.items():
+        assert message in proto, f"{message} is in neither caffe.proto"
+        declared = {name: f for name, f in proto[message].items() if (message, name) not in DELIBERATELY_OMITTED}
+        ours = {spec.name: spec for spec in fields.values()}
+        assert sorted(ours) == sorted(declared), f"{message}: fields differ from caffe.proto"
+        for name, field in declared.items():
+            spec, where = ours[name], f"{message}.{name}"
+            assert spec.number == field.number, where
+            assert spec.repeated == (field.label == "repeated"), where
+            if field.enum is not None:
+                assert spec.kind == "enum" and ENUMS[spec.type_name or ""] == dict(field.enum), where
+                assert spec.default == field.default, where
+            elif field.type in _SCALARS:
+                assert spec.kind == field.type, where
+                if field.default is None:
+                    assert spec.default is None, where
+                elif field.type in ("float", "double"):
+                    assert spec.default == float(field.default), where  # as written; normalize rounds it
+                else:
+                    assert spec.default == _proto_default(field), where
+            else:
+                assert (spec.kind, spec.type_name) == ("message", field.type), where
+
+
+def test_v1_layer_tables_agree_with_caffe_proto() -> None:
+    """V1LayerParameter's ``*_param`` numbers and its LayerType enum, from BVLC's caffe.proto."""
+    v1 = _parse_proto_file(BVLC_PROTO)["V1LayerParameter"]
+    params = {f.number: (name, f.type) for name, f in v1.items() if name.endswith("_param")}
+    assert params == V1_LAYER_PARAMS
+    assert v1["type"].enum is not None and dict(v1["type"].enum) == {n: k for k, n in V1_TYPE_NUMBERS.items()}
+
+
+def _proto_default(field: ProtoField) -> Any:
+    """What proto2 gives an absent singular scalar ``field``: its declared default, else the implicit one."""
+    text = field.default
+    if field.enum is not None:
+        return text if text is not None else field.enum[0][1]  # proto2: the first value declared
+    if field.type == "bool":
+        return text == "true"
+    if field.type in ("string", "bytes"):
+        value = text[1:-1] if text is not None else ""  # '...' or "..."; no escapes in caffe.proto
+        return value.encode() if field.type == "bytes" else value
+    if field.type in ("float", "double"):
+        value = float(text) if text is not None else 0.0
+        return f32(value) if field.type == "float" else value  # Caffe computes with the float32
+    return int(text) if text is not None else 0
+
+
+def _expected_from_empty(message: str) -> dict[str, Any]:
+    """``normalize(message, {})`` stated from caffe.proto alone: field-number order, Caffe's defaults."""
+    fields = sorted(_proto_messages()[message].values(), key=lambda f: f.number)
+    expected: dict[str, Any] = {}
+    for field in fields:
+        if (message, field.name) in DELIBERATELY_OMITTED:
+            continue
+        if field.label == "repeated":
+            expected[field.name] = []
+        elif field.enum is None and field.type not in _SCALARS:
+            continue  # a nested message stays absent until given
+        elif field.name in PRESENCE_MEANINGFUL.get(message, ()):
+            continue  # pinned one by one in test_defaults_of_an_empty_message and its neighbours
+        else:
+            expected[field.name] = _proto_default(field)
+    return expected
+
+
+@pytest.mark.parametrize("message", sorted(MESSAGES))
+def test_every_message_normalizes_from_empty_to_caffes_defaults(message: str) -> None:
+    """Every field of the message as caffe.proto declares it, with the default Caffe gives it, in number order."""
+    got = normalize(message, {})
+    expected = _expected_from_empty(message)
+    assert list(got) == list(expected), f"{message}: fields {list(got)}, caffe.proto gives {list(expected)}"
+    for name, value in expected.items():
+        assert got[name] == value and type(got[name]) is type(value), (
+            f"{message}.{name}: {got[name]!r}, caffe.proto gives {value!r}"
+        )
+
+
+def test_caffe_proto_defaults_are_really_compared() -> None:
+    """The proto excerpts are parsed as intended: a few defaults read from them, checked by hand."""
+    conv, pool = _expected_from_empty("ConvolutionParameter"), _expected_from_empty("PoolingParameter")
+    assert (conv["bias_term"], conv["group"], conv["axis"], conv["engine"]) == (True, 1, 1, "DEFAULT")
+    assert (pool["pool"], pool["stride"], pool["round_mode"]) == ("MAX", 1, "CEIL")
+    assert _expected_from_empty("BatchNormParameter") == {"moving_average_fraction": f32(0.999), "eps": f32(1e-5)}
+    lrn = _expected_from_empty("LRNParameter")
+    assert (lrn["local_size"], lrn["alpha"], lrn["beta"], lrn["norm_region"]) == (5, 1.0, 0.75, "ACROSS_CHANNELS")
+    assert _expected_from_empty("InnerProductParameter") == {"bias_term": True, "axis": 1, "transpose": False}
+    assert _expected_from_empty("FillerParameter")["type"] == "constant"
+    multibox = _expected_from_empty("MultiBoxLossParameter")  # from the SSD fork's proto
+    assert (multibox["loc_loss_type"], multibox["code_type"], multibox["neg_pos_ratio"]) == ("SMOOTH_L1", "CORNER", 3.0)
 
 
 def test_field_by_name_lookups() -> None:
@@ -457,12 +637,25 @@ def test_field_by_name_lookups() -> None:
 
 
 def test_ssd_numbers_do_not_collide_with_bvlc() -> None:
-    by_key = {key: number for number, (key, _) in LAYER_PARAMS.items()}
-    assert by_key["permute_param"] == 202
-    assert by_key["norm_param"] == 206
-    assert by_key["prior_box_param"] == 203
-    assert by_key["detection_output_param"] == 204
-    assert LAYER_PARAMS[206][1] == "NormalizeParameter"
+    """The SSD fork's own LayerParameter fields use numbers BVLC master gives to no field, so one table serves both.
+
+    Checked against both caffe.proto texts: each field the fork adds has a number no BVLC LayerParameter field
+    (swish_param and clip_param, added after the fork, included) has; the fields both declare keep their
+    numbers; and LAYER_PARAMS gives every ``*_param`` of either proto its number and message.
+    """
+    bvlc, ssd = _parse_proto_file(BVLC_PROTO)["LayerParameter"], _parse_proto_file(SSD_PROTO)["LayerParameter"]
+    bvlc_numbers = {field.number: name for name, field in bvlc.items()}
+    added = {name: field for name, field in ssd.items() if name not in bvlc}
+    assert len(added) >= 8, f"the SSD excerpt's LayerParameter adds only {sorted(added)}"
+    for name, field in added.items():
+        assert field.number not in bvlc_numbers, (
+            f"SSD's {name} = {field.number} collides with BVLC's {bvlc_numbers.get(field.number)}"
+        )
+    for name in set(ssd) & set(bvlc):
+        assert ssd[name].number == bvlc[name].number, f"{name}: SSD {ssd[name].number}, BVLC {bvlc[name].number}"
+    declared = {field.number: (name, field.type) for name, field in {**added, **bvlc}.items()
+                if name.endswith("_param")}
+    assert declared == LAYER_PARAMS
 
 
 def test_v1_layer_types_cover_the_whole_enum() -> None:

@@ -206,12 +206,41 @@ def test_grouped_deconvolution_expands_to_an_equivalent_full_kernel() -> None:
     assert any("grouped Deconvolution" in w for w in out.warnings)
 
 
-def test_theano_flip_turns_cross_correlation_into_convolution() -> None:
+def _true_convolution(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A 'valid', stride-1 true convolution, as Theano's ``conv2d`` computes it (NCHW input, Keras-layout kernel).
+
+    Written from the definition, independently of caffeport: the kernel index runs against the input index,
+    ``y[n, o, r, s] = sum_{c, i, j} x[n, c, r + kh - 1 - i, s + kw - 1 - j] * k[i, j, c, o]``, one explicit
+    loop over the kernel taps.
+    """
+    kh, kw, _, _ = kernel.shape
+    rows, cols = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    y = np.zeros((x.shape[0], kernel.shape[3], rows, cols))
+    for i in range(kh):
+        for j in range(kw):
+            window = x[:, :, kh - 1 - i : kh - 1 - i + rows, kw - 1 - j : kw - 1 - j + cols].astype(np.float64)
+            y += np.einsum("nchw,co->nohw", window, kernel[i, j].astype(np.float64))
+    return y + bias.astype(np.float64)[None, :, None, None]
+
+
+def test_theano_kernels_as_a_true_convolution_reproduce_caffes_convolution() -> None:
+    """Theano convolves where Caffe cross-correlates: the theano backend's conv1 of a_lenet, applied as a true
+    convolution, gives Caffe's own recorded conv1 output and caffeport.run's; the tensorflow kernel does not."""
     net = _ref("a_lenet")
-    tf_kernel = transform(net, "tensorflow").layer("conv1").blobs[0]
-    th_kernel = transform(net, "theano").layer("conv1").blobs[0]
-    np.testing.assert_array_equal(th_kernel, tf_kernel[::-1, ::-1])
-    assert not np.array_equal(th_kernel, tf_kernel)
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    x = np.load(folder / "input.npy")
+    with np.load(folder / "outputs_per_layer.npz") as z:
+        caffe = z["conv1__conv1"]
+    ours = caffeport.run(net, {"data": x}, all_layers=True)["conv1/conv1"]
+    theano = transform(net, "theano").layer("conv1")
+    kernel, bias = (np.asarray(b) for b in theano.blobs)
+    assert kernel.shape == (5, 5, 1, 20)
+    got = _true_convolution(x, kernel, bias)
+    np.testing.assert_allclose(got, caffe, rtol=0, atol=1e-5 * np.abs(caffe).max())
+    np.testing.assert_allclose(got, ours, rtol=0, atol=1e-5 * np.abs(ours).max())
+    keras = transform(net, "tensorflow").layer("conv1")  # cross-correlation kernels: wrong under convolution
+    unflipped = _true_convolution(x, np.asarray(keras.blobs[0]), np.asarray(keras.blobs[1]))
+    assert np.abs(unflipped - caffe).max() > 0.1 * np.abs(caffe).max()
 
 
 def _lstm_caffe_step(x: np.ndarray, h: np.ndarray, c: np.ndarray, w_x: np.ndarray, b: np.ndarray,
