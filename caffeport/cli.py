@@ -80,8 +80,8 @@ def _cwd_on_path() -> None:
 
 @command("convert")
 def run_convert(args: argparse.Namespace) -> int:
-    if (args.opset is not None or args.dynamic_batch) and args.format != "onnx":
-        raise CaffeportError("--opset and --dynamic-batch are for -f onnx")
+    if (args.opset is not None or args.dynamic_batch or args.ssd_heads) and args.format != "onnx":
+        raise CaffeportError("--opset, --dynamic-batch and --ssd-heads are for -f onnx")
     if args.keras_model or args.save_model or args.allow_partial:
         if args.format != "keras3":
             raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
@@ -94,7 +94,7 @@ def run_convert(args: argparse.Namespace) -> int:
             include_weightless=args.include_weightless, skip_unknown=args.skip_unknown,
             depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
             keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
-            progress=bar, opset=args.opset, dynamic_batch=args.dynamic_batch,
+            progress=bar, opset=args.opset, dynamic_batch=args.dynamic_batch, ssd_heads=args.ssd_heads,
         )
     finally:
         if bar is not None:
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="-f onnx: the ONNX opset (13 to 21; default 17)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="-f onnx: a symbolic batch axis on the graph's inputs and outputs")
+    p.add_argument("--ssd-heads", action="store_true",
+                   help="-f onnx: stop before SSD's DetectionOutput and output its inputs (loc, conf, priors)")
     p.add_argument("--allow-partial", action="store_true",
                    help="-f keras3: load the layers whose shapes fit and report the others, instead of failing")
 

@@ -78,6 +78,9 @@ _EPS_TARGETS: dict[str, tuple[str, str, float, str]] = {
     "flax": ("Flax", "nn.BatchNorm(epsilon=...)", 1e-5, "not in the msgpack file: note it here"),
 }
 
+#: formats that generate the model's code: each BatchNorm is built there with Caffe's own eps
+_CODE_FORMATS = {"torch-code": "model.py"}
+
 
 def eps_hint(eps: dict[str, float], format: str) -> str:
     """What a user of ``format`` must know of Caffe's BatchNorm eps: the values that differ from the target's default.
@@ -88,6 +91,8 @@ def eps_hint(eps: dict[str, float], format: str) -> str:
     """
     values = sorted(set(eps.values()))
     listed = ", ".join(f"{v:g}" for v in values)
+    if format in _CODE_FORMATS:
+        return f"BatchNorm eps: {listed}, set in the generated {_CODE_FORMATS[format]}: nothing to set"
     target = _EPS_TARGETS.get(format)
     if target is None:
         return f"BatchNorm eps: {listed} (stored with the weights, batchnorm_eps)"
@@ -123,6 +128,11 @@ def check_format_fits(exporter: Exporter, backend: str, output: PathLike | None)
         return
     name = os.fspath(output)
     named_like = format_for_name(name)
+    if named_like is not None and named_like != exporter.name and exporter.directory:
+        raise option_error(OutputError, "the name says {other} ({other_suffix}), but the format {name} writes a "
+                           "folder: give a folder name (e.g. mymodel/), or pass {format=" + named_like + "}",
+                           path=name, fill={"other": named_like, "other_suffix": EXPORTERS[named_like].suffix,
+                                            "name": exporter.name})
     if named_like is not None and named_like != exporter.name:
         raise option_error(OutputError, "the name says {other} ({other_suffix}), but the format is {name}: name it "
                            "*{suffix}, or pass {format=" + named_like + "}", path=name,
@@ -148,6 +158,7 @@ def convert(
     progress: Callable[[int, int, int, int], None] | None = None,
     opset: int | None = None,
     dynamic_batch: bool = False,
+    ssd_heads: bool = False,
 ) -> ConvertResult:
     """Convert a Caffe model's weights.
 
@@ -157,8 +168,8 @@ def convert(
     ``output`` is given, writes ``format`` there atomically: a temporary file
     beside it renamed on success, never over an existing file unless ``force``,
     never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
-    are for formats written against a concrete Keras model (``keras3``); ``opset``
-    and ``dynamic_batch`` for ``onnx``.
+    are for formats written against a concrete Keras model (``keras3``); ``opset``,
+    ``dynamic_batch`` and ``ssd_heads`` for ``onnx``.
     """
     exporter = load_exporters(format).get(format)
     if exporter is None:
@@ -166,7 +177,7 @@ def convert(
     backend = backend or exporter.default_backend
     check_format_fits(exporter, backend, output)
     if output is not None:  # fail before the slow part, not after it
-        check_output_path(output, force=force, inputs=[caffemodel, prototxt])
+        check_output_path(output, force=force, inputs=[caffemodel, prototxt], directory=exporter.directory)
         if format == "keras3":
             from caffeport.exporters.keras3 import check_output_name
 
@@ -182,10 +193,12 @@ def convert(
         converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
         target = None
         if output is not None:
-            with atomic_output(output, force=force, inputs=[caffemodel, prototxt]) as tmp:
+            with atomic_output(output, force=force, inputs=[caffemodel, prototxt],
+                               directory=exporter.directory) as tmp:
                 exporter.write(converted, tmp, ExportOptions(
                     include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
-                    save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch))
+                    save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch,
+                    ssd_heads=ssd_heads))
             target = Path(output)
         converted.warnings[checked_at:checked_at] = checked.result()
     finally:  # on an error or Ctrl-C, the scan stops at its next block instead of running to the end

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -103,12 +104,19 @@ def _same_file(a: PathLike, b: PathLike) -> bool:
     return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
 
 
-def check_output_path(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
+def check_output_path(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = (),
+                      directory: bool = False) -> Path:
     """Refuse an output path that is an input, a directory, a special file or (without ``force``) a file.
 
     Also refused: a path ending in a separator (``out/``), which names a
     directory, not a file (`pathlib` would quietly drop the ``/`` and write a
     file called ``out``), and a file name longer than the file system allows.
+
+    With ``directory`` the output is a folder a format fills (``-f torch-code``):
+    a trailing separator is then what the user means, an existing directory or
+    file is refused without ``force``, and with ``force`` only a directory
+    holding none of the inputs may be replaced (replacing ``examples/`` must not
+    delete the caffemodel in it).
     """
     spelled = os.fspath(path)
     target = Path(path)
@@ -116,6 +124,8 @@ def check_output_path(path: PathLike, *, force: bool = False, inputs: Iterable[P
         raise OutputError(f"the file name is {len(os.fsencode(target.name))} bytes long, more than file systems "
                           f"allow ({DEFAULT_NAME_MAX}); choose a shorter name", path=target)
     try:
+        if directory:
+            return _checked_output_directory(spelled, target, force=force, inputs=inputs)
         return _checked_output_path(spelled, target, force=force, inputs=inputs)
     except OSError as exc:  # the path cannot even be looked at: too long, a directory we may not search, ...
         raise OutputError(f"cannot use it as the output: {_reason(exc)}", path=spelled) from None
@@ -144,6 +154,44 @@ def _checked_output_path(spelled: str, target: Path, *, force: bool, inputs: Ite
     name_max = _name_max(parent)
     if len(os.fsencode(target.name)) > name_max:
         raise OutputError(f"the file name is {len(os.fsencode(target.name))} bytes long, more than the file "
+                          f"system allows ({name_max}); choose a shorter name", path=target)
+    return target
+
+
+def _inside(path: PathLike, directory: Path) -> bool:
+    """Whether ``path`` (through symlinks) lies in ``directory`` or below it."""
+    with contextlib.suppress(OSError, ValueError):
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(directory))
+    return False
+
+
+def _checked_output_directory(spelled: str, target: Path, *, force: bool,
+                              inputs: Iterable[PathLike | None]) -> Path:
+    """`check_output_path` for a format that writes a directory (see there)."""
+    if not target.name or target.name in (".", ".."):
+        raise OutputError("names no new directory; give the output folder's name (e.g. mymodel/)", path=spelled)
+    for source in inputs:
+        if source is None:
+            continue
+        if _same_file(target, source):
+            raise OutputError("refusing to write over an input file; choose another output path", path=target)
+        if target.is_dir() and _inside(source, target):
+            raise OutputError(f"holds the input {os.fspath(source)!r}; refusing to replace it: choose another "
+                              "output folder", path=spelled)
+    if os.path.lexists(target) and not force:
+        what = "directory" if target.is_dir() else "file"
+        raise option_error(OutputError, f"already exists (a {what}); pass {{force}} to replace it", path=spelled)
+    if target.is_symlink():
+        raise OutputError("is a symbolic link; refusing to replace it with a folder", path=spelled)
+    if os.path.lexists(target) and not (target.is_dir() or stat.S_ISREG(target.stat().st_mode)):
+        raise OutputError("is not a regular file or directory (a device or a pipe?); refusing to replace it",
+                          path=spelled)
+    parent = target.parent
+    if not parent.is_dir():
+        raise OutputError(f"the output directory {str(parent)!r} does not exist", path=target)
+    name_max = _name_max(parent)
+    if len(os.fsencode(target.name)) > name_max:
+        raise OutputError(f"the name is {len(os.fsencode(target.name))} bytes long, more than the file "
                           f"system allows ({name_max}); choose a shorter name", path=target)
     return target
 
@@ -179,8 +227,12 @@ def temporary_affixes(target: Path, name_max: int = DEFAULT_NAME_MAX) -> tuple[s
 
 
 @contextlib.contextmanager
-def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
+def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike | None] = (),
+                  directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    With ``directory`` the temporary is an empty directory the block fills (see
+    `atomic_output_directory`).
 
     The temporary name keeps the target's suffixes (``.weights.h5``, see
     `temporary_affixes`), so writers that add an extension when it is missing
@@ -192,6 +244,10 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
     fails instead of replacing a file that appeared at the path while we were
     writing.
     """
+    if directory:
+        with atomic_output_directory(path, force=force, inputs=inputs) as tmp_dir:
+            yield tmp_dir
+        return
     inputs = list(inputs)
     target = check_output_path(path, force=force, inputs=inputs)
     tmp: Path | None = None
@@ -224,6 +280,124 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
                 with contextlib.suppress(OSError):
                     tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_output_directory(path: PathLike, *, force: bool = False,
+                            inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; rename it to ``path`` if the block succeeds.
+
+    For formats whose output is a folder of files (``-f torch-code``): the
+    hidden ``.NAME.*.partial`` directory is filled, every file in it fsynced,
+    and renamed into place in one step, so the target never holds half a
+    model. Any exception, Ctrl-C or handled termination signal removes it with
+    everything written so far. Without ``force`` the rename refuses a path that
+    appeared meanwhile (``RENAME_NOREPLACE`` where Linux has it); with ``force``
+    an existing target (a directory holding no input, or a file) is moved
+    aside under a hidden name first and removed once the new one is in place.
+    """
+    inputs = list(inputs)
+    target = check_output_path(path, force=force, inputs=inputs, directory=True)
+    tmp: Path | None = None
+    try:
+        with _signals_deferred():
+            prefix, suffix = temporary_affixes(target, _name_max(target.parent))
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot create a directory in {str(target.parent)!r}: {exc.strerror}", path=target
+                ) from None
+        try:
+            yield tmp
+            _finish_directory(tmp)
+            _publish_directory(tmp, target, force=force, inputs=inputs)
+        except OSError as exc:
+            if not is_write_error(exc, tmp, target, *(p for p in tmp.rglob("*"))):
+                raise
+            raise OutputError(f"cannot write it: {_reason(exc)}; nothing was written there", path=target) from exc
+    except BaseException:
+        with _signals_deferred():
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _finish_directory(tmp: Path) -> None:
+    """Give the directory and its files a plain mkdir's/open's permissions and flush them all to disk."""
+    mask = _umask()
+    for item in sorted(tmp.rglob("*")):
+        if item.is_file() and not item.is_symlink():
+            with open(item, "rb+") as handle:
+                os.fsync(handle.fileno())
+        elif item.is_dir():
+            os.chmod(item, 0o777 & ~mask)
+    os.chmod(tmp, 0o777 & ~mask)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _rename_noreplace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, failing with FileExistsError if ``target`` exists (atomically on Linux)."""
+    renameat2 = _load_renameat2()
+    if renameat2 is not None:
+        import ctypes
+
+        if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # else: the file system cannot; fall back
+            raise OSError(code, os.strerror(code), os.fspath(target))
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(target))
+    os.rename(source, target)
+
+
+def _load_renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _publish_directory(tmp: Path, target: Path, *, force: bool, inputs: list[PathLike | None]) -> None:
+    """Move the finished temporary directory to ``target`` (checks again: the path may have changed meanwhile)."""
+    check_output_path(target, force=force, inputs=inputs, directory=True)
+    aside: Path | None = None
+    if force and os.path.lexists(target):
+        with _signals_deferred():
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".replaced", dir=target.parent))
+            os.replace(target, aside / "old")
+    try:
+        _rename_noreplace(tmp, target)
+    except FileExistsError:
+        if aside is not None:
+            with contextlib.suppress(OSError):
+                os.rename(aside / "old", target)
+        raise option_error(OutputError, "appeared while the output was being written; pass {force} to replace it",
+                           path=target) from None
+    except BaseException:
+        if aside is not None:  # put the old output back: a failed replace must leave it as it was
+            with contextlib.suppress(OSError):
+                os.rename(aside / "old", target)
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def is_write_error(exc: OSError, *paths: PathLike) -> bool:

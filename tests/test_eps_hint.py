@@ -40,3 +40,10 @@ def test_values_equal_to_the_default_need_no_action() -> None:
     assert eps_hint({"bn": 2e-5, "bn2": 2e-5}, "safetensors").startswith(
         "BatchNorm eps: 2e-05: PyTorch's default is 1e-05, so build every BatchNorm with")
     assert eps_hint({"bn": 2e-5}, "npz") == "BatchNorm eps: 2e-05 (stored with the weights, batchnorm_eps)"
+
+
+def test_generated_code_sets_every_eps_itself(tmp_path: Path) -> None:
+    line = next(x for x in _summary(tmp_path, "torch-code", "").splitlines() if x.startswith("BatchNorm eps"))
+    assert line == "BatchNorm eps: 1e-05, 0.001, set in the generated model.py: nothing to set"
+    code = (tmp_path / "w" / "model.py").read_text()
+    assert code.count("eps=0.001") == 1 and code.count("eps=1e-05") == 5  # the claim holds: each layer's own value

@@ -8,8 +8,9 @@ backend ``caffe``: the lowerings read Caffe's own blobs and layouts (a
 backend that rewrites them for Keras or PyTorch is refused). Needs the
 ``onnx`` package (``pip install 'caffeport[onnx]'``), imported only here.
 
-``ExportOptions.opset`` (default `caffeport.onnx.export.DEFAULT_OPSET`) and
-``ExportOptions.dynamic_batch`` (a symbolic batch axis) are this format's options.
+``ExportOptions.opset`` (default `caffeport.onnx.export.DEFAULT_OPSET`),
+``ExportOptions.dynamic_batch`` (a symbolic batch axis) and ``ExportOptions.ssd_heads`` (stop before SSD's
+DetectionOutput: its loc, conf and priors bottoms are the outputs) are this format's options.
 """
 
 from __future__ import annotations
@@ -26,4 +27,5 @@ def write_onnx_file(net: Net, path: Path, options: ExportOptions) -> None:
     """Lower ``net`` to ONNX and write it to ``path`` (a temporary file `convert` renames into place)."""
     from caffeport.onnx.export import DEFAULT_OPSET, write_onnx
 
-    write_onnx(net, path, opset=options.opset or DEFAULT_OPSET, dynamic_batch=options.dynamic_batch)
+    write_onnx(net, path, opset=options.opset or DEFAULT_OPSET, dynamic_batch=options.dynamic_batch,
+               ssd_heads=options.ssd_heads)

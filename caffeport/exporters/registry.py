@@ -33,6 +33,8 @@ class ExportOptions:
     opset: int | None = None
     #: -f onnx: a symbolic batch axis on the graph's inputs and outputs
     dynamic_batch: bool = False
+    #: -f onnx: stop before SSD's DetectionOutput; its bottoms (loc, conf, priors) are the graph's outputs
+    ssd_heads: bool = False
     #: called as progress(bytes done, bytes total, blobs done, blobs total) by every exporter that streams
     progress: Callable[[int, int, int, int], None] | None = None
 
@@ -54,6 +56,9 @@ class Exporter:
     backends: tuple[str, ...] | None = None
     #: other file name endings of this format (keras3's ``.keras`` with save_model)
     other_suffixes: tuple[str, ...] = ()
+    #: the format writes a directory of files, not one file (``write`` is given an empty temporary directory,
+    #: which `caffeport.convert` renames into place on success)
+    directory: bool = False
 
 
 EXPORTERS: dict[str, Exporter] = {}
@@ -66,13 +71,13 @@ RAW_BACKENDS = ("caffe", "pycaffe")
 
 def register_exporter(
     name: str, *, suffix: str, default_backend: str, description: str, backends: tuple[str, ...] | None = None,
-    other_suffixes: tuple[str, ...] = (),
+    other_suffixes: tuple[str, ...] = (), directory: bool = False,
 ) -> Callable[[Writer], Writer]:
     def register(write: Writer) -> Writer:
         if name in EXPORTERS:
             raise ValueError(f"an exporter named {name!r} is already registered")
         EXPORTERS[name] = Exporter(name, _naming_model(write), suffix, default_backend, description, backends,
-                                   other_suffixes)
+                                   other_suffixes, directory)
         return write
 
     return register
@@ -96,6 +101,8 @@ def format_for_name(name: str) -> str | None:
     best: tuple[int, str] | None = None
     for exporter in EXPORTERS.values():
         for suffix in (exporter.suffix, *exporter.other_suffixes):
+            if not suffix:  # a directory format has no file ending; "" would match every name
+                continue
             if name.endswith(suffix) and (best is None or len(suffix) > best[0]):
                 best = (len(suffix), exporter.name)
     return None if best is None else best[1]

@@ -22,6 +22,14 @@ Every named top carries a ``value_info`` with caffeport's inferred shape, so
 ``onnx.checker.check_model(full_check=True)`` (run on every export) also
 checks that ONNX's shape inference agrees with Caffe's shape rules.
 
+Layers whose tops are constants of the net (PriorBox, whose top depends on
+its bottoms' shapes alone, and every layer reading only constants) are not
+lowered but folded: the reference's own forward computes their tops at
+export, written as initializers (each still a named tensor, through an
+``Identity``), and a lowering that needs such values (DetectionOutput's
+priors) gets them in its `Context`. With ``ssd_heads`` the DetectionOutput
+layers are left out and their bottoms are the graph's first outputs.
+
 Before any node is built, every layer that cannot be lowered exactly is
 listed at once by name (the reference's own refusals,
 the rule of
@@ -31,10 +39,13 @@ refused as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from caffeport import __version__
 from caffeport.errors import CaffeportError, ModelStructureError, UnsupportedModelError
@@ -48,6 +59,8 @@ from caffeport.onnx.graph import MIN_OPSET, GraphBuilder, require_onnx
 DEFAULT_OPSET = 17
 #: the metadata_props key of the ``<layer>/<top>`` -> tensor name map
 TENSOR_MAP_KEY = "caffeport.tensors"
+#: the metadata_props key of the ``ssd_heads`` export's map: DetectionOutput layer -> its outputs and parameters
+SSD_HEADS_KEY = "caffeport.ssd_heads"
 #: protobuf cannot serialize a message of 2 GiB or more
 MAX_PROTO_BYTES = 2**31 - 1
 #: the symbolic batch dimension with ``dynamic_batch``
@@ -61,6 +74,27 @@ def _fed(net: Net, layer: Layer) -> bool:
     return not layer.bottoms and bool(layer.tops) and all(top in net.inputs for top in layer.tops)
 
 
+def _constants(net: Net) -> tuple[set[int], list[list[bool]]]:
+    """The layers folded to constants (see `caffeport.onnx.lowerings.registry`), and per layer which bottoms are
+    constants when it runs (in-place writers followed: a top rewritten from the inputs is no constant any more)."""
+    from caffeport.onnx.lowerings import LOWERINGS
+
+    constant: set[str] = set()
+    folded: set[int] = set()
+    bottoms: list[list[bool]] = []
+    for i, layer in enumerate(net.layers):
+        bottoms.append([b in constant for b in layer.bottoms])
+        lowering = LOWERINGS.get(layer.type)
+        if _fed(net, layer) or lowering is None:
+            constant.difference_update(layer.tops)
+        elif lowering.shape_only or (lowering.foldable and layer.bottoms and all(bottoms[-1])):
+            folded.add(i)
+            constant.update(layer.tops)
+        else:
+            constant.difference_update(layer.tops)
+    return folded, bottoms
+
+
 def refusals(net: Net, dynamic_batch: bool = False) -> list[str]:
     """One line per layer that cannot be lowered exactly, in file order (empty: the net can be exported).
 
@@ -69,24 +103,57 @@ def refusals(net: Net, dynamic_batch: bool = False) -> list[str]:
     """
     from caffeport.onnx.lowerings import LOWERINGS
 
+    folded, constant_bottoms = _constants(net)
     problems = []
-    for layer in net.layers:
+    for i, layer in enumerate(net.layers):
         if _fed(net, layer):
             continue
         lowering = LOWERINGS.get(layer.type)
         reason = layer_type(layer.type).unsupported(layer)
+        dynamic_tops = lowering is not None and lowering.top_shapes(layer) is not None
         if reason is not None:
             pass
         elif lowering is None:
             reason = f"layer type {layer.type!r} has no ONNX lowering"
-        elif any(shape is None for shape in [*layer.bottom_shapes, *layer.top_shapes]) or \
-                len(layer.top_shapes) < len(layer.tops):
+        elif any(shape is None for shape in layer.bottom_shapes) or len(layer.bottom_shapes) < len(layer.bottoms) \
+                or (not dynamic_tops and (any(shape is None for shape in layer.top_shapes)
+                                          or len(layer.top_shapes) < len(layer.tops))):
             reason = "its shapes are not known (give the deploy prototxt with the input shapes)"
+        elif i in folded:
+            pass  # computed by the reference's forward at export: nothing to lower
         else:
             reason = lowering.refuse(layer, dynamic_batch)
+            if reason is None:
+                computed = [layer.bottoms[k] for k in lowering.constant_bottoms
+                            if k < len(layer.bottoms) and not constant_bottoms[i][k]]
+                if computed:
+                    reason = (f"bottom {', '.join(map(repr, computed))} must be a constant of the net (PriorBox "
+                              "priors), not computed from its inputs")
         if reason is not None:
             problems.append(f"{layer.name!r} ({layer.type}): {reason}")
     return problems
+
+
+def _fold(layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+    """A folded layer's tops, computed by the reference's own forward (so exact by construction)."""
+    with np.errstate(all="ignore"):  # as caffeport.run: Caffe computes through overflow without a word
+        tops = layer_type(layer.type).forward(layer, bottoms)
+    return [np.asarray(top, dtype=np.float32) for top in tops]
+
+
+def ssd_heads_net(net: Net) -> tuple[Net, list[Layer]]:
+    """``net`` without its DetectionOutput layers, and those layers (whose bottoms become the graph's outputs)."""
+    heads = [layer for layer in net.layers if layer.type == "DetectionOutput"]
+    where = net.prototxt_path or net.caffemodel_path
+    if not heads:
+        raise UnsupportedModelError("ssd_heads (--ssd-heads): the net has no DetectionOutput layer", path=where)
+    detections = {top for layer in heads for top in layer.tops}
+    readers = [layer.name for layer in net.layers if layer.type != "DetectionOutput"
+               and any(b in detections for b in layer.bottoms)]
+    if readers:
+        raise UnsupportedModelError(f"ssd_heads (--ssd-heads): layer(s) {', '.join(map(repr, readers))} read the "
+                                    "detections, which are not computed then", path=where)
+    return dataclasses.replace(net, layers=[layer for layer in net.layers if layer.type != "DetectionOutput"]), heads
 
 
 def _tensor_names(net: Net, graph: GraphBuilder) -> list[list[str]]:
@@ -121,8 +188,13 @@ def _value_info(onnx: Any, name: str, shape: tuple[int, ...], dynamic_batch: boo
     return onnx.helper.make_tensor_value_info(name, FLOAT, dims)
 
 
-def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False) -> Any:
+def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, ssd_heads: bool = False) -> Any:
     """``net`` as an ``onnx.ModelProto`` (see the module docstring), checked with ``full_check``.
+
+    ``ssd_heads``: the DetectionOutput layers are left out and their bottoms
+    (loc, conf, priors) are graph outputs, for users who post-process the
+    raw heads themselves; ``metadata_props`` key ``caffeport.ssd_heads`` maps
+    each left-out layer to those tensors and its ``detection_output_param``.
 
     Raises `UnsupportedModelError` listing every layer without an exact
     lowering, `ModelStructureError` when weights do not fit their layers.
@@ -136,6 +208,9 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
                              f"(default {DEFAULT_OPSET})")
     check_net(net)
     where = net.prototxt_path or net.caffemodel_path
+    heads: list[Layer] = []
+    if ssd_heads:
+        net, heads = ssd_heads_net(net)
     if not net.inputs or any(not shape for shape in net.inputs.values()):
         raise UnsupportedModelError("ONNX export needs the net's input shapes: give the deploy prototxt", path=where)
     problems = refusals(net, dynamic_batch)
@@ -146,13 +221,17 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
     for name in net.inputs:
         graph.reserve(name)
     names = _tensor_names(net, graph)
+    folded, _ = _constants(net)
     current = {name: name for name in net.inputs}
+    #: Caffe top -> its value, while it is a constant of the net (see `_constants`)
+    constant_values: dict[str, np.ndarray] = {}
     tensor_map: dict[str, str] = {}
     value_infos: dict[str, Any] = {}
-    for layer, top_names in zip(net.layers, names, strict=True):
+    for index, (layer, top_names) in enumerate(zip(net.layers, names, strict=True)):
         if _fed(net, layer):
             for top in layer.tops:
                 tensor_map[f"{layer.name}/{top}"] = top
+                constant_values.pop(top, None)
             continue
         missing = [b for b in layer.bottoms if b not in current]
         if missing:
@@ -160,14 +239,28 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
                                       "is not a net input", layer=layer.name)
         first_node = len(graph.nodes)
         graph.scope = layer.name
-        ctx = Context(graph, layer, [current[b] for b in layer.bottoms], list(layer.bottom_shapes),  # type: ignore
-                      list(layer.top_shapes), dynamic_batch)  # type: ignore[arg-type]
-        outputs = LOWERINGS[layer.type].lower(ctx)
+        lowering = LOWERINGS[layer.type]
+        if index in folded:
+            values = _fold(layer, [constant_values[b] if b in constant_values else
+                                   np.zeros(shape, np.float32)  # a shape_only bottom: its values are never read
+                                   for b, shape in zip(layer.bottoms, layer.bottom_shapes, strict=True)])
+            outputs = [graph.const(value, f"{top}/constant") for top, value in zip(layer.tops, values, strict=True)]
+        else:
+            ctx = Context(graph, layer, [current[b] for b in layer.bottoms], list(layer.bottom_shapes),  # type: ignore
+                          list(layer.top_shapes), dynamic_batch,  # type: ignore[arg-type]
+                          [constant_values.get(b) for b in layer.bottoms])
+            outputs = lowering.lower(ctx)
+        dynamic_shapes = lowering.top_shapes(layer)
+        top_shapes = dynamic_shapes if dynamic_shapes is not None else layer.top_shapes
         if len(outputs) != len(layer.tops):
             raise AssertionError(f"the {layer.type} lowering gave {len(outputs)} tensors for {len(layer.tops)} tops")
         produced = {out for node in graph.nodes[first_node:] for out in node.output}
         renamed: dict[str, str] = {}
-        for top, out, want, shape in zip(layer.tops, outputs, top_names, layer.top_shapes, strict=True):
+        for i, (top, out, want, shape) in enumerate(zip(layer.tops, outputs, top_names, top_shapes, strict=True)):
+            if index in folded:
+                constant_values[top] = values[i]
+            else:
+                constant_values.pop(top, None)
             if out in produced and out not in renamed:
                 renamed[out] = want
             else:  # a bottom passed through, a constant, or a tensor already given another top's name
@@ -183,11 +276,13 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
     inputs = [_value_info(onnx, name, tuple(shape), dynamic_batch, input_batch=True)
               for name, shape in net.inputs.items()]
     outputs = []
-    for top in net_outputs(net):
+    head_bottoms = [bottom for layer in heads for bottom in layer.bottoms]
+    for top in dict.fromkeys([*head_bottoms, *net_outputs(net)]):  # the heads in loc, conf, priors order
         name = current.get(top)
         if name is None or name in net.inputs:
             continue  # an input no layer reads: nothing computed to give back
-        outputs.append(value_infos.pop(name))
+        if name in value_infos:  # (a top listed twice has been taken)
+            outputs.append(value_infos.pop(name))
     model_graph = onnx.helper.make_graph(graph.nodes, net.name or "caffeport", inputs, outputs,
                                          initializer=graph.initializers, value_info=list(value_infos.values()))
     model = onnx.helper.make_model(model_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
@@ -195,10 +290,16 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
     model.ir_version = min(model.ir_version, _ir_version(onnx, opset))
     model.doc_string = (f"converted by caffeport {__version__} from {net.caffemodel_path or '-'} "
                         f"(prototxt {net.prototxt_path or '-'})")
-    onnx.helper.set_model_props(model, {TENSOR_MAP_KEY: json.dumps(tensor_map, sort_keys=True),
-                                        "caffeport.source": json.dumps({"caffemodel": net.caffemodel_path,
-                                                                        "prototxt": net.prototxt_path,
-                                                                        "format": net.format, "name": net.name})})
+    props = {TENSOR_MAP_KEY: json.dumps(tensor_map, sort_keys=True),
+             "caffeport.source": json.dumps({"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path,
+                                             "format": net.format, "name": net.name})}
+    if heads:
+        props[SSD_HEADS_KEY] = json.dumps({layer.name: {
+            "loc": current[layer.bottoms[0]], "conf": current[layer.bottoms[1]],
+            "priors": current[layer.bottoms[2]] if len(layer.bottoms) > 2 else None,
+            "detection_output_param": layer.param("detection_output_param")} for layer in heads},
+            sort_keys=True, default=str)
+    onnx.helper.set_model_props(model, props)
     size = model.ByteSize()
     if size > MAX_PROTO_BYTES:
         raise UnsupportedModelError(f"the ONNX model would be {size / 2**30:.2f} GiB, and one .onnx file holds "
@@ -220,7 +321,7 @@ def _ir_version(onnx: Any, opset: int) -> int:
 
 
 def write_onnx(net: Net, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
-               dynamic_batch: bool = False) -> None:
+               dynamic_batch: bool = False, ssd_heads: bool = False) -> None:
     """Write ``net`` as ONNX to ``path`` (the exporter hands a temporary path that `convert` renames into place)."""
-    model = to_onnx(net, opset=opset, dynamic_batch=dynamic_batch)
+    model = to_onnx(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads)
     Path(path).write_bytes(model.SerializeToString())

@@ -113,25 +113,6 @@ def test_in_place_chain_names_last_writer_after_the_top(tmp_path: Path) -> None:
     assert infos["bn_conv1/conv1"] == [1, 64, 112, 112]
 
 
-def test_ssd_heads_are_refused_by_name_and_nothing_is_written(tmp_path: Path) -> None:
-    import caffeport.exporters.onnx_format  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
-
-    folder = models_dir() / "yunet-libfacedetection"
-    out = tmp_path / "yunet.onnx"
-    with pytest.raises(UnsupportedModelError) as info:
-        caffeport.convert(folder / "yufacedetectnet-open-v1.caffemodel", folder / "yufacedetectnet-open-v1.prototxt",
-                          out, format="onnx")
-    message = str(info.value)
-    net = caffeport.read(folder / "yufacedetectnet-open-v1.caffemodel", folder / "yufacedetectnet-open-v1.prototxt")
-    heads = [layer.name for layer in net.layers if layer.type in ("PriorBox", "DetectionOutput")]
-    assert len(heads) >= 2
-    for name in heads:
-        assert repr(name) in message
-    assert "SSD DetectionOutput lowering: not yet; use --ssd-heads when it lands" in message
-    assert message.count("(PriorBox)") + message.count("(DetectionOutput)") == len(heads)
-    assert not list(tmp_path.iterdir())
-
-
 @pytest.mark.parametrize("name", ["mtcnn-det1", "b_resnet_block", "ultraface", "mtcnn-det4", "hyperlpr-segfree"])
 def test_dynamic_batch_runs_at_other_batch_sizes(name: str) -> None:
     model_path, proto = _files(name)
@@ -211,4 +192,4 @@ def test_opset_and_dynamic_batch_from_the_command_line(tmp_path: Path) -> None:
     refused = subprocess.run([sys.executable, "-m", "caffeport", "convert", str(model), "-p", str(proto), "-f", "npz",
                               "--opset", "18", "-o", str(tmp_path / "w.npz")], capture_output=True, text=True,
                              timeout=600)
-    assert refused.returncode == 1 and "--opset and --dynamic-batch are for -f onnx" in refused.stderr
+    assert refused.returncode == 1 and "--opset, --dynamic-batch and --ssd-heads are for -f onnx" in refused.stderr

@@ -386,7 +386,8 @@ def test_every_layer_without_an_exact_lowering_is_listed_at_once() -> None:
         Layer("stoch", "Pooling", ["x"], ["p"], {"pooling_param": {"pool": "STOCHASTIC", "kernel_size": 2}}),
         Layer("masked", "Pooling", ["x"], ["m", "idx"], {"pooling_param": {"pool": "MAX", "kernel_size": 2,
                                                                            "stride": 2}}),
-        Layer("prior", "PriorBox", ["x", "x"], ["pb"], {"prior_box_param": {"min_size": 4.0}}),
+        Layer("prior", "DetectionOutput", ["x", "x", "x"], ["det"], {"detection_output_param": {
+            "num_classes": 2, "nms_param": {"eta": 0.5}}}),
         Layer("weird", "MyCustomLayer", ["x"], ["w"], {}),
         Layer("unpool", "Upsample", ["m", "idx"], ["u"], {"upsample_param": {"scale": 2}}),
         Layer("fine", "ReLU", ["x"], ["ok"], {}),
@@ -398,4 +399,4 @@ def test_every_layer_without_an_exact_lowering_is_listed_at_once() -> None:
     for name in ("stoch", "masked", "prior", "weird", "unpool"):
         assert repr(name) in message
     assert "'fine'" not in message and "cannot lower 5 layer(s)" in message
-    assert "SSD DetectionOutput lowering: not yet" in message and "STOCHASTIC" in message
+    assert "nms_param.eta 0.5 (adaptive NMS" in message and "STOCHASTIC" in message

@@ -26,6 +26,7 @@ from caffeport.onnx.lowerings import (  # noqa: F401 - imported to register thei
     permute,
     pooling,
     prelu,
+    prior_box,
     recurrent,
     reduction,
     reorg,

@@ -6,12 +6,20 @@ bottoms and tops, and the `GraphBuilder`. It returns one tensor name per top;
 `caffeport.onnx.export` gives those tensors their Caffe names. Before any
 node is built, `Lowering.refuse` names every parameter value that has no
 exact lowering, so a net is refused as a whole, never lowered approximately.
+
+A layer whose tops are constants of the net (``shape_only`` types such as
+PriorBox, whose tops depend on the bottoms' shapes alone, and every layer
+reading only such constants, such as SSD's Concat of the priors) is not
+lowered: `caffeport.onnx.export` computes its tops with the reference's own
+forward and writes them as initializers. A lowering that needs a bottom's
+values (DetectionOutput's priors) names it in ``constant_bottoms`` and reads
+it from `Context.constants`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -36,6 +44,8 @@ class Context:
     top_shapes: list[Shape]
     #: the graph's inputs have a symbolic batch axis: the lowering must not bake axis 0 in
     dynamic_batch: bool
+    #: per bottom, its value when it is a constant of the net (folded at export), else None
+    constants: list[np.ndarray | None] = field(default_factory=list)
 
     @property
     def x(self) -> str:
@@ -69,9 +79,20 @@ class Lowering:
     """How one Caffe layer type becomes ONNX. Subclasses implement `lower`, and `refuse` where params need it."""
 
     types: ClassVar[tuple[str, ...]] = ()
+    #: the tops depend on the bottoms' shapes only (never their values): folded to constants at export
+    shape_only: ClassVar[bool] = False
+    #: a layer whose bottoms are all constants may be folded too (False: its tops are not fixed-size tensors)
+    foldable: ClassVar[bool] = True
+    #: bottoms (by position) whose values the lowering needs: they must be constants of the net
+    constant_bottoms: ClassVar[tuple[int, ...]] = ()
 
     def refuse(self, layer: Layer, dynamic_batch: bool) -> str | None:
         """Why this layer cannot be lowered exactly (a parameter value, a form), or ``None``."""
+        return None
+
+    def top_shapes(self, layer: Layer) -> list[tuple[int | None, ...]] | None:
+        """The tops' shapes, ``None`` for a size known only at run time, when Caffe's are not known before a
+        forward (DetectionOutput's row count); ``None``: the type has none such."""
         return None
 
     def lower(self, ctx: Context) -> list[str]:

@@ -1,0 +1,15 @@
+"""Model code generated from a Caffe net: ``caffeport convert -f torch-code`` (a standalone PyTorch ``model.py``).
+
+`caffeport.codegen.torch` assembles the file; each layer type's code comes
+from its emitter in `caffeport.codegen.emitters` (registered by decorator in
+`caffeport.codegen.registry`, as `caffeport.onnx.lowerings` are); the helpers
+the generated file carries for Caffe's rules PyTorch lacks are in
+`caffeport.codegen.helpers`. Nothing here imports torch: the generated code
+does, when it runs.
+"""
+
+from __future__ import annotations
+
+from caffeport.codegen.torch import GeneratedModel, generate, readme
+
+__all__ = ["GeneratedModel", "generate", "readme"]
