@@ -79,7 +79,7 @@ _EPS_TARGETS: dict[str, tuple[str, str, float, str]] = {
 }
 
 #: formats that generate the model's code: each BatchNorm is built there with Caffe's own eps
-_CODE_FORMATS = {"torch-code": "model.py"}
+_CODE_FORMATS = {"torch-code": "model.py", "keras-code": "model.py"}
 
 
 def eps_hint(eps: dict[str, float], format: str) -> str:

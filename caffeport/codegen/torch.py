@@ -18,8 +18,6 @@ model is generated.
 from __future__ import annotations
 
 import builtins
-import hashlib
-import json
 import keyword
 import re
 import textwrap
@@ -29,8 +27,15 @@ from typing import Any
 
 from caffeport import __version__
 from caffeport.codegen import emitters
+from caffeport.codegen.common import Names, sha256
+from caffeport.codegen.common import comment as _comment
+from caffeport.codegen.common import fed as _fed
+from caffeport.codegen.common import quote as _q
+from caffeport.codegen.common import shapes_known as _shapes_known
+from caffeport.codegen.common import stub_params as _stub_params
+from caffeport.codegen.common import wrapped as _wrapped
 from caffeport.codegen.helpers import HELPERS, closure
-from caffeport.codegen.registry import EMITTERS, LayerCode, NotGenerated, literal
+from caffeport.codegen.registry import EMITTERS, LayerCode, NotGenerated
 from caffeport.errors import CaffeportError, ShapeInferenceError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
@@ -52,32 +57,16 @@ _TAKEN = frozenset({
     "self", "torch", "nn", "F", "Path", "load_file", "keep", "tops", "outputs", "return_all", "WEIGHTS", "NAME_MAP",
     "load_model", "annotations", *HELPERS,
 })
-_NOT_IDENTIFIER = re.compile(r"\W|^(?=\d)")
 #: types a backend splits off another layer (their blobs belong to it)
 _SPLIT_OFF = frozenset({"EmbedBias", "RNNOutput"})
 WEIGHTS_FILE = "weights.safetensors"
 
 
-class _Names:
+class _Names(Names):
     """Python identifiers for Caffe names: unique, never a keyword, a builtin or a name the file uses itself."""
 
     def __init__(self) -> None:
-        self.given: dict[str, str] = {}
-        self.used: set[str] = set()
-
-    def __call__(self, name: str) -> str:
-        if name in self.given:
-            return self.given[name]
-        base = _NOT_IDENTIFIER.sub("_", name) or "_"
-        if keyword.iskeyword(base) or base in _TAKEN or hasattr(builtins, base):
-            base += "_"
-        candidate, n = base, 1
-        while candidate in self.used:
-            n += 1
-            candidate = f"{base}_{n}"
-        self.used.add(candidate)
-        self.given[name] = candidate
-        return candidate
+        super().__init__(_TAKEN)
 
 
 @dataclass
@@ -98,46 +87,12 @@ class GeneratedModel:
     outputs: list[str] = field(default_factory=list)
 
 
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fed(net: Net, layer: Layer) -> bool:
-    """A source layer whose tops the caller gives (Input, or a Data layer standing for an input)."""
-    return not layer.bottoms and bool(layer.tops) and all(top in net.inputs for top in layer.tops)
-
-
-def _shapes_known(layer: Layer) -> bool:
-    return len(layer.top_shapes) >= len(layer.tops) and all(
-        shape is not None for shape in [*layer.bottom_shapes, *layer.top_shapes])
-
-
 def _class_name(net: Net) -> str:
     words = re.findall(r"[A-Za-z0-9]+", net.name or "")
     name = "".join(w[:1].upper() + w[1:] for w in words)
     if not name or not name[0].isalpha() or keyword.iskeyword(name) or name in _TAKEN or hasattr(builtins, name):
         return "CaffeModel"
     return name
-
-
-def _stub_params(layer: Layer) -> dict[str, Any]:
-    own = layer_type(layer.type).param
-    params = {own: layer.param(own)} if own else dict(layer.params)
-    return literal(params)
-
-
-def _q(text: str) -> str:
-    """``text`` as a Python string literal (double quotes, escapes where needed)."""
-    return json.dumps(text)
-
-
-def _comment(text: str) -> str:
-    """A ``#`` comment line: names holding line breaks cannot end it early."""
-    return "# " + " ".join(text.splitlines())
 
 
 def _shape_text(shape: Any) -> str:
@@ -249,54 +204,12 @@ def _stub(code: LayerCode, reason: str) -> LayerCode:
     return stub
 
 
-#: the generated file keeps to this project's line length, so ``ruff check`` passes with its rules too
-LINE_LENGTH = 120
-
-
 def _indented(lines: list[str], depth: int) -> list[str]:
     pad = " " * (4 * depth)
     out = []
     for line in lines:
         for part in line.split("\n"):
             out.extend(_wrapped(pad + part) if part else [""])
-    return out
-
-
-def _wrapped(line: str) -> list[str]:
-    """``line`` cut to `LINE_LENGTH`: a comment into comment lines, a call at the commas of its first bracket."""
-    if len(line) <= LINE_LENGTH:
-        return [line]
-    indent = line[: len(line) - len(line.lstrip())]
-    if line.lstrip().startswith("#"):
-        return textwrap.wrap(line.lstrip()[1:].strip(), LINE_LENGTH - len(indent) - 2, initial_indent=f"{indent}# ",
-                             subsequent_indent=f"{indent}# ", break_long_words=False, break_on_hyphens=False)
-    open_at = next((i for i, c in enumerate(line) if c in "([{"), -1)
-    if open_at < 0:
-        return [line]
-    pieces, depth, quote, start = [], 0, "", 0
-    for i, c in enumerate(line):
-        if quote:
-            quote = "" if c == quote and line[i - 1] != "\\" else quote
-        elif c in "\"'":
-            quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth >= 1 and i > open_at:
-            pieces.append(line[start : i + 1])
-            start = i + 1
-    pieces.append(line[start:])
-    out, current = [], ""
-    hang = " " * (open_at + 1)
-    for piece in pieces:
-        piece = piece if not out and not current else piece.lstrip()
-        candidate = f"{current} {piece}" if current else (piece if not out else hang + piece)
-        if current and len(candidate) > LINE_LENGTH:
-            out.append(current.rstrip())
-            candidate = hang + piece
-        current = candidate
-    out.append(current)
     return out
 
 

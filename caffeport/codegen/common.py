@@ -1,0 +1,123 @@
+"""What the code generators share whatever the framework (``-f torch-code``, ``-f keras-code``).
+
+Identifiers made from Caffe names, source-text quoting and comments, line
+wrapping to the project's line length (so ``ruff check`` passes on the
+generated file), the sources' sha256 for the docstring, and the tests of
+which layers are fed by the caller or have known shapes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import keyword
+import re
+import textwrap
+from typing import Any
+
+from caffeport.codegen.registry import literal
+from caffeport.ir import Layer, Net
+from caffeport.layers import layer_type
+
+__all__ = ["LINE_LENGTH", "Names", "comment", "fed", "quote", "sha256", "shapes_known", "stub_params", "wrapped"]
+
+_NOT_IDENTIFIER = re.compile(r"\W|^(?=\d)")
+#: the generated file keeps to this project's line length, so ``ruff check`` passes with its rules too
+LINE_LENGTH = 120
+
+
+class Names:
+    """Python identifiers for Caffe names: unique, never a keyword, a builtin or one of ``taken``."""
+
+    def __init__(self, taken: frozenset[str] = frozenset()) -> None:
+        self.taken = taken
+        self.given: dict[str, str] = {}
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        if name in self.given:
+            return self.given[name]
+        base = _NOT_IDENTIFIER.sub("_", name) or "_"
+        if keyword.iskeyword(base) or base in self.taken or hasattr(builtins, base):
+            base += "_"
+        candidate, n = base, 1
+        while candidate in self.used:
+            n += 1
+            candidate = f"{base}_{n}"
+        self.used.add(candidate)
+        self.given[name] = candidate
+        return candidate
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fed(net: Net, layer: Layer) -> bool:
+    """A source layer whose tops the caller gives (Input, or a Data layer standing for an input)."""
+    return not layer.bottoms and bool(layer.tops) and all(top in net.inputs for top in layer.tops)
+
+
+def shapes_known(layer: Layer) -> bool:
+    return len(layer.top_shapes) >= len(layer.tops) and all(
+        shape is not None for shape in [*layer.bottom_shapes, *layer.top_shapes])
+
+
+def stub_params(layer: Layer) -> dict[str, Any]:
+    """The layer's own ``*_param`` (all its params for a type caffeport does not know) as plain Python data."""
+    own = layer_type(layer.type).param
+    params = {own: layer.param(own)} if own else dict(layer.params)
+    return literal(params)
+
+
+def quote(text: str) -> str:
+    """``text`` as a Python string literal (double quotes, escapes where needed)."""
+    return json.dumps(text)
+
+
+def comment(text: str) -> str:
+    """A ``#`` comment line: names holding line breaks cannot end it early."""
+    return "# " + " ".join(text.splitlines())
+
+
+def wrapped(line: str) -> list[str]:
+    """``line`` cut to `LINE_LENGTH`: a comment into comment lines, a call at the commas of its first bracket."""
+    if len(line) <= LINE_LENGTH:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())]
+    if line.lstrip().startswith("#"):
+        return textwrap.wrap(line.lstrip()[1:].strip(), LINE_LENGTH - len(indent) - 2, initial_indent=f"{indent}# ",
+                             subsequent_indent=f"{indent}# ", break_long_words=False, break_on_hyphens=False)
+    open_at = next((i for i, c in enumerate(line) if c in "([{"), -1)
+    if open_at < 0:
+        return [line]
+    pieces, depth, quoted, start = [], 0, "", 0
+    for i, c in enumerate(line):
+        if quoted:
+            quoted = "" if c == quoted and line[i - 1] != "\\" else quoted
+        elif c in "\"'":
+            quoted = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth >= 1 and i > open_at:
+            pieces.append(line[start : i + 1])
+            start = i + 1
+    pieces.append(line[start:])
+    out, current = [], ""
+    hang = " " * (open_at + 1)
+    for piece in pieces:
+        piece = piece if not out and not current else piece.lstrip()
+        candidate = f"{current} {piece}" if current else (piece if not out else hang + piece)
+        if current and len(candidate) > LINE_LENGTH:
+            out.append(current.rstrip())
+            candidate = hang + piece
+        current = candidate
+    out.append(current)
+    return out

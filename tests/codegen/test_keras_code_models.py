@@ -1,0 +1,76 @@
+"""``-f keras-code`` on the shared models: generate, ``ruff check`` the model.py, run it in a fresh interpreter that
+cannot import caffeport (several models per interpreter: TensorFlow is slow to import), and compare every output and
+every intermediate top (NHWC transposed back to NCHW) with caffeport.run at 1e-4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import caffeport
+from tests.codegen.codegen_helpers import ruff_check
+from tests.codegen.keras_code_helpers import run_keras_generated
+from tests.codegen.test_torch_code_models import SHARED, _files, _folded_batchnorms, _inputs
+from tests.proof.reference_nets import assert_close
+
+#: the shared models keras-code generates whole (no stub), in groups run by one interpreter each
+GROUPS = {
+    "mtcnn": ["mtcnn-det1", "mtcnn-det2", "mtcnn-det3", "mtcnn-det4"],
+    "classifiers": ["lenet-v1", "lenet-v2", "cifar10-v1", "cifar10-v2", "cifar10-v2-hdf5", "a_lenet", "a_lenet_v1",
+                    "opencv-conv", "opencv-ip"],
+    "resnet": ["b_resnet_block", "resnet50-head-bn"],
+    "others": ["hyperlpr-fp32", "hyperlpr-fp16", "hyperlpr-segfree", "c_deconv_prelu"],
+}
+
+
+def _generate(name: str, out: Path) -> tuple[caffeport.Net, caffeport.ConvertResult]:
+    model, proto = _files(SHARED[name])
+    result = caffeport.convert(model, proto, out, format="keras-code")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.py", "weights.h5"]
+    ruff_check(out / "model.py")
+    source = (out / "model.py").read_text()
+    assert "import caffeport" not in source and "from caffeport" not in source
+    return caffeport.read(model, proto), result
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_generated_keras_models_match_the_reference_top_by_top(group: str, tmp_path: Path) -> None:
+    nets, runs = [], []
+    for name in GROUPS[group]:
+        net, result = _generate(name, tmp_path / name)
+        assert not [w for w in result.warnings if "keras-code" in w], name  # nothing stubbed
+        inputs = _inputs(net)
+        nets.append((name, net, inputs))
+        runs.append((tmp_path / name, inputs, list(net.inputs)))
+    for (name, net, inputs), (got, plain) in zip(nets, run_keras_generated(runs), strict=True):
+        want = caffeport.run(net, inputs, all_layers=True)
+        assert plain == sorted(caffeport.forward.net_outputs(net)), name
+        folded = _folded_batchnorms(net)
+        expected = {k for k in want if k.partition("/")[0] not in folded}
+        assert set(got) == expected, (name, sorted(set(got) ^ expected))
+        for key in sorted(expected):
+            assert_close(f"{name} {key}", got[key], want[key])
+        assert len(expected) >= len(net.layers) - len(folded)
+
+
+def test_the_comparison_catches_keras_pooling_in_place_of_caffes(tmp_path: Path) -> None:
+    """The check can fail: the usual port of Caffe's ceil-mode AVE pooling (pad the overhang with zeros, Keras'
+    'valid' pooling dividing every window by the whole kernel) gives CIFAR-10's clipped last windows other values."""
+    net, _ = _generate("cifar10-v2", tmp_path / "m")
+    source = (tmp_path / "m" / "model.py").read_text()
+    naive = source.replace('CaffePool2D("AVE", (3, 3), (2, 2), (0, 0), ceil=True, name="pool2")',
+                           '(lambda x: layers.AveragePooling2D((3, 3), (2, 2), name="pool2")'
+                           '(layers.ZeroPadding2D(((0, 1), (0, 1)))(x)))')
+    assert naive != source
+    (tmp_path / "m" / "model.py").write_text(naive)
+    inputs = _inputs(net)
+    ((got, _),) = run_keras_generated([(tmp_path / "m", inputs, list(net.inputs))])
+    want = caffeport.run(net, inputs, all_layers=True)
+    assert_close("pool1/pool1", got["pool1/pool1"], want["pool1/pool1"])
+    assert got["pool2/pool2"].shape == want["pool2/pool2"].shape
+    with pytest.raises(AssertionError, match="pool2/pool2: relative error"):
+        assert_close("pool2/pool2", got["pool2/pool2"], want["pool2/pool2"])
+
+
+
