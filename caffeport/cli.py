@@ -28,6 +28,7 @@ from caffeport.conversion import convert
 from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters import load_exporters
+from caffeport.exporters.npz import check_member_name
 from caffeport.forward import net_outputs, run
 from caffeport.keras_model import check_weights_file, load_keras_model, read_weights_file
 from caffeport.layers.blobs import blob_problems
@@ -36,7 +37,7 @@ from caffeport.preprocess import image_input, parse_mean
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
 from caffeport.readers import read, read_blob
-from caffeport.readers.files import sniff_file
+from caffeport.readers.files import model_file, naming_file, sniff_file
 from caffeport.transforms import BACKENDS
 
 Command = Callable[[argparse.Namespace], int]
@@ -186,6 +187,9 @@ def run_forward(args: argparse.Namespace) -> int:
     net = read(args.model, args.prototxt)
     inputs = _run_inputs(args, {name: tuple(shape) for name, shape in net.inputs.items()})
     outputs = run(net, inputs, all_layers=args.all_layers)
+    with naming_file(model_file(net)):  # before the output exists: numpy.savez would fail half-way
+        for key in outputs:
+            check_member_name(key, key.split("/", 1)[0], "or run without --all-layers")
     with atomic_output(args.output, force=args.force, inputs=[args.model, args.prototxt]) as tmp, \
             open(tmp, "wb") as handle:
         np.savez(handle, **outputs)

@@ -71,6 +71,19 @@ def written_dtype(layer: Layer, blob: Blob) -> np.dtype[Any]:
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
+def check_member_name(key: str, layer_name: str, alternative: str) -> None:
+    """Refuse an npz key whose member name ``<key>.npy`` a zip archive cannot hold (`MAX_MEMBER_NAME_BYTES`).
+
+    ``numpy.savez`` would fail half-way with a ``struct.error``; ``alternative``
+    says what the user can do instead (after "rename the layer, ").
+    """
+    size = len(f"{key}.npy".encode("utf-8", "surrogateescape"))
+    if size > MAX_MEMBER_NAME_BYTES:
+        raise ModelStructureError(
+            f"the npz entry of layer {shown_name(layer_name)} would have a name of {size:,} bytes, and a zip "
+            f"archive holds names of at most {MAX_MEMBER_NAME_BYTES:,}: rename the layer, {alternative}")
+
+
 def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
     """(key, blob, dtype written) for every blob of every layer, in net order; refuses two blobs with one key."""
     entries: list[tuple[str, Blob, np.dtype[Any]]] = []
@@ -83,12 +96,8 @@ def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
             key = f"{safe[layer.name]}/{name}"
             if key in owners:
                 raise refuse_same_name(owners[key], layer, f"the npz entry {shown_name(key)}")
-            size = len(f"{key}.npy".encode())
-            if size > MAX_MEMBER_NAME_BYTES:
-                raise ModelStructureError(
-                    f"the npz entry of layer {shown_name(layer.name)} would have a name of {size:,} bytes, and a zip "
-                    f"archive holds names of at most {MAX_MEMBER_NAME_BYTES:,}: rename the layer, or write another "
-                    "format (keras-h5, safetensors, flax and ir take such names)")
+            check_member_name(key, layer.name, "or write another format (keras-h5, safetensors, flax and ir take "
+                              "such names)")
             owners[key] = layer
             entries.append((key, blob, written_dtype(layer, blob)))
     return entries

@@ -106,6 +106,12 @@ def refusals(net: Net, dynamic_batch: bool = False) -> list[str]:
     folded, constant_bottoms = _constants(net)
     problems = []
     for i, layer in enumerate(net.layers):
+        if "" in (*layer.bottoms, *layer.tops):
+            # ONNX spells an absent optional input "": a tensor cannot take that name, and renaming it would
+            # break the pairing with `caffeport run --all-layers`, whose keys are Caffe's own names
+            problems.append(f"{layer.name!r} ({layer.type}): a blob has the empty name, which ONNX reserves for an "
+                            "absent input; name it in the prototxt")
+            continue
         if _fed(net, layer):
             continue
         lowering = LOWERINGS.get(layer.type)

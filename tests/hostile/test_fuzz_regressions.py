@@ -239,3 +239,40 @@ def test_naming_file_keeps_a_path_the_error_already_has() -> None:
     with pytest.raises(CaffeportError) as caught, naming_file("model.prototxt"):
         raise CaffeportError("bad", layer="x")
     assert str(caught.value) == "model.prototxt: layer 'x': bad" and caught.value.path == "model.prototxt"
+
+
+def test_run_all_layers_refuses_a_layer_name_no_npz_member_can_hold(tmp_path: Path) -> None:
+    long = "L" * 65536
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(INPUT + f'layer {{ name: "{long}" type: "ReLU" bottom: "data" top: "out" }}\n')
+    model = _caffemodel(tmp_path, "ReLU", [], name=b"unrelated")
+    out = tmp_path / "out.npz"
+    done = _cli("run", model, "-p", prototxt, "--random", "0", "--all-layers", "-o", out)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "caffeport: error:" in lines[0] and "net.prototxt" in lines[0], lines
+    assert "65,535" in lines[0] and "without --all-layers" in lines[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["net.caffemodel", "net.prototxt"]
+    plain = _cli("run", model, "-p", prototxt, "--random", "0", "-o", out)  # the net's outputs alone have short names
+    assert plain.returncode == 0, plain.stderr
+    with np.load(out) as saved:
+        assert saved.files == ["out"]
+
+
+@pytest.mark.parametrize("layer, top", [("", ""), ("probe", ""), ("", "probe")])
+def test_onnx_refuses_an_empty_blob_name_before_building(tmp_path: Path, layer: str, top: str) -> None:
+    pytest.importorskip("onnx")
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(INPUT + f'layer {{ name: "{layer}" type: "ReLU" bottom: "data" top: "{top}" }}\n'
+                        f'layer {{ name: "after" type: "Sigmoid" bottom: "{top}" top: "out" }}\n')
+    model = _caffemodel(tmp_path, "ReLU", [], name=b"unrelated")
+    out = tmp_path / "net.onnx"
+    done = _cli("convert", model, "-p", prototxt, "-f", "onnx", "-o", out)
+    if top:  # an empty layer name alone is fine: ONNX node names may be empty, and the tensors keep Caffe's names
+        assert done.returncode == 0, done.stderr
+        assert out.exists()
+        return
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "caffeport: error:" in lines[0] and "empty name" in lines[0], lines
+    assert not out.exists()
