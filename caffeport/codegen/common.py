@@ -14,11 +14,13 @@ import json
 import keyword
 import re
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
-from caffeport.codegen.registry import literal
+from caffeport.codegen.registry import NotGenerated, literal
+from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Net
-from caffeport.layers import layer_type
+from caffeport.layers import LAYER_TYPES, layer_type
 
 __all__ = ["LINE_LENGTH", "Names", "comment", "fed", "quote", "sha256", "shapes_known", "stub_params", "wrapped"]
 
@@ -66,6 +68,31 @@ def fed(net: Net, layer: Layer) -> bool:
 def shapes_known(layer: Layer) -> bool:
     return len(layer.top_shapes) >= len(layer.tops) and all(
         shape is not None for shape in [*layer.bottom_shapes, *layer.top_shapes])
+
+
+def emit(code: Any, emitter: Callable[[Any], None] | None, framework: str) -> str | None:
+    """Run ``emitter`` on ``code`` (whose ``layer`` it fills in); the reason the layer cannot be generated, or None.
+
+    The reasons, checked in this order: no emitter for the type, shapes not
+    known, the reference's own refusal of the layer, the emitter's
+    `NotGenerated` or a shape rule's complaint. The generator writes a stub
+    for such a layer.
+    """
+    layer = code.layer
+    if emitter is None:
+        return f"caffeport generates no {framework} code for layer type {layer.type!r} yet"
+    if not shapes_known(layer):
+        return "its shapes are not known (give the deploy prototxt with the input shapes)"
+    reason = layer_type(layer.type).unsupported(layer) if layer.type in LAYER_TYPES else None
+    if reason is not None:
+        return reason
+    try:
+        emitter(code)
+    except NotGenerated as exc:
+        return str(exc)
+    except ShapeInferenceError as exc:
+        return exc.message
+    return None
 
 
 def stub_params(layer: Layer) -> dict[str, Any]:

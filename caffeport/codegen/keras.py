@@ -31,27 +31,22 @@ import numpy as np
 from caffeport import __version__
 from caffeport.codegen.common import Names as _Names
 from caffeport.codegen.common import comment as _comment
+from caffeport.codegen.common import emit, sha256
 from caffeport.codegen.common import fed as _fed
 from caffeport.codegen.common import quote as _q
-from caffeport.codegen.common import sha256
-from caffeport.codegen.common import shapes_known as _shapes_known
 from caffeport.codegen.common import stub_params as _stub_params
 from caffeport.codegen.common import wrapped as _wrapped
-from caffeport.codegen.registry import number
+from caffeport.codegen.registry import NotGenerated, number
 from caffeport.errors import CaffeportError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
-from caffeport.layers import LAYER_TYPES, layer_type
+from caffeport.layers import layer_type
 from caffeport.layers.eltwise import OPERATIONS
 from caffeport.layers.fields import axis_index
 from caffeport.layers.pooling import pool_method, rounds_down
 from caffeport.layers.windows import conv_window, pool_window
 
 WEIGHTS_FILE = "weights.h5"
-
-
-class NotGenerated(Exception):
-    """Raised by an emitter for a form it writes no code for (the message says why)."""
 
 
 @dataclass
@@ -393,20 +388,8 @@ class KerasModel:
 
 
 def _emit(code: KerasCode) -> str | None:
-    layer = code.layer
-    emitter = KERAS_EMITTERS.get(layer.type)
-    if emitter is None:
-        return f"caffeport generates no Keras code for layer type {layer.type!r} yet"
-    if not _shapes_known(layer):
-        return "its shapes are not known (give the deploy prototxt with the input shapes)"
-    reason = layer_type(layer.type).unsupported(layer) if layer.type in LAYER_TYPES else None
-    if reason is not None:
-        return reason
-    try:
-        emitter(code)
-    except NotGenerated as exc:
-        return str(exc)
-    return None
+    """Run the layer's Keras emitter; the reason it cannot be generated, or None."""
+    return emit(code, KERAS_EMITTERS.get(code.layer.type), "Keras")
 
 
 def generate(net: Net) -> KerasModel:

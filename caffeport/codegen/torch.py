@@ -27,19 +27,17 @@ from typing import Any
 
 from caffeport import __version__
 from caffeport.codegen import emitters
-from caffeport.codegen.common import Names, sha256
+from caffeport.codegen.common import Names, emit, sha256
 from caffeport.codegen.common import comment as _comment
 from caffeport.codegen.common import fed as _fed
 from caffeport.codegen.common import quote as _q
-from caffeport.codegen.common import shapes_known as _shapes_known
 from caffeport.codegen.common import stub_params as _stub_params
 from caffeport.codegen.common import wrapped as _wrapped
 from caffeport.codegen.helpers import HELPERS, closure
-from caffeport.codegen.registry import EMITTERS, LayerCode, NotGenerated
-from caffeport.errors import CaffeportError, ShapeInferenceError
+from caffeport.codegen.registry import EMITTERS, LayerCode
+from caffeport.errors import CaffeportError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
-from caffeport.layers import LAYER_TYPES, layer_type
 
 _ = emitters  # imported to register the emitters
 
@@ -162,22 +160,7 @@ def generate(net: Net) -> GeneratedModel:
 
 def _emit(code: LayerCode) -> str | None:
     """Run the layer's emitter; the reason it cannot be generated, or None."""
-    layer = code.layer
-    emitter = EMITTERS.get(layer.type)
-    if emitter is None:
-        return f"caffeport generates no PyTorch code for layer type {layer.type!r} yet"
-    if not _shapes_known(layer):
-        return "its shapes are not known (give the deploy prototxt with the input shapes)"
-    reason = layer_type(layer.type).unsupported(layer) if layer.type in LAYER_TYPES else None
-    if reason is not None:
-        return reason
-    try:
-        emitter(code)
-    except NotGenerated as exc:
-        return str(exc)
-    except ShapeInferenceError as exc:
-        return exc.message
-    return None
+    return emit(code, EMITTERS.get(code.layer.type), "PyTorch")
 
 
 def _buffer_names(layer: Layer) -> list[str]:
