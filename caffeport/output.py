@@ -361,15 +361,22 @@ def _rename_noreplace(source: Path, target: Path) -> None:
 
 
 def _load_renameat2() -> Any:
+    import ctypes
+
+    return _libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint])
+
+
+def _libc_function(name: str, argtypes: list[Any]) -> Any:
+    """Linux libc's ``name`` (returning a C int, errno kept), or None where there is no such function."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        import ctypes
+    import ctypes
 
-        function = ctypes.CDLL(None, use_errno=True).renameat2
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
 
@@ -601,14 +608,7 @@ def _sync_file_range_available() -> bool:
 
 
 def _load_sync_file_range() -> object:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
+    import ctypes
 
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return False
-    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
+    function = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint])
+    return False if function is None else function  # False: looked for and absent (None: not looked for yet)
