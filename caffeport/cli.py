@@ -38,7 +38,7 @@ from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
 from caffeport.readers import read, read_blob
 from caffeport.readers.files import model_file, naming_file, sniff_file
-from caffeport.transforms import BACKENDS
+from caffeport.transforms import BACKENDS, Options, transform
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -96,6 +96,7 @@ def run_convert(args: argparse.Namespace) -> int:
             depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
             keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
             progress=bar, opset=args.opset, dynamic_batch=args.dynamic_batch, ssd_heads=args.ssd_heads,
+            matlab=args.matlab,
         )
     finally:
         if bar is not None:
@@ -185,6 +186,8 @@ def _resize(text: str) -> tuple[int, int]:
 @command("run")
 def run_forward(args: argparse.Namespace) -> int:
     net = read(args.model, args.prototxt)
+    if args.matlab:  # the net rewritten for row-major images, as `convert --matlab` writes it
+        net = transform(net, "caffe", Options(matlab=True))
     inputs = _run_inputs(args, {name: tuple(shape) for name, shape in net.inputs.items()})
     outputs = run(net, inputs, all_layers=args.all_layers)
     with naming_file(model_file(net)):  # before the output exists: numpy.savez would fail half-way
@@ -206,12 +209,25 @@ def run_forward(args: argparse.Namespace) -> int:
 
 @command("verify")
 def run_verify(args: argparse.Namespace) -> int:
-    from caffeport.onnx.verify import load_model, table, verify
+    from caffeport.verify import table
 
+    targets = [flag for flag, value in (("CONVERTED.onnx", args.converted), ("--torch", args.torch),
+                                        ("--keras", args.keras)) if value is not None]
+    if len(targets) != 1:
+        raise CaffeportError("give exactly one model to check: CONVERTED.onnx, --torch PATH_OR_MODULE:CALLABLE or "
+                             f"--keras MODULE:CALLABLE ({'got ' + ' and '.join(targets) if targets else 'got none'})")
     if args.rtol is None or not args.rtol >= 0:
         raise CaffeportError(f"--rtol must be a non-negative number, got {args.rtol}")
     net = read(args.model, args.prototxt)
-    model = load_model(args.converted)
+    if args.torch is not None:  # torch and keras are imported only for their own flag
+        from caffeport.verify.torch_target import load_model, verify
+        model = load_model(args.torch)
+    elif args.keras is not None:
+        from caffeport.verify.keras_target import load_model, verify  # type: ignore[assignment]
+        model = load_model(args.keras)
+    else:
+        from caffeport.onnx.verify import load_model, verify  # type: ignore[assignment]
+        model = load_model(args.converted)
     if not (args.input or args.image or args.random is not None):
         args.random = 0
         print("inputs: --random 0 (no --input, --image or --random given)", file=sys.stderr)
@@ -316,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="-f onnx: a symbolic batch axis on the graph's inputs and outputs")
     p.add_argument("--ssd-heads", action="store_true",
                    help="-f onnx: stop before SSD's DetectionOutput and output its inputs (loc, conf, priors)")
+    p.add_argument("--matlab", action="store_true",
+                   help="a MATLAB-trained model (e.g. MTCNN, trained on transposed images): write weights and code "
+                   "for row-major images (kernels' H and W swapped, the first fully connected layer after a spatial "
+                   "blob reordered, the input's H and W swapped)")
     p.add_argument("--allow-partial", action="store_true",
                    help="-f keras3: load the layers whose shapes fit and report the others, instead of failing")
 
@@ -367,22 +387,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random", type=int, metavar="SEED",
                    help="fill every input not given otherwise with seeded uniform values in [-1, 1] (a smoke run)")
     p.add_argument("--all-layers", action="store_true", help="also save every layer's tops as '<layer>/<top>'")
+    p.add_argument("--matlab", action="store_true",
+                   help="run a MATLAB-trained model as 'convert --matlab' rewrites it: inputs are row-major images "
+                   "(N, C, H, W of the image as it is), spatial outputs come out row-major too")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless there is an error")
 
     p = sub.add_parser(
         "verify",
-        help="run a converted .onnx model with onnxruntime beside the reference forward and compare every tensor",
-        description="Run CONVERTED.onnx (written by 'caffeport convert -f onnx') with onnxruntime and the Caffe "
-        "model with caffeport's reference forward on the same inputs, and compare the net's outputs (with "
-        "--all-layers every tensor that pairs with a Caffe top, '<layer>/<top>' as 'run --all-layers' names "
-        "them). Prints a table (max abs diff, relative error max|got - want| / max|want|, ok or FAIL) and exits 1 "
-        "when any tensor fails. Needs onnx and onnxruntime: pip install 'caffeport[onnx]'.",
-        epilog="example: caffeport verify det1.caffemodel -p det1.prototxt det1.onnx --random 0 --all-layers",
+        help="run a converted .onnx model, a PyTorch or a Keras model beside the reference forward and compare "
+        "every tensor",
+        description="Run CONVERTED.onnx (written by 'caffeport convert -f onnx') with onnxruntime, or a PyTorch "
+        "(--torch) or Keras (--keras) model, generated or written by hand, and the Caffe model with caffeport's "
+        "reference forward on the same inputs, and compare the net's outputs (with --all-layers every tensor that "
+        "pairs with a Caffe top, '<layer>/<top>' as 'run --all-layers' names them; a top the model does not expose "
+        "is listed, not failed). Prints a table (max abs diff, relative error max|got - want| / max|want|, ok or "
+        "FAIL) and the first layer that diverges, and exits 1 when any tensor fails. ONNX needs onnx and "
+        "onnxruntime: pip install 'caffeport[onnx]'.",
+        epilog="examples: caffeport verify det1.caffemodel -p det1.prototxt det1.onnx --random 0 --all-layers; "
+        "caffeport verify det1.caffemodel -p det1.prototxt --torch mymodel/ --all-layers; "
+        "caffeport verify det1.caffemodel -p det1.prototxt --keras mymodels:build_det1 --all-layers",
     )
     p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
     p.add_argument("-p", "--prototxt", help="deploy prototxt (decides the layers and the input shapes)")
-    p.add_argument("converted", metavar="CONVERTED.onnx", help="the ONNX model to check")
+    p.add_argument("converted", metavar="CONVERTED.onnx", nargs="?",
+                   help="the ONNX model to check (or give --torch or --keras instead)")
+    p.add_argument("--torch", metavar="PATH_OR_MODULE:CALLABLE",
+                   help="check a PyTorch module instead: a '-f torch-code' folder (its model.py's load_model()), "
+                   "FILE.py:callable or package.module:callable returning the nn.Module with its weights loaded; "
+                   "called with float32 NCHW tensors in Caffe's input order, returning a dict keyed by output top "
+                   "or tensors in the net's output order. --all-layers pairs submodules named like Caffe layers "
+                   "(forward hooks), or the tops a generated model records (return_all=True)")
+    p.add_argument("--keras", metavar="MODULE:CALLABLE",
+                   help="check a Keras model instead (module:callable returning it, or a .keras file): NHWC unless "
+                   "its input is shaped (C, H, W); --all-layers pairs layers named like Caffe layers")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array in Caffe's layout (N, C, H, W), by net input name (repeat per input)")
     p.add_argument("--image", action="append", default=[], metavar="[NAME=]FILE",
@@ -442,7 +480,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args_list:
             parser.print_help()
             return 0
-        args = parser.parse_args(args_list)
+        args, extra = parser.parse_known_args(args_list)
+        if getattr(args, "command", None) == "verify" and args.converted is None and len(extra) == 1 \
+                and not extra[0].startswith("-"):
+            # argparse fills the optional CONVERTED.onnx together with MODEL, before any option; after
+            # ``-p deploy.prototxt`` it is left over
+            args.converted, extra = extra[0], []
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         with guarded_stdout():  # caffeport inspect M > /dev/full: one line, exit 1
             return COMMANDS[args.command](args)
     except CaffeportError as exc:

@@ -159,6 +159,7 @@ def convert(
     opset: int | None = None,
     dynamic_batch: bool = False,
     ssd_heads: bool = False,
+    matlab: bool = False,
 ) -> ConvertResult:
     """Convert a Caffe model's weights.
 
@@ -169,7 +170,9 @@ def convert(
     beside it renamed on success, never over an existing file unless ``force``,
     never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
     are for formats written against a concrete Keras model (``keras3``); ``opset``,
-    ``dynamic_batch`` and ``ssd_heads`` for ``onnx``.
+    ``dynamic_batch`` and ``ssd_heads`` for ``onnx``. ``matlab`` rewrites a
+    MATLAB-trained net (MTCNN) for row-major images before the backend's passes
+    (`caffeport.transforms.matlab`), for every format.
     """
     exporter = load_exporters(format).get(format)
     if exporter is None:
@@ -190,7 +193,7 @@ def convert(
     pool = ThreadPoolExecutor(1, thread_name_prefix="caffeport-check")
     try:
         checked = pool.submit(nonfinite_warnings, net, threads=1, stop=stop)
-        converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown))
+        converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown, matlab=matlab))
         target = None
         if output is not None:
             with atomic_output(output, force=force, inputs=[caffemodel, prototxt],

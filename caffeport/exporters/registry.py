@@ -119,6 +119,7 @@ def conversion_metadata(net: Net) -> dict[str, object]:
         "name_map": net.metadata.get("name_map", {}),
         "fused": net.metadata.get("fused", {}),
         "targets": {layer.name: layer.target for layer in net.layers if layer.target},
+        **({"matlab": True} if net.metadata.get("matlab") else {}),  # rewritten for row-major images (--matlab)
     }
 
 

@@ -27,6 +27,9 @@ class Options:
     depthwise: str = "depthwise"
     #: drop layers of unknown types that carry blobs instead of passing their blobs through
     skip_unknown: bool = False
+    #: a MATLAB-trained net (trained on transposed images) rewritten for row-major images, before the backend's
+    #: passes (`caffeport.transforms.matlab`)
+    matlab: bool = False
 
 
 def as_compute(blob: np.ndarray) -> np.ndarray:

@@ -7,9 +7,9 @@ itself when its last writer wrote it, ``<layer>/<top>`` otherwise). Without
 ``all_layers`` the net's outputs are compared; with it, every paired tensor,
 fetched from onnxruntime by making it a graph output of a copy of the model.
 
-The measure is the one caffeport's own proof tests use: ``max |got - want| /
-max |want|`` (NaN where only one side has a NaN: a failure); a tensor passes
-when its shape is Caffe's and that ratio is at most ``rtol``.
+The comparison, the table and the first divergence are target-neutral
+(`caffeport.verify`, re-exported here: `Comparison`, `table`, `RTOL`); this
+module only runs the ONNX model and pairs its tensors.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,31 +26,9 @@ from caffeport.forward import run
 from caffeport.ir import Net
 from caffeport.onnx.export import TENSOR_MAP_KEY
 from caffeport.onnx.graph import require_onnx
+from caffeport.verify import RTOL, Comparison, compare, comparison, layer_tops, table
 
-#: the default largest accepted relative error
-RTOL = 1e-4
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One Caffe top against its ONNX tensor."""
-
-    key: str
-    tensor: str
-    shape: tuple[int, ...]
-    got_shape: tuple[int, ...] | None
-    max_abs: float
-    rel: float
-    passed: bool
-    output: bool
-
-    @property
-    def note(self) -> str:
-        if self.got_shape is None:
-            return "not in the ONNX model"
-        if self.got_shape != self.shape:
-            return f"shape {list(self.got_shape)}, Caffe's is {list(self.shape)}"
-        return ""
+__all__ = ["RTOL", "Comparison", "compare", "load_model", "run_onnx", "table", "tensor_pairs", "verify"]
 
 
 def _onnxruntime() -> Any:
@@ -90,26 +67,6 @@ def tensor_pairs(model: Any, net: Net) -> dict[str, str]:
             last[top] = layer.name
     return {f"{layer.name}/{top}": top if last[top] == layer.name else f"{layer.name}/{top}"
             for layer in net.layers for top in layer.tops}
-
-
-def compare(got: np.ndarray | None, want: np.ndarray) -> tuple[float, float]:
-    """(max abs difference, max |got - want| / max |want|); NaN where the NaNs of the two differ, inf past 0."""
-    if got is None or got.shape != want.shape:
-        return float("nan"), float("nan")
-    got64, want64 = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if not np.array_equal(np.isnan(got64), np.isnan(want64)):
-        return float("nan"), float("nan")
-    if got64.size == 0:
-        return 0.0, 0.0
-    with np.errstate(invalid="ignore"):
-        diff = np.where(np.isnan(want64) | (got64 == want64), 0.0, np.abs(got64 - want64))
-    max_abs = float(np.max(diff))
-    scale = float(np.nanmax(np.abs(want64))) if not np.isnan(want64).all() else 0.0
-    if not np.isfinite(max_abs):
-        return max_abs, float("inf")
-    if scale == 0.0:
-        return max_abs, 0.0 if max_abs == 0.0 else float("inf")
-    return max_abs, max_abs / scale
 
 
 def run_onnx(model: Any, inputs: Mapping[str, np.ndarray], tensors: list[str]) -> dict[str, np.ndarray]:
@@ -153,29 +110,6 @@ def verify(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_layers
     if not chosen:
         raise CaffeportError("no tensor of the ONNX model pairs with a Caffe top: is it this net's export?")
     got = run_onnx(model, inputs, list(dict.fromkeys(tensor for _, tensor in chosen)))
-    rows = []
-    for key, tensor in chosen:
-        want = reference[key]
-        value = got.get(tensor)
-        max_abs, rel = compare(value, want)
-        passed = value is not None and value.shape == want.shape and bool(rel <= rtol)
-        rows.append(Comparison(key, tensor, tuple(want.shape), None if value is None else tuple(value.shape),
-                               max_abs, rel, passed, tensor in output_names))
-    return rows
-
-
-def table(rows: list[Comparison], rtol: float) -> str:
-    """The per-tensor report and a summary line."""
-    header = ("tensor", "caffe top", "shape", "max abs diff", "rel error", "")
-    lines = [header]
-    for row in rows:
-        verdict = "ok" if row.passed else "FAIL" + (f" ({row.note})" if row.note else "")
-        lines.append((row.tensor + (" (output)" if row.output else ""), row.key, "x".join(map(str, row.shape)),
-                      f"{row.max_abs:.3g}", f"{row.rel:.3g}", verdict))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip() + "  " + line[-1]
-            for line in lines]
-    failed = sum(not row.passed for row in rows)
-    text.append(f"{len(rows) - failed} of {len(rows)} tensors match within rtol {rtol:g}"
-                + (f"; {failed} FAIL" if failed else ""))
-    return "\n".join(line.rstrip() for line in text)
+    layers = {key: layer for key, layer, _ in layer_tops(net)}
+    return [comparison(key, tensor, reference[key], got.get(tensor), rtol, output=tensor in output_names,
+                       layer=layers.get(key)) for key, tensor in chosen]

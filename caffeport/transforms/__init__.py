@@ -9,15 +9,27 @@ Backends (each a list of pass names, see `BACKENDS`):
 - ``caffe``: identity, the raw blobs;
 - ``pycaffe``: the raw blobs in the shapes Caffe's layers hold (legacy 4-D blobs reshaped), as pycaffe gave them.
 
+``Options(matlab=True)`` runs ``matlab_row_major`` (`caffeport.transforms.matlab`) before any backend's passes.
+
 Add one with `register_backend("name", [...pass names...])`; add a pass with
 `@register_pass("name")`.
 """
 
-from caffeport.transforms import batchnorm, flatten, keras_layout, names, native_shapes, recurrent, theano, torch_layout
+from caffeport.transforms import (
+    batchnorm,
+    flatten,
+    keras_layout,
+    matlab,
+    names,
+    native_shapes,
+    recurrent,
+    theano,
+    torch_layout,
+)
 from caffeport.transforms.registry import BACKENDS, PASSES, Options, register_backend, register_pass, transform
 
 # the modules register their passes when imported
-_ = (batchnorm, flatten, keras_layout, names, native_shapes, recurrent, theano, torch_layout)
+_ = (batchnorm, flatten, keras_layout, matlab, names, native_shapes, recurrent, theano, torch_layout)
 
 _KERAS_COMMON = ["batchnorm_scale_factor", "fuse_batchnorm_scale", "lstm_gate_order"]
 register_backend("tensorflow", [*_KERAS_COMMON, "channels_last", "keras_layout", "flatten_channels_last",

@@ -95,9 +95,14 @@ def transform(net: Net, backend: str = "tensorflow", options: Options | None = N
         check_net(net)  # weights that do not fit their layers are refused, as Caffe refuses them
         result = _copy_structure(net)
         result.metadata["backend"] = backend
-        for name in BACKENDS[backend]:
+        for name in [*_option_passes(options), *BACKENDS[backend]]:
             PASSES[name](result, options)
     return result
+
+
+def _option_passes(options: Options) -> list[str]:
+    """Passes an option runs before the backend's own: ``matlab`` rewrites the Caffe-layout net every backend reads."""
+    return ["matlab_row_major"] if options.matlab else []
 
 
 def _copy_structure(net: Net) -> Net:

@@ -1,0 +1,112 @@
+"""``caffeport verify --keras``: a generated and a hand-written Keras 3 model beside the reference forward.
+
+The hand-written one is MTCNN's P-Net as a Keras user writes it (NHWC, layers
+named after the Caffe layers, weights from caffeport's npz), with the pooling
+padding the usual Keras port chooses: ``'same'`` is Caffe's ceil rounding for
+this 2x2 window, ``'valid'`` is floor. At P-Net's own 12x12 both give 5x5; at
+25x25 Caffe gives 12x12 and ``'valid'`` 11x11, so ``verify`` must name pool1.
+Each case runs the CLI in a child (the way a user runs it, the model module
+found on ``sys.path`` from the working directory).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffeport
+
+MTCNN = Path(__file__).resolve().parents[2].parent / "shared" / "caffe-models" / "mtcnn"
+DET1, DET1_PROTO = MTCNN / "det1.caffemodel", MTCNN / "det1.prototxt"
+
+PNET = '''
+"""MTCNN's P-Net written by hand in Keras 3 (NHWC), its weights from caffeport's npz beside this file."""
+from pathlib import Path
+
+import keras
+import numpy as np
+
+PADDING = "{padding}"
+
+
+def build():
+    blobs = np.load(Path(__file__).with_name("det1.npz"))
+    data = keras.Input((None, None, 3), name="data")
+    x = keras.layers.Conv2D(10, 3, name="conv1")(data)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="PReLU1")(x)
+    x = keras.layers.MaxPooling2D(2, 2, padding=PADDING, name="pool1")(x)
+    x = keras.layers.Conv2D(16, 3, name="conv2")(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="PReLU2")(x)
+    x = keras.layers.Conv2D(32, 3, name="conv3")(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="PReLU3")(x)
+    score = keras.layers.Conv2D(2, 1, name="conv4-1")(x)
+    prob = keras.layers.Softmax(axis=-1, name="prob1")(score)
+    box = keras.layers.Conv2D(4, 1, name="conv4-2")(x)
+    model = keras.Model(data, {{"prob1": prob, "conv4-2": box}})
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.set_weights([blobs[f"{{layer.name}}/0"].transpose(2, 3, 1, 0), blobs[f"{{layer.name}}/1"]])
+        elif isinstance(layer, keras.layers.PReLU):
+            layer.set_weights([blobs[f"{{layer.name}}/0"].reshape(1, 1, -1)])
+    return model
+'''
+
+
+def _verify(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "caffeport", "verify", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=900)
+
+
+def _input(tmp_path: Path, size: int) -> Path:
+    path = tmp_path / f"x{size}.npy"
+    np.save(path, np.random.default_rng(size).uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+    return path
+
+
+def _pnet(tmp_path: Path, padding: str) -> None:
+    net = caffeport.read(DET1, DET1_PROTO)
+    np.savez(tmp_path / "det1.npz", **{f"{layer.name}/{i}": np.asarray(blob, np.float32)
+                                       for layer in net.layers for i, blob in enumerate(layer.blobs)})
+    (tmp_path / "kpnet.py").write_text(textwrap.dedent(PNET.format(padding=padding)))
+
+
+def _line(stdout: str, key: str) -> str:
+    return next(line for line in stdout.splitlines() if f" {key} " in f" {line} ")
+
+
+def test_generated_keras_code_verifies_every_layer(tmp_path: Path) -> None:
+    out = tmp_path / "det1code"
+    caffeport.convert(DET1, DET1_PROTO, out, format="keras-code")
+    result = _verify(DET1, "-p", DET1_PROTO, "--keras", "model:load_model", "--input",
+                     f"data={_input(tmp_path, 12)}", "--all-layers", cwd=out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for key in ("conv1/conv1", "pool1/pool1", "conv4-2/conv4-2", "prob1/prob1"):
+        assert _line(result.stdout, key).rstrip().endswith("ok"), key
+    assert "FAIL" not in result.stdout
+
+
+@pytest.mark.parametrize("size", [12, 25])
+def test_hand_written_pnet_same_padding_passes(tmp_path: Path, size: int) -> None:
+    _pnet(tmp_path, "same")
+    result = _verify(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={_input(tmp_path, size)}",
+                     "--all-layers", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 of 10 tensors match" in result.stdout
+
+
+def test_hand_written_pnet_valid_padding_is_named_pool1(tmp_path: Path) -> None:
+    _pnet(tmp_path, "valid")
+    at12 = _verify(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={_input(tmp_path, 12)}",
+                   "--all-layers", cwd=tmp_path)
+    assert at12.returncode == 0, at12.stdout + at12.stderr
+    at25 = _verify(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={_input(tmp_path, 25)}",
+                   "--all-layers", cwd=tmp_path)
+    assert at25.returncode == 1, at25.stdout + at25.stderr
+    assert "first divergence: layer pool1 (type Pooling), top pool1/pool1" in at25.stdout
+    assert "shape [1, 10, 11, 11], Caffe's is [1, 10, 12, 12]" in _line(at25.stdout, "pool1/pool1")
+    assert _line(at25.stdout, "PReLU1/conv1").rstrip().endswith("ok")
