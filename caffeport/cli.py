@@ -157,6 +157,10 @@ def _run_inputs(args: argparse.Namespace, net_inputs: dict[str, tuple[int, ...]]
     if args.mean is not None:
         parsed = parse_mean(args.mean)
         mean = read_blob(parsed) if isinstance(parsed, str) else parsed
+        if getattr(args, "matlab", False) and isinstance(parsed, str) and np.ndim(mean) >= 2:
+            # a MATLAB-trained net's mean image is stored as the net saw images (transposed): row-major for the
+            # rewritten net, as the image it is subtracted from
+            mean = np.swapaxes(np.asarray(mean), -1, -2)
     for name, path in _named_values(args.image, "--image").items():
         name = name or _only_input(net_inputs, "--image")
         if name not in net_inputs:
@@ -219,6 +223,8 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.rtol is None or not args.rtol >= 0:
         raise CaffeportError(f"--rtol must be a non-negative number, got {args.rtol}")
     net = read(args.model, args.prototxt)
+    if args.matlab:  # the reference for a model converted with --matlab: the rewritten net, row-major inputs
+        net = transform(net, "caffe", Options(matlab=True))
     if args.torch is not None:  # torch and keras are imported only for their own flag
         from caffeport.verify.torch_target import load_model, verify
         model = load_model(args.torch)
@@ -423,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "its input is shaped (C, H, W); --all-layers pairs layers named like Caffe layers")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array in Caffe's layout (N, C, H, W), by net input name (repeat per input)")
+    p.add_argument("--matlab", action="store_true",
+                   help="the model was converted with --matlab: compare it with the rewritten net ('run --matlab'), "
+                   "on row-major inputs")
     p.add_argument("--image", action="append", default=[], metavar="[NAME=]FILE",
                    help="an image for an input, prepared as 'caffeport run --image' does (needs Pillow)")
     p.add_argument("--mean", metavar="B,G,R|MEAN.binaryproto", help="subtracted from --image inputs")

@@ -22,7 +22,8 @@ from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Net
 from caffeport.layers import LAYER_TYPES, layer_type
 
-__all__ = ["LINE_LENGTH", "Names", "comment", "fed", "quote", "sha256", "shapes_known", "stub_params", "wrapped"]
+__all__ = ["LINE_LENGTH", "Names", "comment", "fed", "matlab_note", "quote", "sha256", "shapes_known", "stub_params",
+           "wrapped"]
 
 _NOT_IDENTIFIER = re.compile(r"\W|^(?=\d)")
 #: the generated file keeps to this project's line length, so ``ruff check`` passes with its rules too
@@ -50,6 +51,18 @@ class Names:
         self.used.add(candidate)
         self.given[name] = candidate
         return candidate
+
+
+#: what a generated docstring and README say of a net converted with ``--matlab``
+MATLAB_NOTE = ("Converted with --matlab: the net was trained in MATLAB on transposed images, and this model is "
+               "rewritten for row-major images (kernels' H and W swapped, the first fully connected layer after a "
+               "spatial blob reordered): feed images as numpy, PIL or OpenCV hold them; spatial outputs are "
+               "row-major too.")
+
+
+def matlab_note(net: Net) -> str:
+    """``MATLAB_NOTE`` for a net the ``matlab_row_major`` pass rewrote, else nothing."""
+    return MATLAB_NOTE if net.metadata.get("matlab") else ""
 
 
 def sha256(path: str) -> str:
