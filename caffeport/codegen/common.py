@@ -79,6 +79,9 @@ def fed(net: Net, layer: Layer) -> bool:
 
 
 def shapes_known(layer: Layer) -> bool:
+    """Every bottom's and top's shape known (only the bottoms' for a type whose tops depend on the values)."""
+    if layer.type in LAYER_TYPES and layer_type(layer.type).shape_from_values:
+        return all(shape is not None for shape in layer.bottom_shapes)
     return len(layer.top_shapes) >= len(layer.tops) and all(
         shape is not None for shape in [*layer.bottom_shapes, *layer.top_shapes])
 

@@ -446,3 +446,59 @@ def prior_box(code: LayerCode) -> None:
     sizes = tuple(tuple(shape[2:]) for shape in shapes)  # type: ignore[index]
     module = code.module(f"PriorBoxes({tuple(priors.shape)}, sizes={sizes})", [("priors", priors)], "PriorBoxes")
     code.assign(f"{module}({', '.join(code.bottoms)})")
+
+
+# ---------------------------------------------------------------------------- embed, recurrent
+
+
+@emits("Embed")
+def embed(code: LayerCode) -> None:
+    """`CaffeEmbed`: a row of the (input_dim, num_output) weight per input value, plus the bias."""
+    p = code.params()
+    weight = np.asarray(code.layer.blobs[0])
+    bias = bool(p.get("bias_term", True))
+    module = code.module(f"CaffeEmbed({weight.shape[0]}, {weight.shape[1]}{'' if bias else ', bias=False'})",
+                         _weights(code), "CaffeEmbed")
+    code.assign(f"{module}({code.x})")
+
+
+@emits("LSTM")
+def lstm(code: LayerCode) -> None:
+    """`CaffeLSTM`: the step loop with ``cont`` restarts (PyTorch's nn.LSTM has no ``cont``)."""
+    layer_kind = layer_type(code.layer.type)
+    if layer_kind.has_static(code.layer):  # type: ignore[attr-defined]
+        raise NotGenerated("an LSTM with a static input (x_static)")
+    hidden = int(code.params()["num_output"])
+    size = math.prod(code.shape[2:])
+    module = code.module(f"CaffeLSTM({size}, {hidden})", _weights(code), "CaffeLSTM")
+    states = code.bottoms[2:]  # expose_hidden: h_0, c_0 as bottoms, h_T, c_T as tops
+    tops = code.tops if len(code.tops) == 3 else [code.tops[0], "_", "_"]
+    code.body.append(f"{', '.join(tops)} = {module}({', '.join([code.x, code.bottoms[1], *states])})")
+
+
+# ---------------------------------------------------------------------------- detection_output
+
+
+@emits("DetectionOutput")
+def detection_output(code: LayerCode) -> None:
+    """`caffe_detection_output`: SSD's decode, per-class NMS and keep_top_k, step by step in the file."""
+    from caffeport.layers.detection_output import code_type
+
+    p = code.params()
+    nms = p.get("nms_param") or {}
+    if p.get("num_classes") is None:
+        raise NotGenerated("detection_output_param has no num_classes")
+    if len(code.bottoms) < 3:
+        raise NotGenerated("DetectionOutput without its priors bottom")
+    threshold = p.get("confidence_threshold")
+    top_k = nms.get("top_k")
+    options = ", ".join([
+        f"num_classes={int(p['num_classes'])}", f"share_location={bool(p.get('share_location', True))}",
+        f"background_label_id={int(p.get('background_label_id', 0))}", f'code_type="{code_type(p)}"',
+        f"variance_encoded_in_target={bool(p.get('variance_encoded_in_target', False))}",
+        f"keep_top_k={int(p.get('keep_top_k', -1))}",
+        f"confidence_threshold={'-FLT_MAX' if threshold is None else number(threshold)}",
+        f"nms_threshold={number(nms.get('nms_threshold', 0.3))}", f"eta={number(nms.get('eta', 1.0))}",
+        f"top_k={-1 if top_k is None else int(top_k)}"])
+    code.helpers.add("caffe_detection_output")
+    code.assign(f"caffe_detection_output({', '.join(code.bottoms[:3])}, {options})")

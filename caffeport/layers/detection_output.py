@@ -160,6 +160,7 @@ def nms_fast(boxes: np.ndarray, scores: np.ndarray, score_threshold: np.float32,
 class DetectionOutput(LayerType):
     param = "detection_output_param"
     bottoms = 0
+    shape_from_values = True
 
     def infer(self, layer: Layer, bottoms: list[Shape]) -> Tops | None:
         return []  # known only after a forward

@@ -49,6 +49,9 @@ class LayerType:
     param: ClassVar[str | None] = None
     #: leading bottoms the shape rule reads; ``None`` means all of them (at least one)
     bottoms: ClassVar[int | None] = 1
+    #: the top shapes depend on the values, not only on the shapes (SSD's DetectionOutput: one row per detection),
+    #: so no shape rule can give them before a forward
+    shape_from_values: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ shapes
 

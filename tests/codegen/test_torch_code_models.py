@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport.ir import Net
-from tests.codegen.codegen_helpers import ruff_check, run_generated, run_generated_failure
+from tests.codegen.codegen_helpers import ruff_check, run_generated
 from tests.conftest import models_dir
 from tests.proof.reference_nets import assert_close
 
@@ -99,54 +98,74 @@ def test_generated_model_matches_the_reference_top_by_top(name: str, tmp_path: P
     assert compared >= len(net.layers) - len(_folded_batchnorms(net))
 
 
-def test_yunet_detection_output_is_a_stub_and_everything_before_it_is_exact(tmp_path: Path) -> None:
-    """DetectionOutput raises NotImplementedError naming the layer; replaced, every other top matches."""
+def test_yunet_with_its_detection_output_matches_the_reference_on_a_photo(tmp_path: Path) -> None:
+    """yunet whole: PriorBox a constant, DetectionOutput the file's `caffe_detection_output`; on the astronaut
+    photo every top, the detection rows included, equals the reference's (the face found, ids and labels exact)."""
+    from tests.onnx.test_onnx_ssd import assert_rows_equal, astronaut
+
     net, result = _generate(YUNET, tmp_path / "model")
-    heads = [layer.name for layer in net.layers if layer.type == "DetectionOutput"]
-    assert len(heads) == 1
-    (stub,) = [w for w in result.warnings if "torch-code" in w]
-    assert f"{heads[0]!r} (DetectionOutput)" in stub and "1 layer(s)" in stub
+    assert not [w for w in result.warnings if "torch-code" in w]  # nothing stubbed
+    (head,) = [layer for layer in net.layers if layer.type == "DetectionOutput"]
     source = (tmp_path / "model" / "model.py").read_text()
-    assert "PriorBoxes(" in source and "Normalize(" in source
-    inputs = _inputs(net)
-    error = run_generated_failure(tmp_path / "model", inputs, list(net.inputs))
-    assert "NotImplementedError" in error and f"{heads[0]!r} (DetectionOutput)" in error
-    assert "detection_output_param" in error  # its params are named
-    # the stub, swapped for a module that returns zeros, lets the forward finish: every other top is compared
-    attr = heads[0].replace("-", "_")
-    patch = (f"class Zero(torch.nn.Module):\n    def forward(self, *b):\n        return torch.zeros(1)\n"
-             f"net.{attr} = Zero()\n")
-    got, _ = run_generated(tmp_path / "model", inputs, list(net.inputs), patch=patch)
-    head_keys = {k for k in got if k.partition("/")[0] in heads}
-    assert head_keys
-    for key in head_keys:
-        del got[key]
-    cut = Net(name=net.name, layers=[la for la in net.layers if la.name not in heads], inputs=net.inputs,
-              caffemodel_path=net.caffemodel_path, prototxt_path=net.prototxt_path)
-    reference = caffeport.run(cut, inputs, all_layers=True)
-    expected = {k for k in reference if "/" in k}
-    assert set(got) >= expected
-    for key in sorted(expected):
-        assert_close(key, got[key], reference[key])
+    assert "PriorBoxes(" in source and "caffe_detection_output(" in source
+    inputs = {"data": astronaut()}
+    got, plain = run_generated(tmp_path / "model", inputs, list(net.inputs))
+    key = f"{head.name}/{head.tops[0]}"
+    want = caffeport.run(net, inputs, all_layers=True)
+    assert want[key].shape[2] > 0 and want[key][0, 0, 0, 1] != -1  # a real detection to compare
+    assert_rows_equal(got.pop(key), want[key])
+    assert_rows_equal(got.pop(head.tops[0]), want[key])  # the net's output, as the plain call returns it
+    compare_with_reference(net, got, plain, inputs, skip={head.name})
 
 
-def test_recurrent_layers_are_stubs_with_their_weights_kept(tmp_path: Path) -> None:
-    """e_recurrent: Embed and LSTM are not generated yet; the model still loads (strictly) with all blobs."""
-    from safetensors.numpy import load_file
+def test_yunet_detection_output_gives_the_empty_rows_when_nothing_is_found(tmp_path: Path) -> None:
+    """A black image: no score passes the threshold, and the rows are Caffe's -1 rows with the image id."""
+    net, _ = _generate(YUNET, tmp_path / "model")
+    (head,) = [layer for layer in net.layers if layer.type == "DetectionOutput"]
+    key = f"{head.name}/{head.tops[0]}"
+    inputs = {"data": np.zeros(net.inputs["data"], np.float32)}
+    got, _ = run_generated(tmp_path / "model", inputs, list(net.inputs))
+    want = caffeport.run(net, inputs, all_layers=True)[key]
+    np.testing.assert_array_equal(got[key], want)
 
+
+def _recurrent_inputs(net: caffeport.Net, seed: int) -> dict[str, np.ndarray]:
+    """Embed indices in [0, input_dim) and a ``cont`` that restarts every stream at t = 0 and once more later."""
+    rng = np.random.default_rng(seed)
+    (embed,) = [layer for layer in net.layers if layer.type == "Embed"]
+    steps, streams = net.inputs["cont"]
+    cont = np.ones((steps, streams), np.float32)
+    cont[0] = 0
+    cont[rng.integers(1, steps), rng.integers(0, streams)] = 0
+    data = rng.integers(0, int(embed.param("embed_param")["input_dim"]), size=net.inputs["data"])
+    return {"data": data.astype(np.float32), "cont": cont}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recurrent_net_embed_and_lstm_with_cont_restarts_match(seed: int, tmp_path: Path) -> None:
+    """e_recurrent (Caffe-written: Embed, LSTM with ``cont``, InnerProduct) generated whole and exact."""
     net, result = _generate(RECURRENT, tmp_path / "model")
-    (stub,) = [w for w in result.warnings if "torch-code" in w]
-    for layer in net.layers:
-        if layer.type in ("Embed", "LSTM"):
-            assert f"{layer.name!r} ({layer.type})" in stub
-    tensors = load_file(str(tmp_path / "model" / "weights.safetensors"))
-    weighted = [layer for layer in net.layers if layer.blobs]
-    assert {key.partition(".")[0] for key in tensors} == {layer.name for layer in weighted}
-    assert sum(v.size for v in tensors.values()) >= net.num_weights
-    inputs = {k: np.zeros(shape, np.float32) for k, shape in net.inputs.items()}
-    error = run_generated_failure(tmp_path / "model", inputs, list(net.inputs))
-    first = next(layer for layer in net.layers if layer.type in ("Embed", "LSTM"))
-    assert "NotImplementedError" in error and f"{first.name!r} ({first.type})" in error
+    assert not [w for w in result.warnings if "torch-code" in w]
+    source = (tmp_path / "model" / "model.py").read_text()
+    assert "CaffeEmbed(" in source and "CaffeLSTM(" in source
+    inputs = _recurrent_inputs(net, seed)
+    got, plain = run_generated(tmp_path / "model", inputs, list(net.inputs))
+    assert compare_with_reference(net, got, plain, inputs) >= len(net.layers)  # every top, the inputs too
+
+
+def test_an_lstm_that_ignores_cont_fails_the_comparison(tmp_path: Path) -> None:
+    """The check can fail: PyTorch's own nn.LSTM semantics (no restart where cont is 0) differ from Caffe's."""
+    net, _ = _generate(RECURRENT, tmp_path / "model")
+    patch = ("import model\n"
+             "forward = model.CaffeLSTM.forward\n"
+             "model.CaffeLSTM.forward = lambda self, x, cont, *s: forward(self, x, torch.ones_like(cont), *s)\n")
+    inputs = _recurrent_inputs(net, 0)
+    got, _ = run_generated(tmp_path / "model", inputs, list(net.inputs), patch=patch)
+    want = caffeport.run(net, inputs, all_layers=True)
+    (lstm,) = [layer for layer in net.layers if layer.type == "LSTM"]
+    key = f"{lstm.name}/{lstm.tops[0]}"
+    with pytest.raises(AssertionError, match=f"{key}: relative error"):
+        assert_close(key, got[key], want[key])
 
 
 @pytest.mark.parametrize("size", [(31, 47), (12, 13), (100, 77)])
