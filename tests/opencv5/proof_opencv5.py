@@ -32,20 +32,13 @@ from caffeport.ir import Layer
 from caffeport.onnx import DEFAULT_OPSET
 from tests.conftest import models_dir
 from tests.onnx.onnx_helpers import tiny_net
+from tests.onnx.test_onnx_export import SHARED
 from tests.onnx.test_onnx_ssd import CASES, assert_rows_equal, astronaut, ssd_case
-from tests.proof.reference_nets import assert_close
+from tests.proof.reference_nets import REFERENCE_MODELS, assert_close, model_files, reference_inputs
 
-MODELS = {
-    "mtcnn-det1": ("mtcnn/det1.caffemodel", "mtcnn/det1.prototxt"),
-    "mtcnn-det2": ("mtcnn/det2.caffemodel", "mtcnn/det2.prototxt"),
-    "mtcnn-det3": ("mtcnn/det3.caffemodel", "mtcnn/det3.prototxt"),
-    "lenet-v1": ("lenet-v1/lenet_iter_10000.caffemodel", "lenet-v1/lenet.prototxt"),
-    "lenet-v2": ("lenet-v2/lenet_iter_10000.caffemodel", "lenet-v2/lenet.prototxt"),
-    "resnet50-head-bn": ("resnet50-head-bn/test.caffemodel", "resnet50-head-bn/test.prototxt"),
-    "ultraface": ("ultraface-rfb320/RFB-320.caffemodel", "ultraface-rfb320/RFB-320.prototxt"),
-    "yunet": ("yunet-libfacedetection/yufacedetectnet-open-v1.caffemodel",
-              "yunet-libfacedetection/yufacedetectnet-open-v1.prototxt"),
-}
+#: every shared model the ONNX tests export (tests/onnx/test_onnx_export.py's table), and yunet
+MODELS = {**SHARED, "yunet": ("yunet-libfacedetection/yufacedetectnet-open-v1.caffemodel",
+                              "yunet-libfacedetection/yufacedetectnet-open-v1.prototxt")}
 
 
 def export(name: str, out: Path, **options: object) -> caffeport.Net:
@@ -79,6 +72,21 @@ def test_opencv5_runs_the_export(name: str, tmp_path: Path) -> None:
     net = export(name, path)
     assert onnx.load(str(path)).opset_import[0].version == DEFAULT_OPSET == 17
     inputs = random_inputs(net)
+    want = caffeport.run(net, inputs)
+    got = run_opencv(path, inputs)
+    assert set(got) == set(want) - set(net.inputs)
+    for key, value in got.items():
+        assert_close(key, value.reshape(want[key].shape), want[key])
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_opencv5_runs_the_caffe_reference_models(name: str, tmp_path: Path) -> None:
+    """The Caffe-written nets (grouped deconvolution, PReLU, the unrolled LSTM with cont), on Caffe's own inputs."""
+    path = tmp_path / f"{name}.onnx"
+    caffemodel, prototxt = model_files(name)
+    caffeport.convert(caffemodel, prototxt, path, format="onnx")
+    net = caffeport.read(caffemodel, prototxt)
+    inputs = reference_inputs(name)
     want = caffeport.run(net, inputs)
     got = run_opencv(path, inputs)
     assert set(got) == set(want) - set(net.inputs)
