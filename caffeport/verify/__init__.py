@@ -19,12 +19,13 @@ error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from caffeport.forward import net_outputs
+from caffeport.forward import net_outputs, run
 from caffeport.ir import Layer, Net
 
 #: the default largest accepted relative error
@@ -132,6 +133,18 @@ def pair_rows(net: Net, reference: Mapping[str, np.ndarray], found: Mapping[str,
             rows.append(Comparison(key, "-", tuple(reference[key].shape), None, float("nan"), float("nan"), True,
                                    False, layer.name, layer.type, exposed=False))
     return rows
+
+
+#: a target's runner: (net, model, inputs, all_layers=) -> ``<layer>/<top>`` -> (its name for the tensor, value)
+RunModel = Callable[..., dict[str, tuple[str, np.ndarray]]]
+
+
+def compare_model(net: Net, model: Any, inputs: Mapping[str, np.ndarray], run_model: RunModel, *,
+                  all_layers: bool, rtol: float, missing_output: str) -> list[Comparison]:
+    """The rows of a target: ``caffeport.run(net)`` on ``inputs`` against what ``run_model`` finds in ``model``."""
+    reference = run(net, inputs, all_layers=True)
+    found = run_model(net, model, inputs, all_layers=all_layers)
+    return pair_rows(net, reference, found, all_layers=all_layers, rtol=rtol, missing_output=missing_output)
 
 
 def first_divergence(rows: list[Comparison]) -> Comparison | None:

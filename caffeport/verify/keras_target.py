@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from caffeport.errors import CaffeportError, for_cli
-from caffeport.forward import net_outputs, run
+from caffeport.forward import net_outputs
 from caffeport.ir import Net
 from caffeport.keras_model import load_keras_model
-from caffeport.verify import RTOL, Comparison, layer_tops, output_keys, pair_rows
+from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, output_keys
 
 
 def load_model(spec: str) -> Any:
@@ -136,7 +136,5 @@ def run_model(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_lay
 def verify(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_layers: bool = False,
            rtol: float = RTOL) -> list[Comparison]:
     """Compare the Keras ``model`` with ``caffeport.run(net)`` on ``inputs`` (NCHW arrays by net input name)."""
-    reference = run(net, inputs, all_layers=True)
-    found = run_model(net, model, inputs, all_layers=all_layers)
-    return pair_rows(net, reference, found, all_layers=all_layers, rtol=rtol,
-                     missing_output="not among the model's outputs and no layer of its name")
+    return compare_model(net, model, inputs, run_model, all_layers=all_layers, rtol=rtol,
+                         missing_output="not among the model's outputs and no layer of its name")

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from caffeport.errors import CaffeportError
-from caffeport.forward import net_outputs, run
+from caffeport.forward import net_outputs
 from caffeport.ir import Net
-from caffeport.verify import RTOL, Comparison, layer_tops, output_keys, pair_rows
+from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, output_keys
 
 #: what ``--torch DIR`` calls when no callable is named: the generated model.py's loader
 DEFAULT_CALLABLE = "load_model"
@@ -237,7 +237,5 @@ def run_model(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_lay
 def verify(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_layers: bool = False,
            rtol: float = RTOL) -> list[Comparison]:
     """Compare the torch ``model`` with ``caffeport.run(net)`` on ``inputs`` (NCHW arrays by net input name)."""
-    reference = run(net, inputs, all_layers=True)
-    found = run_model(net, model, inputs, all_layers=all_layers)
-    return pair_rows(net, reference, found, all_layers=all_layers, rtol=rtol,
-                     missing_output="not among the model's outputs")
+    return compare_model(net, model, inputs, run_model, all_layers=all_layers, rtol=rtol,
+                         missing_output="not among the model's outputs")

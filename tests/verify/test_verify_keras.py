@@ -11,18 +11,13 @@ found on ``sys.path`` from the working directory).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import caffeport
-
-MTCNN = Path(__file__).resolve().parents[2].parent / "shared" / "caffe-models" / "mtcnn"
-DET1, DET1_PROTO = MTCNN / "det1.caffemodel", MTCNN / "det1.prototxt"
+from tests.verify.verify_helpers import DET1, DET1_PROTO, line_of, save_blobs, square_input, verify_cli
 
 PNET = '''
 """MTCNN's P-Net written by hand in Keras 3 (NHWC), its weights from caffeport's npz beside this file."""
@@ -57,56 +52,45 @@ def build():
 '''
 
 
-def _verify(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "caffeport", "verify", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=900)
 
 
-def _input(tmp_path: Path, size: int) -> Path:
-    path = tmp_path / f"x{size}.npy"
-    np.save(path, np.random.default_rng(size).uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
-    return path
 
 
 def _pnet(tmp_path: Path, padding: str) -> None:
-    net = caffeport.read(DET1, DET1_PROTO)
-    np.savez(tmp_path / "det1.npz", **{f"{layer.name}/{i}": np.asarray(blob, np.float32)
-                                       for layer in net.layers for i, blob in enumerate(layer.blobs)})
+    save_blobs(DET1, DET1_PROTO, tmp_path / "det1.npz")
     (tmp_path / "kpnet.py").write_text(textwrap.dedent(PNET.format(padding=padding)))
 
 
-def _line(stdout: str, key: str) -> str:
-    return next(line for line in stdout.splitlines() if f" {key} " in f" {line} ")
 
 
 def test_generated_keras_code_verifies_every_layer(tmp_path: Path) -> None:
     out = tmp_path / "det1code"
     caffeport.convert(DET1, DET1_PROTO, out, format="keras-code")
-    result = _verify(DET1, "-p", DET1_PROTO, "--keras", "model:load_model", "--input",
-                     f"data={_input(tmp_path, 12)}", "--all-layers", cwd=out)
+    result = verify_cli(DET1, "-p", DET1_PROTO, "--keras", "model:load_model", "--input",
+                     f"data={square_input(tmp_path, 12)}", "--all-layers", cwd=out)
     assert result.returncode == 0, result.stdout + result.stderr
     for key in ("conv1/conv1", "pool1/pool1", "conv4-2/conv4-2", "prob1/prob1"):
-        assert _line(result.stdout, key).rstrip().endswith("ok"), key
+        assert line_of(result.stdout, key).rstrip().endswith("ok"), key
     assert "FAIL" not in result.stdout
 
 
 @pytest.mark.parametrize("size", [12, 25])
 def test_hand_written_pnet_same_padding_passes(tmp_path: Path, size: int) -> None:
     _pnet(tmp_path, "same")
-    result = _verify(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={_input(tmp_path, size)}",
-                     "--all-layers", cwd=tmp_path)
+    result = verify_cli(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input",
+                        f"data={square_input(tmp_path, size)}", "--all-layers", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "10 of 10 tensors match" in result.stdout
 
 
 def test_hand_written_pnet_valid_padding_is_named_pool1(tmp_path: Path) -> None:
     _pnet(tmp_path, "valid")
-    at12 = _verify(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={_input(tmp_path, 12)}",
+    at12 = verify_cli(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={square_input(tmp_path, 12)}",
                    "--all-layers", cwd=tmp_path)
     assert at12.returncode == 0, at12.stdout + at12.stderr
-    at25 = _verify(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={_input(tmp_path, 25)}",
+    at25 = verify_cli(DET1, "-p", DET1_PROTO, "--keras", "kpnet:build", "--input", f"data={square_input(tmp_path, 25)}",
                    "--all-layers", cwd=tmp_path)
     assert at25.returncode == 1, at25.stdout + at25.stderr
     assert "first divergence: layer pool1 (type Pooling), top pool1/pool1" in at25.stdout
-    assert "shape [1, 10, 11, 11], Caffe's is [1, 10, 12, 12]" in _line(at25.stdout, "pool1/pool1")
-    assert _line(at25.stdout, "PReLU1/conv1").rstrip().endswith("ok")
+    assert "shape [1, 10, 11, 11], Caffe's is [1, 10, 12, 12]" in line_of(at25.stdout, "pool1/pool1")
+    assert line_of(at25.stdout, "PReLU1/conv1").rstrip().endswith("ok")

@@ -14,19 +14,14 @@ floor rounding to 11x11, so the floor model passes at 12x12 and fails at 25x25.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import caffeport
 from tests.codegen.test_torch_code_layers import build
-
-MTCNN = Path(__file__).resolve().parents[2].parent / "shared" / "caffe-models" / "mtcnn"
-DET1, DET1_PROTO = MTCNN / "det1.caffemodel", MTCNN / "det1.prototxt"
+from tests.verify.verify_helpers import DET1, DET1_PROTO, save_blobs, square_input, verify_cli
 
 PNET = '''
 """MTCNN's P-Net written by hand, its weights from caffeport's npz beside this file."""
@@ -117,28 +112,16 @@ def build():
 '''
 
 
-def _blobs(caffemodel: Path, prototxt: Path, out: Path) -> None:
-    """``<layer>/<index>`` -> blob, as a hand-written model loads caffeport's weights."""
-    net = caffeport.read(caffemodel, prototxt)
-    np.savez(out, **{f"{layer.name}/{i}": np.asarray(blob, np.float32)
-                     for layer in net.layers for i, blob in enumerate(layer.blobs)})
 
 
-def _verify(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "caffeport", "verify", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
 
 
-def _input(tmp_path: Path, size: int) -> Path:
-    path = tmp_path / f"x{size}.npy"
-    np.save(path, np.random.default_rng(size).uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
-    return path
 
 
 def _pnet(tmp_path: Path, ceil: bool) -> Path:
     folder = tmp_path / ("ceil" if ceil else "floor")
     folder.mkdir()
-    _blobs(DET1, DET1_PROTO, folder / "det1.npz")
+    save_blobs(DET1, DET1_PROTO, folder / "det1.npz")
     (folder / "pnet.py").write_text(textwrap.dedent(PNET.format(ceil=ceil)))
     return folder / "pnet.py"
 
@@ -146,7 +129,7 @@ def _pnet(tmp_path: Path, ceil: bool) -> Path:
 def test_generated_torch_code_verifies_every_layer(tmp_path: Path) -> None:
     out = tmp_path / "det1code"
     caffeport.convert(DET1, DET1_PROTO, out, format="torch-code")
-    result = _verify(DET1, "-p", DET1_PROTO, "--torch", out, "--input", f"data={_input(tmp_path, 25)}",
+    result = verify_cli(DET1, "-p", DET1_PROTO, "--torch", out, "--input", f"data={square_input(tmp_path, 25)}",
                      "--all-layers", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "10 of 10 tensors match" in result.stdout  # P-Net's ten layers, every top (in-place PReLUs included)
@@ -155,8 +138,8 @@ def test_generated_torch_code_verifies_every_layer(tmp_path: Path) -> None:
 
 def test_hand_written_pnet_with_ceil_pooling_passes(tmp_path: Path) -> None:
     model = _pnet(tmp_path, ceil=True)
-    result = _verify(DET1, "-p", DET1_PROTO, "--torch", f"{model}:build", "--input",
-                     f"data={_input(tmp_path, 25)}", "--all-layers", cwd=tmp_path)
+    result = verify_cli(DET1, "-p", DET1_PROTO, "--torch", f"{model}:build", "--input",
+                     f"data={square_input(tmp_path, 25)}", "--all-layers", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for layer in ("conv1/conv1", "PReLU1/conv1", "pool1/pool1", "conv4-1/conv4-1", "prob1/prob1"):
         line = next(line for line in result.stdout.splitlines() if f" {layer} " in f" {line} ")
@@ -166,10 +149,10 @@ def test_hand_written_pnet_with_ceil_pooling_passes(tmp_path: Path) -> None:
 
 def test_hand_written_pnet_with_floor_pooling_is_named_at_the_size_where_it_differs(tmp_path: Path) -> None:
     model = f"{_pnet(tmp_path, ceil=False)}:build"
-    at12 = _verify(DET1, "-p", DET1_PROTO, "--torch", model, "--input", f"data={_input(tmp_path, 12)}",
+    at12 = verify_cli(DET1, "-p", DET1_PROTO, "--torch", model, "--input", f"data={square_input(tmp_path, 12)}",
                    "--all-layers", cwd=tmp_path)
     assert at12.returncode == 0, at12.stdout + at12.stderr  # 10x10 pools the same either way
-    at25 = _verify(DET1, "-p", DET1_PROTO, "--torch", model, "--input", f"data={_input(tmp_path, 25)}",
+    at25 = verify_cli(DET1, "-p", DET1_PROTO, "--torch", model, "--input", f"data={square_input(tmp_path, 25)}",
                    "--all-layers", cwd=tmp_path)
     assert at25.returncode == 1, at25.stdout + at25.stderr
     assert "first divergence: layer pool1 (type Pooling), top pool1/pool1" in at25.stdout
@@ -182,10 +165,10 @@ def test_hand_written_pnet_with_floor_pooling_is_named_at_the_size_where_it_diff
 @pytest.mark.parametrize("coeff", [True, False])
 def test_hand_written_eltwise_without_coeff_is_named(tmp_path: Path, coeff: bool) -> None:
     caffemodel, prototxt = build(tmp_path, TWO_BRANCH, {"data": (1, 3, 5, 6)})
-    _blobs(caffemodel, prototxt, tmp_path / "net.npz")
+    save_blobs(caffemodel, prototxt, tmp_path / "net.npz")
     source = TWO_BRANCH_MODEL.format(coeff=coeff)
     (tmp_path / "twobranch.py").write_text(textwrap.dedent(source))
-    result = _verify(caffemodel, "-p", prototxt, "--torch", f"{tmp_path / 'twobranch.py'}:build", "--random", "1",
+    result = verify_cli(caffemodel, "-p", prototxt, "--torch", f"{tmp_path / 'twobranch.py'}:build", "--random", "1",
                      "--all-layers", cwd=tmp_path)
     if coeff:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -199,11 +182,11 @@ def test_hand_written_eltwise_without_coeff_is_named(tmp_path: Path, coeff: bool
 
 
 def test_one_target_exactly_and_clear_spec_errors(tmp_path: Path) -> None:
-    none = _verify(DET1, "-p", DET1_PROTO, cwd=tmp_path)
+    none = verify_cli(DET1, "-p", DET1_PROTO, cwd=tmp_path)
     assert none.returncode == 1 and "give exactly one model to check" in none.stderr and "got none" in none.stderr
     assert "Traceback" not in none.stderr
-    missing = _verify(DET1, "-p", DET1_PROTO, "--torch", tmp_path / "nowhere", cwd=tmp_path)
+    missing = verify_cli(DET1, "-p", DET1_PROTO, "--torch", tmp_path / "nowhere", cwd=tmp_path)
     assert missing.returncode == 1 and "--torch" in missing.stderr and "Traceback" not in missing.stderr
     (tmp_path / "bad.py").write_text("def build():\n    return 3\n")
-    wrong = _verify(DET1, "-p", DET1_PROTO, "--torch", f"{tmp_path / 'bad.py'}:build", cwd=tmp_path)
+    wrong = verify_cli(DET1, "-p", DET1_PROTO, "--torch", f"{tmp_path / 'bad.py'}:build", cwd=tmp_path)
     assert wrong.returncode == 1 and "torch.nn.Module" in wrong.stderr and "Traceback" not in wrong.stderr
