@@ -1,7 +1,8 @@
 """Putting converted weights into a concrete Keras model, by layer name, with every shape checked.
 
 Keras 3's own ``.weights.h5`` files are keyed by layer class and position, not by
-name (see shared/notes/keras-formats.md), and its legacy ``by_name=True`` loader
+name (groups ``layers/conv2d``, ``layers/conv2d_1``, ... in ``model.layers`` order,
+and ``load_weights`` refuses ``by_name=True`` for them), and its legacy ``by_name=True`` loader
 skips whatever it cannot place without a word. So caffeport does the placing
 itself: each Keras layer takes the weights of the Caffe layer of the same
 (sanitised) name, every array's shape is compared with the variable it goes

@@ -9,17 +9,33 @@ module reorders the weights to Keras' channels_last layouts itself.
 
 The file builds a functional ``keras.Model`` with NHWC inputs named after the
 Caffe inputs, one Keras layer per Caffe layer named after it (plus the
-padding/flatten layers Caffe's rules need, named ``<layer>_pad`` etc.), and
-outputs a dict keyed by the net's output tops. Weights are in
-``weights.h5`` (one group per weighted layer, datasets ``0, 1, ...`` in
-``set_weights`` order, written with h5py) and loaded by ``load_model``.
+padding/permute/reshape layers Caffe's rules need, named ``<layer>_pad``,
+``<layer>_nchw`` etc.: `KerasCode.sub` makes those names unique, after every
+Caffe layer's own name is reserved, so a Caffe layer called ``conv1_pad``
+keeps its name and the helper becomes ``conv1_pad_2``), and outputs a dict
+keyed by the net's output tops. Weights are in ``weights.h5`` (one group per
+weighted layer, datasets ``0, 1, ...`` in ``set_weights`` order, written with
+h5py) and loaded by ``load_model``.
 
-A layer type without an emitter here becomes a ``NotGenerated`` layer that
-raises NotImplementedError naming the layer, its type and its params.
+Layouts: a 4-D top is held channels_last (Caffe axis order 0, 2, 3, 1);
+a top of any other rank is held in Caffe's own order. Caffe's axis fields
+(Concat, Softmax, Slice, Crop, Normalize) are mapped to the held axes
+(`nhwc_axis`); layers that reorder memory (Reshape, Flatten, InnerProduct
+over a 4-D blob, Embed) put a 4-D input back in NCHW, apply Caffe's C-order
+rule and hold the result again; a Permute is Caffe's order composed with
+both held layouts, one Keras Permute. The batch axis never moves (Keras
+keeps it first), so a Permute or Reshape moving it is not generated. Shapes
+are the prototxt's: Reshape, Crop and Interp sizes are literal, and PriorBox
+is a constant computed at export by the reference's own forward.
+
+A layer type without an emitter here (DetectionOutput, among others), or a
+form an emitter refuses, becomes a ``NotGenerated`` layer that raises
+NotImplementedError naming the layer, its type and its params.
 '''
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +47,7 @@ import numpy as np
 from caffeport import __version__
 from caffeport.codegen.common import Names as _Names
 from caffeport.codegen.common import comment as _comment
-from caffeport.codegen.common import emit, sha256
+from caffeport.codegen.common import emit, matlab_note, sha256
 from caffeport.codegen.common import fed as _fed
 from caffeport.codegen.common import quote as _q
 from caffeport.codegen.common import stub_params as _stub_params
@@ -41,9 +57,12 @@ from caffeport.errors import CaffeportError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
 from caffeport.layers import layer_type
-from caffeport.layers.eltwise import OPERATIONS
-from caffeport.layers.fields import axis_index
+from caffeport.layers.concat import concat_axis
+from caffeport.layers.crop import crop_offsets
+from caffeport.layers.fields import axis_index, ints
+from caffeport.layers.permute import full_order
 from caffeport.layers.pooling import pool_method, rounds_down
+from caffeport.layers.scale import broadcast_shape
 from caffeport.layers.windows import conv_window, pool_window
 
 WEIGHTS_FILE = "weights.h5"
@@ -59,6 +78,8 @@ class KerasCode:
     bottoms: list[str]
     tops: list[str]
     names: _Names
+    #: the variables holding the tops (locals an emitter needs come from here too, see `local`)
+    variables: _Names = field(default_factory=_Names)
     body: list[str] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)
     #: (Keras layer name, arrays in set_weights order)
@@ -82,6 +103,24 @@ class KerasCode:
     def assign(self, expression: str) -> None:
         self.body.append(f"{self.tops[0]} = {expression}")
 
+    def sub(self, suffix: str) -> str:
+        """The Keras name of a helper layer of this one (``<layer>_<suffix>``), unique among all layer names.
+
+        The key holds a line break, which no Caffe name has, so the helper and a Caffe layer that happens to be
+        called ``<layer>_<suffix>`` get distinct names (the later one numbered), whichever comes first.
+        """
+        return self.names(f"{self.caffe_name}\n{suffix}")
+
+    def local(self, suffix: str) -> str:
+        """A fresh Python variable for an intermediate value of this layer, distinct from every top's variable."""
+        return self.variables(f"{self.caffe_name}\n{suffix}")
+
+    @property
+    def top_shape(self) -> tuple[int, ...]:
+        shape = self.layer.top_shapes[0]
+        assert shape is not None
+        return tuple(shape)
+
 
 KerasEmitter = Callable[[KerasCode], None]
 KERAS_EMITTERS: dict[str, KerasEmitter] = {}
@@ -96,9 +135,19 @@ def _emits(*types: str) -> Callable[[KerasEmitter], KerasEmitter]:
     return register
 
 
+#: a 4-D top is held channels_last: Keras axis j is Caffe axis TO_NHWC[j]; every other rank is held in Caffe's order
+TO_NHWC = (0, 2, 3, 1)
+TO_NCHW = (0, 3, 1, 2)
+
+
 def nhwc_axis(axis: int, ndim: int) -> int:
     """Caffe's NCHW axis in the channels_last tensor (4-D: C is last, H and W move up one; else unchanged)."""
     return {0: 0, 1: 3, 2: 1, 3: 2}[axis] if ndim == 4 else axis
+
+
+def _held(ndim: int) -> tuple[int, ...]:
+    """Keras axis j of a top of ``ndim`` Caffe axes is Caffe axis ``_held(ndim)[j]``."""
+    return TO_NHWC if ndim == 4 else tuple(range(ndim))
 
 
 def _f32(blob: object) -> np.ndarray:
@@ -109,7 +158,48 @@ def _pair(values: tuple[int, ...]) -> tuple[int, int]:
     return (int(values[0]), int(values[-1]))
 
 
-@_emits("Convolution")
+def _permute(code: KerasCode, x: str, order: tuple[int, ...], name: str) -> str:
+    """``x`` transposed by ``order`` (Keras axes, batch first): a Permute layer called ``name``, or ``x`` itself
+    for the identity. Keras' Permute keeps the batch axis where it is, so an order moving axis 0 is not generated."""
+    if order[0] != 0:
+        raise NotGenerated(f"a transpose {order} that moves the batch axis")
+    if list(order) == sorted(order):
+        return x
+    return f"layers.Permute({tuple(order[1:])}, name={_q(name)})({x})"
+
+
+def _caffe_order(code: KerasCode, x: str, ndim: int) -> str:
+    """A held top in Caffe's own axis order (a 4-D one transposed back to NCHW)."""
+    return _permute(code, x, TO_NCHW, code.sub("nchw")) if ndim == 4 else x
+
+
+def _held_order(code: KerasCode, x: str, ndim: int) -> str:
+    """A tensor in Caffe's axis order made the held form of its rank (4-D: channels_last)."""
+    return _permute(code, x, TO_NHWC, code.sub("nhwc")) if ndim == 4 else x
+
+
+def _reshaped(code: KerasCode, x: str, shape: tuple[int, ...], top: tuple[int, ...], name: str,
+              hold: bool = True) -> str:
+    """Caffe's C-order reshape of a held top of ``shape`` to ``top`` (a Reshape called ``name``): through Caffe's
+    order, then held again unless ``hold`` is False (the result left in Caffe's order).
+
+    The batch dim must stay (Keras' Reshape keeps it; the prototxt's shapes are fixed, so the others are literal).
+    """
+    if len(top) < 2 or top[0] != shape[0]:
+        raise NotGenerated(f"a reshape of {shape} to {top} (the batch axis must stay, with other axes after it)")
+    x = _caffe_order(code, x, len(shape))
+    if tuple(top) != tuple(shape):
+        x = f"layers.Reshape({tuple(top[1:])}, name={_q(name)})({x})"
+    return _held_order(code, x, len(top)) if hold else x
+
+
+def _named_identity(code: KerasCode) -> None:
+    """A layer that computed nothing still gets a Keras layer of its Caffe name (an Identity)."""
+    if code.body[-1] == f"{code.tops[0]} = {code.x}":
+        code.body[-1] = f"{code.tops[0]} = layers.Identity(name={_q(code.name)})({code.x})"
+
+
+@_emits("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise")
 def convolution(code: KerasCode) -> None:
     """ZeroPadding2D (Caffe pads symmetrically; Keras 'valid' pads nothing) then Conv2D.
 
@@ -117,22 +207,28 @@ def convolution(code: KerasCode) -> None:
     """
     if len(code.shape) != 4 or len(code.bottoms) != 1:
         raise NotGenerated("only 2-D convolutions with one bottom are generated")
+    kind = layer_type(code.layer.type)
+    if axis_index(code.layer, code.params("convolution_param").get("axis", 1), 4) != 1:
+        raise NotGenerated("convolution over axes other than 2.. (convolution_param.axis != 1)")
     window = conv_window(code.layer, 2)
-    groups = layer_type(code.layer.type).group(code.layer, code.shape[1])  # type: ignore[attr-defined]
+    groups = kind.group(code.layer, code.shape[1])  # type: ignore[attr-defined]
     p = code.params("convolution_param")
     bias = bool(p.get("bias_term", True))
     weight = np.asarray(code.layer.blobs[0])
     weight = _f32(weight.reshape(weight.shape[0], -1, *window.kernel)).transpose(2, 3, 1, 0)
     x = code.x
     if any(window.pad):
-        pad = code.names(f"{code.caffe_name}_pad")
-        code.body.append(f"{pad} = layers.ZeroPadding2D({_pair(window.pad)}, name={_q(pad)})({x})")
-        x = pad
-    options = f", strides={_pair(window.stride)}" if any(s != 1 for s in window.stride) else ""
-    options += f", dilation_rate={_pair(window.dilation)}" if any(d != 1 for d in window.dilation) else ""
+        x = f"layers.ZeroPadding2D({_pair(window.pad)}, name={_q(code.sub('pad'))})({x})"
+    strided, dilated = any(s != 1 for s in window.stride), any(d != 1 for d in window.dilation)
+    options = f", strides={_pair(window.stride)}" if strided and not dilated else ""
+    options += f", dilation_rate={_pair(window.dilation)}" if dilated else ""
     options += f", groups={groups}" if groups != 1 else ""
     options += "" if bias else ", use_bias=False"
-    code.assign(f"layers.Conv2D({weight.shape[3]}, {_pair(window.kernel)}{options}, name={_q(code.name)})({x})")
+    x = f"layers.Conv2D({weight.shape[3]}, {_pair(window.kernel)}{options}, name={_q(code.name)})({x})"
+    if strided and dilated:  # Keras refuses both: the stride-1 output sampled every stride rows/columns is Caffe's
+        code.helpers.add("CaffeSubsample")
+        x = f"CaffeSubsample({_pair(window.stride)}, name={_q(code.sub('stride'))})({x})"
+    code.assign(x)
     code.tensors.append((code.name, [weight, _f32(code.layer.blobs[1])] if bias else [weight]))
 
 
@@ -165,71 +261,127 @@ def pooling(code: KerasCode) -> None:
 
 @_emits("InnerProduct")
 def inner_product(code: KerasCode) -> None:
-    """Dense on Caffe's C,H,W flattening: a 4-D input is permuted back to channels_first before Flatten."""
+    """Dense over the axes from ``axis`` on, flattened in Caffe's C order (a 4-D input is put back in NCHW first).
+
+    The output has ``axis + 1`` axes, the last ``num_output``; Dense acts on the last axis, so the input is
+    reshaped to (N, ..., K) first, unless ``axis`` is already the last axis.
+    """
     p = code.params()
-    axis = axis_index(code.layer, p.get("axis", 1), len(code.shape))
+    shape = code.shape
+    axis = axis_index(code.layer, p.get("axis", 1), len(shape))
+    if axis == 0:
+        raise NotGenerated("an InnerProduct over the batch axis (inner_product_param.axis 0)")
     bias = bool(p.get("bias_term", True))
     weight = _f32(code.layer.blobs[0]).reshape(int(p["num_output"]), -1).T
-    if axis == 3 and len(code.shape) == 4:  # over Caffe's W alone: W moved last (N, H, C, W), Dense, moved back
-        wlast = code.names(f"{code.caffe_name}_w_last")
-        dense = code.names(f"{code.caffe_name}_dense")
-        code.body.append(f"{wlast} = layers.Permute((1, 3, 2), name={_q(wlast)})({code.x})")
-        code.body.append(f"{dense} = layers.Dense({weight.shape[1]}{'' if bias else ', use_bias=False'}, "
-                         f"name={_q(code.name)})({wlast})")
-        code.assign(f"layers.Permute((1, 3, 2), name={_q(code.names(code.caffe_name + '_nhwc'))})({dense})")
-        code.tensors.append((code.name, [weight, _f32(code.layer.blobs[1])] if bias else [weight]))
-        return
-    if axis != 1:
-        raise NotGenerated(f"inner_product_param.axis {axis} of a {len(code.shape)}-D input")
     x = code.x
-    if len(code.shape) == 4:
-        chw = code.names(f"{code.caffe_name}_chw")
-        code.body.append(f"{chw} = layers.Flatten(name={_q(chw)})(layers.Permute((3, 1, 2), "
-                         f"name={_q(chw + '_permute')})({x}))")
-        x = chw
-    elif len(code.shape) != 2:
-        raise NotGenerated(f"a {len(code.shape)}-D input")
-    code.assign(f"layers.Dense({weight.shape[1]}{'' if bias else ', use_bias=False'}, name={_q(code.name)})({x})")
+    if axis != len(shape) - 1 or len(shape) == 4:
+        x = _reshaped(code, x, shape, (*shape[:axis], math.prod(shape[axis:])), code.sub("flat"), hold=False)
+    x = f"layers.Dense({weight.shape[1]}{'' if bias else ', use_bias=False'}, name={_q(code.name)})({x})"
+    x = _held_order(code, x, axis + 1)
+    code.assign(x)
     code.tensors.append((code.name, [weight, _f32(code.layer.blobs[1])] if bias else [weight]))
 
 
 @_emits("Flatten")
 def flatten(code: KerasCode) -> None:
-    """Caffe's Flatten of axes 1.. in C,H,W order: a 4-D input is permuted back to channels_first first."""
-    p = code.params()
+    """Caffe's Flatten of ``axis``..``end_axis`` in C order: a reshape (a 4-D input put back in NCHW first)."""
+    code.assign(_reshaped(code, code.x, code.shape, code.top_shape, code.name))
+    _named_identity(code)
+
+
+@_emits("Reshape")
+def reshape(code: KerasCode) -> None:
+    """Caffe's Reshape (0 copies a dim, one -1 is inferred: the top shape inference made) as a C-order reshape."""
+    code.assign(_reshaped(code, code.x, code.shape, code.top_shape, code.name))
+    _named_identity(code)
+
+
+@_emits("Permute")
+def permute(code: KerasCode) -> None:
+    """Caffe's Permute (``numpy.transpose(x, order)`` in NCHW terms) composed with the held layouts: one Permute.
+
+    The held input's Keras axis j is Caffe axis ``held_in[j]``; the top's Caffe axis i is input axis ``order[i]``;
+    the top is held as ``held_out``: so Keras output axis j reads Keras input axis ``held_in^-1[order[held_out[j]]]``.
+    """
     ndim = len(code.shape)
-    if axis_index(code.layer, p.get("axis", 1), ndim) != 1 or axis_index(code.layer, p.get("end_axis", -1), ndim) \
-            != ndim - 1:
-        raise NotGenerated("a Flatten of other axes than 1..end")
-    x = code.x
-    if ndim == 4:
-        x = f"layers.Permute((3, 1, 2), name={_q(code.names(code.caffe_name + '_chw'))})({x})"
-    code.assign(f"layers.Flatten(name={_q(code.name)})({x})")
+    order = full_order(code.layer, ndim)
+    held_in = _held(ndim)
+    inverse = [held_in.index(i) for i in range(ndim)]
+    total = tuple(inverse[order[j]] for j in _held(ndim))
+    code.assign(_permute(code, code.x, total, code.name))
+    _named_identity(code)
+
+
+@_emits("Crop")
+def crop(code: KerasCode) -> None:
+    """`CaffeCrop`: the window at Caffe's offsets, the second bottom's size from ``axis`` on (only its shape read).
+
+    The offsets and sizes are Caffe's per-axis ones, reordered to the held layout; the prototxt's shapes are fixed.
+    """
+    if len(code.bottoms) != 2:
+        raise NotGenerated(f"Crop takes 2 bottoms, this one has {len(code.bottoms)}")
+    reference = code.layer.bottom_shapes[1]
+    assert reference is not None
+    offsets = crop_offsets(code.layer, code.shape, reference)
+    axis = axis_index(code.layer, code.params().get("axis", 2), len(code.shape))
+    if axis == 0:
+        raise NotGenerated("a Crop of the batch axis")
+    held = _held(len(code.shape))
+    starts = [offsets[a] if a >= axis else 0 for a in held]
+    sizes = [int(reference[a]) if a >= axis else None for a in held]
+    code.helpers.add("CaffeCrop")
+    code.assign(f"CaffeCrop({starts[1:]}, {sizes[1:]}, name={_q(code.name)})({code.x})")
 
 
 @_emits("Deconvolution")
 def deconvolution(code: KerasCode) -> None:
-    """Conv2DTranspose ('valid': (in - 1) stride + kernel) then Cropping2D of Caffe's pad on each side.
+    """Conv2DTranspose ('valid', output_padding 0: (in - 1) stride + kernel) then Cropping2D of Caffe's pad.
 
-    Caffe's weight (in, out, h, w) is Keras' (h, w, out, in); grouped and dilated forms are not generated.
+    Caffe's output is ``stride * (in - 1) + kernel - 2 * pad``. Caffe's weight (in, out / group, h, w) is Keras'
+    (h, w, out / group, in / group) per group; a grouped one is split on channels (`CaffeSlice`), one
+    Conv2DTranspose per group (``<layer>_g<i>``), and concatenated in group order, as Caffe's groups are laid out.
+    Dilated deconvolutions are not generated.
     """
     if len(code.shape) != 4 or len(code.bottoms) != 1:
         raise NotGenerated("only 2-D deconvolutions with one bottom are generated")
     window = conv_window(code.layer, 2)
-    groups = layer_type(code.layer.type).group(code.layer, code.shape[1])  # type: ignore[attr-defined]
-    if groups != 1 or any(d != 1 for d in window.dilation):
-        raise NotGenerated(f"group {groups}, dilation {window.dilation} deconvolution")
+    kind = layer_type(code.layer.type)
+    groups = kind.group(code.layer, code.shape[1])  # type: ignore[attr-defined]
+    if any(d != 1 for d in window.dilation):
+        raise NotGenerated(f"dilation {window.dilation} deconvolution")
     p = code.params("convolution_param")
     bias = bool(p.get("bias_term", True))
-    weight = np.asarray(code.layer.blobs[0])
-    weight = _f32(weight.reshape(weight.shape[0], -1, *window.kernel)).transpose(2, 3, 1, 0)
+    blob = np.asarray(code.layer.blobs[0])
+    weight = _f32(blob.reshape(blob.shape[0], -1, *window.kernel)).transpose(2, 3, 1, 0)  # (h, w, out/g, in)
+    cin, cout = code.shape[1] // groups, weight.shape[2]
     options = f", strides={_pair(window.stride)}" if any(s != 1 for s in window.stride) else ""
+    if any(k < s for k, s in zip(window.kernel, window.stride, strict=True)):
+        options += ", output_padding=(0, 0)"  # else Keras makes in * stride rows when kernel < stride
     options += "" if bias else ", use_bias=False"
-    x = f"layers.Conv2DTranspose({weight.shape[2]}, {_pair(window.kernel)}{options}, name={_q(code.name)})({code.x})"
+    bias_blob = _f32(code.layer.blobs[1]).reshape(-1) if bias else None
+
+    def tensors(g: int) -> list[np.ndarray]:
+        w = np.ascontiguousarray(weight[:, :, :, g * cin : (g + 1) * cin])
+        return [w, bias_blob[g * cout : (g + 1) * cout]] if bias_blob is not None else [w]
+
+    if groups == 1:
+        x = f"layers.Conv2DTranspose({cout}, {_pair(window.kernel)}{options}, name={_q(code.name)})({code.x})"
+        code.tensors.append((code.name, tensors(0)))
+    else:
+        parts = code.local("groups")
+        code.helpers.add("CaffeSlice")
+        points = [cin * g for g in range(1, groups)]
+        code.body.append(f"{parts} = CaffeSlice(3, {points}, name={_q(code.sub('split'))})({code.x})")
+        outs = []
+        for g in range(groups):
+            name = code.sub(f"g{g}")
+            outs.append(f"layers.Conv2DTranspose({cout}, {_pair(window.kernel)}{options}, name={_q(name)})"
+                        f"({parts}[{g}])")
+            code.tensors.append((name, tensors(g)))
+        x = f"layers.Concatenate(axis=-1, name={_q(code.name)})([{', '.join(outs)}])"
     if any(window.pad):
-        x = f"layers.Cropping2D({_pair(window.pad)}, name={_q(code.names(code.caffe_name + '_crop'))})({x})"
+        x = f"layers.Cropping2D({_pair(window.pad)}, name={_q(code.sub('crop'))})({x})"
     code.assign(x)
-    code.tensors.append((code.name, [weight, _f32(code.layer.blobs[1])] if bias else [weight]))
 
 
 @_emits("ReLU")
@@ -243,6 +395,21 @@ def relu(code: KerasCode) -> None:
 def activation(code: KerasCode) -> None:
     kind = "sigmoid" if code.layer.type == "Sigmoid" else "tanh"
     code.assign(f'layers.Activation("{kind}", name={_q(code.name)})({code.x})')
+
+
+@_emits("Power")
+def power(code: KerasCode) -> None:
+    """`CaffePower`: ``(shift + scale * x) ** power``; when ``power * scale`` is 0 the constant 1 or
+    ``shift ** power`` whatever the input (Caffe does not read it). Parameters are Caffe's float32 values."""
+    p = code.params()
+    pw, scale, shift = (np.float32(p.get(key, default)) for key, default in
+                        (("power", 1.0), ("scale", 1.0), ("shift", 0.0)))
+    code.helpers.add("CaffePower")
+    constant = "None"
+    if pw * scale == 0:
+        constant = number(1.0 if pw == 0 else float(np.float32(np.power(np.float64(shift), np.float64(pw)))))
+    code.assign(f"CaffePower({number(pw)}, {number(scale)}, {number(shift)}, constant={constant}, "
+                f"name={_q(code.name)})({code.x})")
 
 
 @_emits("PReLU")
@@ -284,22 +451,72 @@ def identity(code: KerasCode) -> None:
     code.assign(f"layers.Identity(name={_q(code.name)})({code.x})")
 
 
+def _broadcast_held(shape: tuple[int, ...], start: int, factor: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape that broadcasts a factor spanning Caffe axes ``start``.. over the held form of ``shape``."""
+    full = [1] * start + list(factor) + [1] * (len(shape) - start - len(factor))
+    return tuple(full[a] for a in _held(len(shape)))
+
+
+@_emits("Scale", "Bias")
+def scale(code: KerasCode) -> None:
+    """Scale (``x * factor (+ bias)``) and Bias (``x + bias``), the operand spanning Caffe axes ``axis``.. .
+
+    A learned operand (`CaffeScale`) is stored already shaped to broadcast over the held (channels_last) input:
+    Caffe's (outer, dim, inner) view is that broadcast. A second bottom as the operand (`CaffeAlong`) is taken
+    back to Caffe's order, reshaped to span its axes and held again; it must start at the batch axis (a Keras
+    tensor always has one), so only ``axis: 0`` is generated for that form.
+    """
+    p = code.params()
+    bias = code.layer.type == "Bias" or bool(p.get("bias_term", False))
+    ndim = len(code.shape)
+    if len(code.bottoms) >= 2:
+        factor = code.layer.bottom_shapes[1]
+        assert factor is not None
+        start = axis_index(code.layer, p.get("axis", 1), ndim) if factor else 0
+        if not factor or start != 0 or (code.layer.type == "Scale" and bias):
+            raise NotGenerated(f"a two-bottom {code.layer.type} from axis {start} (only axis 0, no learned bias)")
+        op = "add" if code.layer.type == "Bias" else "mul"
+        full = tuple((*factor, *[1] * (ndim - len(factor))))
+        code.helpers.add("CaffeAlong")
+        code.assign(f'CaffeAlong("{op}", {full[1:]}, {len(factor) == 4}, {ndim == 4}, name={_q(code.name)})'
+                    f"([{code.x}, {code.bottoms[1]}])")
+        return
+    shape = broadcast_shape(code.layer, p, code.shape)
+    assert shape is not None
+    factor = tuple(int(d) for d in shape if d is not None)
+    start = axis_index(code.layer, p.get("axis", 1), ndim) if factor else 0
+    held = _broadcast_held(code.shape, start, factor)
+    blobs = [_f32(b).reshape(factor) for b in code.layer.blobs]
+    arrays = [np.ascontiguousarray(b.reshape([1] * start + list(factor) + [1] * (ndim - start - len(factor)))
+                                   .transpose(_held(ndim))).reshape(held) for b in blobs]
+    mode = "add" if code.layer.type == "Bias" else "mul_add" if bias else "mul"
+    code.helpers.add("CaffeScale")
+    code.assign(f'CaffeScale("{mode}", {held}, name={_q(code.name)})({code.x})')
+    code.tensors.append((code.name, arrays))
+
+
 @_emits("Eltwise")
 def eltwise(code: KerasCode) -> None:
-    """Add / Multiply / Maximum; SUM with coefficients other than 1 is not generated."""
-    p = code.params()
-    operation = OPERATIONS[p.get("operation", 1)] if isinstance(p.get("operation", 1), int) else str(p["operation"])
-    coeff = [float(c) for c in p.get("coeff", [])]
-    if operation == "SUM" and any(c != 1 for c in coeff):
-        raise NotGenerated(f"SUM with coeff {coeff}")
-    kind = {"SUM": "Add", "PROD": "Multiply", "MAX": "Maximum"}[operation]
-    code.assign(f"layers.{kind}(name={_q(code.name)})([{', '.join(code.bottoms)}])")
+    """Add / Multiply / Maximum; SUM with coefficients other than 1 is `CaffeSum` (``sum of coeff[i] * bottom[i]``
+    in bottom order, as Caffe's axpy loop)."""
+    kind = layer_type("Eltwise")
+    operation = kind.operation(code.layer)  # type: ignore[attr-defined]
+    coeffs = [float(np.float32(c)) for c in kind.coefficients(code.layer, len(code.bottoms))]  # type: ignore[attr-defined]
+    if operation == "SUM" and any(c != 1 for c in coeffs):
+        code.helpers.add("CaffeSum")
+        code.assign(f"CaffeSum([{', '.join(number(c) for c in coeffs)}], name={_q(code.name)})"
+                    f"([{', '.join(code.bottoms)}])")
+        return
+    layer = {"SUM": "Add", "PROD": "Multiply", "MAX": "Maximum"}[operation]
+    code.assign(f"layers.{layer}(name={_q(code.name)})([{', '.join(code.bottoms)}])")
 
 
 @_emits("Concat")
 def concat(code: KerasCode) -> None:
-    p = code.params()
-    axis = axis_index(code.layer, p.get("axis", p.get("concat_dim", 1)), len(code.shape))
+    axis = concat_axis(code.layer, len(code.shape))
+    if len(code.bottoms) == 1:
+        code.assign(f"layers.Identity(name={_q(code.name)})({code.x})")
+        return
     code.assign(f"layers.Concatenate(axis={nhwc_axis(axis, len(code.shape))}, name={_q(code.name)})"
                 f"([{', '.join(code.bottoms)}])")
 
@@ -316,6 +533,143 @@ def slice_layer(code: KerasCode) -> None:
     code.helpers.add("CaffeSlice")
     code.body.append(f"{', '.join(code.tops)}{',' if count == 1 else ''} = CaffeSlice("
                      f"{nhwc_axis(axis, len(code.shape))}, {points}, name={_q(code.name)})({code.x})")
+
+
+@_emits("Split")
+def split(code: KerasCode) -> None:
+    """Caffe's Split: every top is the bottom (an Identity layer each, the first of the Caffe layer's name)."""
+    for i, top in enumerate(code.tops):
+        name = code.name if i == 0 else code.sub(f"top{i}")
+        code.body.append(f"{top} = layers.Identity(name={_q(name)})({code.x})")
+
+
+@_emits("Embed")
+def embed(code: KerasCode) -> None:
+    """`CaffeEmbed`: each input value, truncated to an int, selects a row of the (input_dim, num_output) weight,
+    plus the bias; the top is the input's Caffe shape with num_output appended (a 4-D input is put back in NCHW
+    order first, a 3-D one gives a 4-D top held channels_last)."""
+    p = code.params()
+    ndim = len(code.shape)
+    bias = bool(p.get("bias_term", True))
+    weight = _f32(code.layer.blobs[0]).reshape(int(p["input_dim"]), int(p["num_output"]))
+    code.helpers.add("CaffeEmbed")
+    x = _caffe_order(code, code.x, ndim)
+    x = f"CaffeEmbed({weight.shape}, {bias}, name={_q(code.name)})({x})"
+    code.assign(_held_order(code, x, ndim + 1))
+    code.tensors.append((code.name, [weight, _f32(code.layer.blobs[1]).reshape(-1)] if bias else [weight]))
+
+
+@_emits("LSTM")
+def lstm(code: KerasCode) -> None:
+    """`CaffeLSTM`: Caffe's unrolled LSTM over axis 0 (time, which is the Keras tensors' first axis here) of x
+    (T, N, ...) with cont (T, N); h_0 = c_0 = 0 (a fresh net's first Forward, as the reference). Per step the
+    previous h is multiplied by cont_t, ``gates = W_hh (cont h) + W_ih x_t + b``; the torch backend has put the
+    gate blocks in i, f, g, o order; ``f = cont_t * sigmoid``, ``c = f c + i g``, ``h = o tanh(c)``. A static
+    input or ``expose_hidden`` is not generated."""
+    p = code.params()
+    if len(code.bottoms) != 2 or p.get("expose_hidden", False):
+        raise NotGenerated("an LSTM with a static input or expose_hidden")
+    if len(code.shape) == 4 or len(code.layer.bottom_shapes[1] or ()) != 2:
+        raise NotGenerated("an LSTM of 4-D x or of cont other than (T, N)")
+    blobs = dict(zip(code.layer.weight_names, code.layer.blobs, strict=True))
+    hidden = int(p["num_output"])
+    arrays = [_f32(blobs["weight_ih"]).reshape(4 * hidden, -1).T, _f32(blobs["weight_hh"]).reshape(4 * hidden, -1).T,
+              _f32(blobs["bias_ih"]).reshape(-1) + _f32(blobs.get("bias_hh", np.zeros(4 * hidden))).reshape(-1)]
+    code.helpers.add("CaffeLSTM")
+    code.assign(f"CaffeLSTM({code.shape[1]}, {arrays[0].shape[0]}, {hidden}, name={_q(code.name)})"
+                f"([{code.x}, {code.bottoms[1]}])")
+    code.tensors.append((code.name, [np.ascontiguousarray(a) for a in arrays]))
+
+
+@_emits("DetectionOutput")
+def detection_output(code: KerasCode) -> None:
+    """`CaffeDetectionOutput`: SSD's decode, per-class NMS and keep_top_k in numpy, on the eager values (the rules
+    of `caffeport.layers.detection_output`, restated in the helper); the params checked and rounded to float32
+    here, as the reference does."""
+    from caffeport.layers.detection_output import code_type
+
+    p = code.params()
+    nms = p.get("nms_param") or {}
+    if p.get("num_classes") is None or len(code.bottoms) < 3:
+        raise NotGenerated("a DetectionOutput without num_classes or without loc, conf and prior bottoms")
+    share = bool(p.get("share_location", True))
+    background = int(p.get("background_label_id", 0))
+    if share and background == -1:
+        raise NotGenerated("share_location with background_label_id -1 (Caffe's CPU forward aborts)")
+    threshold = p.get("confidence_threshold")
+    score = float(-np.finfo(np.float32).max) if threshold is None else float(np.float32(threshold))
+    nms_threshold, eta = float(np.float32(nms.get("nms_threshold", 0.3))), float(np.float32(nms.get("eta", 1.0)))
+    if nms_threshold < 0 or not 0 < eta <= 1:
+        raise NotGenerated(f"nms_threshold {nms_threshold} / eta {eta} out of Caffe's range")
+    top_k = int(nms["top_k"]) if nms.get("top_k") is not None else -1
+    ranks = [len(s) for s in code.layer.bottom_shapes[:3]]  # type: ignore[arg-type]
+    code.helpers.add("CaffeDetectionOutput")
+    code.assign(f"CaffeDetectionOutput({int(p['num_classes'])}, {share}, {background}, {_q(code_type(p))}, "
+                f"{bool(p.get('variance_encoded_in_target', False))}, {int(p.get('keep_top_k', -1))}, "
+                f"{number(score)}, {number(nms_threshold)}, {number(eta)}, {top_k}, {ranks}, name={_q(code.name)})"
+                f"([{', '.join(code.bottoms[:3])}])")
+
+
+@_emits("LRN")
+def lrn(code: KerasCode) -> None:
+    """`CaffeLRN` on the channels_last input: ACROSS_CHANNELS ``x * (k + alpha / size * window sum of x^2)^-beta``
+    over a zero-padded channel window, WITHIN_CHANNEL ``x * (1 + alpha * avg(x^2))^-beta`` over a size x size
+    zero-padded spatial window divided by ``size^2`` (``k`` unused there), as `caffeport.layers.lrn` states."""
+    p = code.params()
+    size = int(p.get("local_size", 5))
+    region = p.get("norm_region", "ACROSS_CHANNELS")
+    region = {0: "ACROSS_CHANNELS", 1: "WITHIN_CHANNEL"}.get(region, str(region))
+    if len(code.shape) != 4 or region not in ("ACROSS_CHANNELS", "WITHIN_CHANNEL"):
+        raise NotGenerated(f"norm_region {region} over a {len(code.shape)}-D input")
+    code.helpers.add("CaffeLRN")
+    code.assign(f'CaffeLRN("{region}", {size}, {number(p.get("alpha", 1.0))}, {number(p.get("beta", 0.75))}, '
+                f"{number(p.get('k', 1.0))}, name={_q(code.name)})({code.x})")
+
+
+@_emits("Normalize")
+def normalize(code: KerasCode) -> None:
+    """`CaffeNormalize` (SSD): L2 norm over the whole sample or over channels (``eps`` inside the root), then
+    the learned scale (one value, or one per channel); the channel axis is the held one."""
+    p = code.params()
+    ndim = len(code.shape)
+    if not 2 <= ndim <= 4:
+        raise NotGenerated(f"Normalize of a {ndim}-D bottom")
+    shared = bool(p.get("channel_shared", True))
+    weight = _f32(code.layer.blobs[0]).reshape(-1)[: 1 if shared else None]
+    code.helpers.add("CaffeNormalize")
+    code.assign(f"CaffeNormalize({bool(p.get('across_spatial', True))}, {nhwc_axis(1, ndim)}, {weight.size}, "
+                f"{number(p.get('eps', 1e-10))}, name={_q(code.name)})({code.x})")
+    code.tensors.append((code.name, [weight]))
+
+
+@_emits("Interp")
+def interp(code: KerasCode) -> None:
+    """`CaffeInterp`: crop by the non-positive pads, then corner-aligned bilinear taps in float32 as
+    ``caffe_cpu_interp2`` (sizes from ``InterpLayer::Reshape`` for the prototxt's input)."""
+    from caffeport.layers.interp import interp_size
+
+    if len(code.bottoms) != 1 or len(code.shape) != 4:
+        raise NotGenerated("an Interp of other than one 4-D bottom")
+    p = code.params()
+    h_eff, w_eff, out_h, out_w = interp_size(code.layer, code.shape[2], code.shape[3])
+    start = -ints(p.get("pad_beg"))[-1] if ints(p.get("pad_beg")) else 0
+    code.helpers.add("CaffeInterp")
+    code.assign(f"CaffeInterp({start}, ({h_eff}, {w_eff}), ({out_h}, {out_w}), name={_q(code.name)})({code.x})")
+
+
+@_emits("PriorBox")
+def prior_box(code: KerasCode) -> None:
+    """`CaffeConstant`: the priors for the prototxt's sizes, computed now by the reference's own PriorBox (they
+    depend on the bottoms' shapes only); held as (1, 2, K) in Caffe's order, as weights.h5's one array."""
+    shapes = code.layer.bottom_shapes
+    bottoms = [np.zeros(shape, np.float32) for shape in shapes]  # type: ignore[arg-type]
+    (priors,) = layer_type("PriorBox").forward(code.layer, bottoms)
+    priors = _f32(priors)
+    if priors.ndim == 4:
+        priors = np.ascontiguousarray(priors.transpose(TO_NHWC))
+    code.helpers.add("CaffeConstant")
+    code.assign(f"CaffeConstant({tuple(priors.shape)}, name={_q(code.name)})([{', '.join(code.bottoms)}])")
+    code.tensors.append((code.name, [priors]))
 
 
 HELPERS = {
@@ -360,6 +714,329 @@ HELPERS = {
         mean = keras.ops.average_pool(x, self.kernel, self.stride, padding="valid")
         scale = (self.kernel[0] * self.kernel[1]) / np.outer(count_h, count_w).astype("float32")
         return mean * scale[None, :, :, None]''',
+    "CaffeCrop": '''class CaffeCrop(keras.layers.Layer):
+    """Caffe's Crop: per axis after the batch, ``size`` values from ``start`` (None: the axis kept whole)."""
+
+    def __init__(self, starts, sizes, **kwargs):
+        super().__init__(**kwargs)
+        self.starts, self.sizes = starts, sizes
+
+    def call(self, x):
+        window = [slice(None)] + [slice(None) if n is None else slice(s, s + n)
+                                  for s, n in zip(self.starts, self.sizes)]
+        return x[tuple(window)]''',
+    "CaffeSubsample": '''class CaffeSubsample(keras.layers.Layer):
+    """Every ``stride``-th row and column from the first: a strided convolution from its stride-1 output (Keras'
+    Conv2D takes no stride with a dilation)."""
+
+    def __init__(self, stride, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, x):
+        return x[:, :: self.stride[0], :: self.stride[1], :]''',
+    "CaffePower": '''class CaffePower(keras.layers.Layer):
+    """Caffe's Power: ``(shift + scale * x) ** power``; ``constant`` (given when ``power * scale`` is 0) whatever
+    the input, as Caffe does not read it then."""
+
+    def __init__(self, power, scale, shift, constant=None, **kwargs):
+        super().__init__(**kwargs)
+        self.power, self.scale, self.shift, self.constant = power, scale, shift, constant
+
+    def call(self, x):
+        if self.constant is not None:
+            return keras.ops.full_like(x, self.constant)
+        y = x * self.scale if self.scale != 1 else x
+        y = y + self.shift if self.shift != 0 else y
+        return keras.ops.power(y, self.power) if self.power != 1 else keras.ops.copy(y)''',
+    "CaffeScale": '''class CaffeScale(keras.layers.Layer):
+    """Caffe's Scale / Bias with learned operands, stored shaped to broadcast over the (channels_last) input:
+    ``mul`` is ``x * w``, ``mul_add`` ``x * w + b``, ``add`` ``x + b``."""
+
+    def __init__(self, mode, shape, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+        count = 2 if mode == "mul_add" else 1
+        self.operands = [self.add_weight(shape=shape, initializer="zeros", name=f"operand_{i}") for i in range(count)]
+
+    def call(self, x):
+        if self.mode == "add":
+            return x + self.operands[0]
+        y = x * self.operands[0]
+        return y + self.operands[1] if self.mode == "mul_add" else y''',
+    "CaffeAlong": '''class CaffeAlong(keras.layers.Layer):
+    """Caffe's two-bottom Scale (``mul``) / Bias (``add``) from axis 0: the operand taken to Caffe's order
+    (NCHW when it is 4-D), reshaped to span the input's first axes (``shape``: Caffe's dims after the batch),
+    then channels_last again when the input is 4-D."""
+
+    def __init__(self, op, shape, operand_4d, input_4d, **kwargs):
+        super().__init__(**kwargs)
+        self.op, self.shape, self.operand_4d, self.input_4d = op, tuple(shape), operand_4d, input_4d
+
+    def call(self, inputs):
+        x, f = inputs
+        if self.operand_4d:
+            f = keras.ops.transpose(f, (0, 3, 1, 2))
+        f = keras.ops.reshape(f, (-1, *self.shape))
+        if self.input_4d:
+            f = keras.ops.transpose(f, (0, 2, 3, 1))
+        return x * f if self.op == "mul" else x + f''',
+    "CaffeSum": '''class CaffeSum(keras.layers.Layer):
+    """Caffe's Eltwise SUM with coefficients: ``coeff[0] * b0 + coeff[1] * b1 + ...`` in bottom order."""
+
+    def __init__(self, coeffs, **kwargs):
+        super().__init__(**kwargs)
+        self.coeffs = coeffs
+
+    def call(self, inputs):
+        total = inputs[0] * self.coeffs[0]
+        for coeff, x in zip(self.coeffs[1:], inputs[1:]):
+            total = total + x * coeff
+        return total''',
+    "CaffeEmbed": '''class CaffeEmbed(keras.layers.Layer):
+    """Caffe's Embed: each value, truncated to an int, selects a row of ``weight`` (input_dim, num_output);
+    then the bias is added."""
+
+    def __init__(self, shape, bias, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = self.add_weight(shape=shape, initializer="zeros", name="weight")
+        self.bias = self.add_weight(shape=shape[1:], initializer="zeros", name="bias") if bias else None
+
+    def call(self, x):
+        y = keras.ops.take(self.weight, keras.ops.cast(x, "int32"), axis=0)
+        return y if self.bias is None else y + self.bias''',
+    "CaffeLSTM": '''class CaffeLSTM(keras.layers.Layer):
+    """Caffe's LSTM over the first axis (time) of x (T, N, ...) with cont (T, N), from zero states: per step
+    ``h = cont_t h``, ``gates = h W_hh + x_t W_ih + b`` split i, f, g, o; ``f = cont_t * sigmoid``;
+    ``c = f c + sigmoid(i) tanh(g)``; ``h = sigmoid(o) tanh(c)``; the top is every step's h."""
+
+    def __init__(self, streams, inputs, hidden, **kwargs):
+        super().__init__(**kwargs)
+        self.streams, self.hidden = streams, hidden
+        self.w_ih = self.add_weight(shape=(inputs, 4 * hidden), initializer="zeros", name="w_ih")
+        self.w_hh = self.add_weight(shape=(hidden, 4 * hidden), initializer="zeros", name="w_hh")
+        self.b = self.add_weight(shape=(4 * hidden,), initializer="zeros", name="b")
+
+    def compute_output_shape(self, shapes):
+        return (shapes[0][0], self.streams, self.hidden)
+
+    def call(self, inputs):
+        x, cont = inputs
+        steps, n, size = x.shape[0], self.streams, self.hidden
+        x = keras.ops.matmul(keras.ops.reshape(x, (steps, n, -1)), self.w_ih) + self.b
+        h = keras.ops.zeros((n, size), x.dtype)
+        c = keras.ops.zeros((n, size), x.dtype)
+        out = []
+        for t in range(steps):
+            keep = keras.ops.reshape(cont[t], (n, 1))
+            gates = keras.ops.matmul(h * keep, self.w_hh) + x[t]
+            i, f, g, o = (gates[:, k * size : (k + 1) * size] for k in range(4))
+            c = keep * keras.ops.sigmoid(f) * c + keras.ops.sigmoid(i) * keras.ops.tanh(g)
+            h = keras.ops.sigmoid(o) * keras.ops.tanh(c)
+            out.append(h)
+        return keras.ops.stack(out, axis=0)''',
+    "CaffeDetectionOutput": '''class CaffeDetectionOutput(keras.layers.Layer):
+    """SSD's DetectionOutput, computed with numpy on the eager values (so the model must run eagerly, not under
+    jit): the loc predictions decoded against the priors (``kind`` CORNER, CENTER_SIZE or CORNER_SIZE, never
+    clipped), per class but the background the scores strictly above ``score_threshold`` stable-sorted
+    descending, cut to ``top_k``, greedy NMS (kept when every overlap with the kept boxes is <= the threshold,
+    which shrinks by ``eta`` while above 0.5), then ``keep_top_k`` over the image; rows (image, label, score,
+    xmin, ymin, xmax, ymax) per image, label ascending, in NMS order (score order after a keep_top_k cut); no
+    detection at all gives one row of -1 per image (with its id). The (1, 1, R, 7) top is held channels_last,
+    as every 4-D top of this file: (1, R, 7, 1)."""
+
+    def __init__(self, num_classes, share, background, kind, in_target, keep_top_k, score_threshold,
+                 nms_threshold, eta, top_k, ranks, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.share, self.background, self.kind = num_classes, share, background, kind
+        self.in_target, self.keep_top_k, self.score_threshold = in_target, keep_top_k, np.float32(score_threshold)
+        self.nms_threshold, self.eta, self.top_k, self.ranks = nms_threshold, eta, top_k, ranks
+
+    def compute_output_shape(self, shapes):
+        return (1, None, 7, 1)
+
+    def _decode(self, priors, variances, loc):
+        f32 = np.float32
+        px0, py0, px1, py1 = (priors[:, i] for i in range(4))
+        var = np.ones_like(variances) if self.in_target else variances
+        lx0, ly0, lx1, ly1 = (loc[..., i] for i in range(4))
+        if self.kind == "CORNER":
+            out = [px0 + var[:, 0] * lx0, py0 + var[:, 1] * ly0, px1 + var[:, 2] * lx1, py1 + var[:, 3] * ly1]
+        elif self.kind == "CENTER_SIZE":
+            pw, ph = px1 - px0, py1 - py0
+            pcx, pcy = (px0 + px1) / f32(2), (py0 + py1) / f32(2)
+            if self.in_target:
+                cx, cy, w, h = lx0 * pw + pcx, ly0 * ph + pcy, np.exp(lx1) * pw, np.exp(ly1) * ph
+            else:
+                cx, cy = var[:, 0] * lx0 * pw + pcx, var[:, 1] * ly0 * ph + pcy
+                w, h = np.exp(var[:, 2] * lx1) * pw, np.exp(var[:, 3] * ly1) * ph
+            out = [cx - w / f32(2), cy - h / f32(2), cx + w / f32(2), cy + h / f32(2)]
+        else:
+            pw, ph = px1 - px0, py1 - py0
+            if self.in_target:
+                out = [px0 + lx0 * pw, py0 + ly0 * ph, px1 + lx1 * pw, py1 + ly1 * ph]
+            else:
+                out = [px0 + var[:, 0] * lx0 * pw, py0 + var[:, 1] * ly0 * ph,
+                       px1 + var[:, 2] * lx1 * pw, py1 + var[:, 3] * ly1 * ph]
+        return np.stack(out, axis=-1).astype(f32, copy=False)
+
+    @staticmethod
+    def _sizes(boxes):
+        invalid = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        return np.where(invalid, np.float32(0), area).astype(np.float32)
+
+    def _nms(self, boxes, scores):
+        candidates = np.flatnonzero(scores > self.score_threshold)
+        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        if -1 < self.top_k < order.size:
+            order = order[: self.top_k]
+        cand = boxes[order]
+        sizes = self._sizes(cand)
+        threshold, kept = np.float32(self.nms_threshold), []
+        for j in range(order.size):
+            box, others = cand[j], cand[kept]
+            apart = ((box[0] > others[:, 2]) | (box[2] < others[:, 0]) | (box[1] > others[:, 3])
+                     | (box[3] < others[:, 1]))
+            iw = np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0])
+            ih = np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1])
+            inter = iw * ih
+            with np.errstate(all="ignore"):
+                iou = np.where(~apart & (iw > 0) & (ih > 0), inter / (sizes[kept] + sizes[j] - inter), np.float32(0))
+            if np.all(iou <= threshold):
+                kept.append(j)
+                if self.eta < 1 and threshold > 0.5:
+                    threshold = np.float32(threshold * np.float32(self.eta))
+        return [int(order[j]) for j in kept]
+
+    def call(self, inputs):
+        loc, conf, prior = (keras.ops.convert_to_numpy(x).astype(np.float32) for x in inputs[:3])
+        loc, conf, prior = (np.transpose(x, (0, 3, 1, 2)) if rank == 4 else x
+                            for x, rank in zip((loc, conf, prior), self.ranks))
+        num, classes = loc.shape[0], self.num_classes
+        num_loc = 1 if self.share else classes
+        flat_prior = prior.reshape(-1)
+        count = flat_prior.size // 8
+        priors = flat_prior[: count * 4].reshape(count, 4)
+        variances = flat_prior[count * 4 : count * 8].reshape(count, 4)
+        boxes = self._decode(priors, variances, loc.reshape(num, count, num_loc, 4).transpose(0, 2, 1, 3))
+        scores = conf.reshape(num, count, classes)
+        rows = []
+        for i in range(num):
+            picked = {c: self._nms(boxes[i, 0 if self.share else c], scores[i, :, c])
+                      for c in range(classes) if c != self.background}
+            if -1 < self.keep_top_k < sum(len(v) for v in picked.values()):
+                flat = [(c, idx) for c in sorted(picked) for idx in picked[c]]
+                label_of = np.array([c for c, _ in flat], dtype=np.int64)
+                index_of = np.array([idx for _, idx in flat], dtype=np.int64)
+                picked = {}
+                for k in np.argsort(-scores[i, index_of, label_of], kind="stable")[: self.keep_top_k]:
+                    picked.setdefault(int(label_of[k]), []).append(int(index_of[k]))
+            for c in sorted(picked):
+                idx = np.array(picked[c], dtype=np.int64)
+                if idx.size:
+                    block = np.empty((idx.size, 7), dtype=np.float32)
+                    block[:, 0], block[:, 1], block[:, 2] = i, c, scores[i, idx, c]
+                    block[:, 3:] = boxes[i, 0 if self.share else c, idx]
+                    rows.append(block)
+        if rows:
+            out = np.concatenate(rows)
+        else:
+            out = np.full((num, 7), -1, dtype=np.float32)
+            out[:, 0] = np.arange(num)
+        return keras.ops.convert_to_tensor(out[None, :, :, None])''',
+    "CaffeLRN": '''class CaffeLRN(keras.layers.Layer):
+    """Caffe's LRN of a channels_last input, ``p = (size - 1) // 2``. ACROSS_CHANNELS: ``x * (k + alpha / size *
+    sum of x^2 over channels c-p..c+p)^-beta``, channels outside counting 0. WITHIN_CHANNEL: ``x * (1 + alpha *
+    avg)^-beta``, avg the size x size zero-padded window sum of x^2 divided by ``size^2`` (``k`` unused)."""
+
+    def __init__(self, region, size, alpha, beta, k, **kwargs):
+        super().__init__(**kwargs)
+        self.region, self.size, self.alpha, self.beta, self.k = region, size, alpha, beta, k
+
+    def call(self, x):
+        p, size = (self.size - 1) // 2, self.size
+        square = x * x
+        if self.region == "ACROSS_CHANNELS":
+            channels = x.shape[3]
+            padded = keras.ops.pad(square, [[0, 0], [0, 0], [0, 0], [p, p]])
+            scale = keras.ops.full_like(x, self.k)
+            for tap in range(size):
+                scale = scale + (self.alpha / size) * padded[:, :, :, tap : tap + channels]
+            return x * keras.ops.power(scale, -self.beta)
+        if self.alpha * self.beta == 0:
+            return keras.ops.copy(x)
+        height, width = x.shape[1], x.shape[2]
+        padded = keras.ops.pad(square, [[0, 0], [p, p], [p, p], [0, 0]])
+        total = keras.ops.zeros_like(x)
+        for dy in range(size):
+            for dx in range(size):
+                total = total + padded[:, dy : dy + height, dx : dx + width, :]
+        return x * keras.ops.power(self.alpha * (total / float(size * size)) + 1.0, -self.beta)''',
+    "CaffeNormalize": '''class CaffeNormalize(keras.layers.Layer):
+    """SSD's Normalize: ``x / sqrt(sum x^2 + eps)`` over the whole sample (``across_spatial``) or over the channel
+    ``axis`` (``eps`` inside the root in both), times the learned scale (one value or one per channel)."""
+
+    def __init__(self, across_spatial, axis, count, eps, **kwargs):
+        super().__init__(**kwargs)
+        self.across_spatial, self.axis, self.eps = across_spatial, axis, eps
+        self.scale = self.add_weight(shape=(count,), initializer="ones", name="scale")
+
+    def call(self, x):
+        if self.across_spatial:
+            total = keras.ops.sum(x * x, axis=tuple(range(1, len(x.shape))), keepdims=True)
+            y = x * (1.0 / keras.ops.sqrt(total + self.eps))
+        else:
+            y = x / keras.ops.sqrt(self.eps + keras.ops.sum(x * x, axis=self.axis, keepdims=True))
+        scale = keras.ops.reshape(self.scale, (-1,) + (1,) * (len(x.shape) - 1 - self.axis))
+        return y * scale''',
+    "CaffeInterp": '''class CaffeInterp(keras.layers.Layer):
+    """DeepLab/PSPNet's Interp of a channels_last input: the ``size`` window from row and column ``start`` (the
+    crop of non-positive pads), then per axis ``r = (in - 1) / (out - 1)`` in float32, output ``y`` reading rows
+    ``int(r * y)`` and the next (the last row twice) weighted ``1 - f`` and ``f``: corner-aligned bilinear, in
+    Caffe's order of operations; a crop already of the output size is copied."""
+
+    def __init__(self, start, size, out, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.size, self.out = start, tuple(size), tuple(out)
+
+    @staticmethod
+    def _taps(size_in, size_out):
+        ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0.0)
+        pos = ratio * np.arange(size_out, dtype=np.float32)
+        low = pos.astype(np.int64)
+        high = low + (low < size_in - 1)
+        w_high = pos - low.astype(np.float32)
+        return low, high, np.float32(1.0) - w_high, w_high
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *self.out, shape[3])
+
+    def call(self, x):
+        (h, w), s = self.size, self.start
+        x = x[:, s : s + h, s : s + w, :]
+        if self.size == self.out:
+            return keras.ops.copy(x)
+        y0, y1, ly0, ly1 = self._taps(h, self.out[0])
+        x0, x1, lx0, lx1 = self._taps(w, self.out[1])
+        rows0, rows1 = keras.ops.take(x, y0, axis=1), keras.ops.take(x, y1, axis=1)
+        lx0, lx1 = lx0[None, None, :, None], lx1[None, None, :, None]
+        top = keras.ops.take(rows0, x0, axis=2) * lx0 + keras.ops.take(rows0, x1, axis=2) * lx1
+        bottom = keras.ops.take(rows1, x0, axis=2) * lx0 + keras.ops.take(rows1, x1, axis=2) * lx1
+        return ly0[None, :, None, None] * top + ly1[None, :, None, None] * bottom''',
+    "CaffeConstant": '''class CaffeConstant(keras.layers.Layer):
+    """A top that depends only on its bottoms' shapes (SSD's PriorBox), computed when this file was made for the
+    prototxt's input sizes and loaded from the weights file; the bottoms are taken only to place it in the graph."""
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(**kwargs)
+        self.value = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="value")
+
+    def compute_output_shape(self, shapes):
+        return tuple(self.value.shape)
+
+    def call(self, inputs):
+        return keras.ops.convert_to_tensor(self.value)''',
     "NotGenerated": '''class NotGenerated(keras.layers.Layer):
     """A Caffe layer caffeport wrote no Keras code for: calling it raises NotImplementedError."""
 
@@ -385,10 +1062,15 @@ class KerasModel:
     sources: list[tuple[str, str]] = field(default_factory=list)
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    #: what the README adds about the conversion (``--matlab``), or nothing
+    note: str = ""
 
 
+#: types a backend splits off another layer (the torch backend: RNN's output weights); written with that layer
+_SPLIT_OFF = frozenset({"EmbedBias", "RNNOutput"})
 def _emit(code: KerasCode) -> str | None:
-    """Run the layer's Keras emitter; the reason it cannot be generated, or None."""
+    """Run the layer's Keras emitter; the reason it cannot be generated, or None (`caffeport.codegen.common.emit`:
+    DetectionOutput, whose top shape depends on the values, needs only its bottoms' shapes)."""
     return emit(code, KERAS_EMITTERS.get(code.layer.type), "Keras")
 
 
@@ -401,6 +1083,9 @@ def generate(net: Net) -> KerasModel:
     for taken in ("keras", "layers", "np", "h5py", "Path", "tops", "outputs", "build_model", "load_model", "WEIGHTS",
                   "stub", "NAME_MAP", "return_all", *HELPERS):
         variables(taken)
+    for layer in net.layers:  # Caffe's names first: a helper layer (``<layer>_pad``) never takes one of them
+        if not _fed(net, layer):
+            names(caffe_names.get(layer.name, layer.name))
     current = {name: variables(name) for name in net.inputs}
     rewrites = dict.fromkeys(net.inputs, 1)
     body: list[str] = []
@@ -414,6 +1099,10 @@ def generate(net: Net) -> KerasModel:
         if _fed(net, layer):
             body.extend(f"tops[{_q(f'{caffe_name}/{top}')}] = {current[top]}" for top in layer.tops)
             continue
+        if layer.type in _SPLIT_OFF:  # part of the layer before it (a stub): its blobs are kept beside that one's
+            if layer.blobs:
+                model.stub_blobs.append((names(caffe_name), [np.asarray(b) for b in layer.blobs]))
+            continue
         missing = [b for b in layer.bottoms if b not in current]
         if missing:
             raise CaffeportError(f"layer {caffe_name!r}: bottom {', '.join(map(repr, missing))} is produced by no "
@@ -422,12 +1111,12 @@ def generate(net: Net) -> KerasModel:
             rewrites[top] = rewrites.get(top, 0) + 1
         tops = [variables(t) if rewrites[t] == 1 else variables(f"{t}\n{rewrites[t]}") for t in layer.tops]
         code = KerasCode(layer=layer, caffe_name=caffe_name, name=names(caffe_name),
-                         bottoms=[current[b] for b in layer.bottoms], tops=tops, names=names)
+                         bottoms=[current[b] for b in layer.bottoms], tops=tops, names=names, variables=variables)
         reason = _emit(code)
         if reason is not None:
             model.stubs.append(f"{caffe_name!r} ({layer.type}): {reason}")
             code = KerasCode(layer=layer, caffe_name=caffe_name, name=code.name, bottoms=code.bottoms,
-                             tops=code.tops, names=names, helpers={"NotGenerated"})
+                             tops=code.tops, names=names, variables=variables, helpers={"NotGenerated"})
             params = repr(_stub_params(layer))
             code.body.append(f"stub = NotGenerated({_q(caffe_name)}, {_q(layer.type)}, {_q(reason)}, {params}, "
                              f"name={_q(code.name)})")
@@ -448,6 +1137,7 @@ def generate(net: Net) -> KerasModel:
         model.weights.extend(code.tensors)
     model.outputs = net_outputs(net)
     model.sources = [(Path(p).name, sha256(p)) for p in (net.prototxt_path, net.caffemodel_path) if p]
+    model.note = matlab_note(net)
     model.source = _file(net, model, body, current, sorted(helpers))
     return model
 
@@ -460,7 +1150,8 @@ def _file(net: Net, model: KerasModel, body: list[str], current: dict[str, str],
         f"``model = load_model()`` builds the keras.Model (channels_last: NHWC inputs {inputs}) and loads the weights "
         f"beside this file ({WEIGHTS_FILE}); it returns a dict keyed by the net's output tops "
         f"({', '.join(model.outputs)}). ``load_model(return_all=True)`` also outputs every top as "
-        '``"<layer>/<top>"`` (NHWC), the keys of ``caffeport run --all-layers``.', 110, break_long_words=False)
+        '``"<layer>/<top>"`` (4-D tops NHWC, the others in Caffe\'s axis order), the keys of '
+        "``caffeport run --all-layers``. " + matlab_note(net), 110, break_long_words=False)
     doc = f'''"""The Caffe net {net.name or '(unnamed)'!r} as a Keras 3 functional model.
 
 Generated by caffeport {__version__} (``caffeport convert -f keras-code``).
@@ -489,9 +1180,9 @@ This file needs only keras, numpy and h5py.
     for line in body:
         lines.extend(_wrapped("    " + line) if line else [""])
     name = _q(net.name or "caffe_model")
-    lines += ["", f"    outputs = {{{returned}}}",
-              f"    return keras.Model({_inputs_list(net, current)}, {{**outputs, **tops}} if return_all else "
-              f"outputs, name={name})", "", "",
+    lines += ["", *_wrapped(f"    outputs = {{{returned}}}"),
+              *_wrapped(f"    return keras.Model({_inputs_list(net, current)}, {{**outputs, **tops}} if return_all "
+                        f"else outputs, name={name})"), "", "",
               '''def load_model(weights: str | Path = WEIGHTS, return_all: bool = False) -> keras.Model:
     """The model with every weight of ``weights`` set on the layer of its group's name."""
     model = build_model(return_all)
@@ -535,7 +1226,7 @@ outputs = model([{", ".join(f"np.zeros({s}, 'float32')" for s in nhwc)}])
 
 Inputs are NHWC (channels_last); outputs a dict keyed by the net's output tops
 ({", ".join(f"`{o}`" for o in model.outputs)}).
-
+{chr(10) + model.note + chr(10) if model.note else ""}
 Layers without generated code (calling them raises NotImplementedError):
 
 {stubs}

@@ -1,7 +1,7 @@
 """Keras 3 native files, written by Keras itself from a model the user supplies.
 
 A Keras 3 ``.weights.h5`` file names no layers: its groups are the layers'
-class names numbered in ``model.layers`` order (shared/notes/keras-formats.md),
+class names numbered in ``model.layers`` order (``layers/conv2d``, ``layers/conv2d_1``, ...),
 so it can only be written against the very model that will load it. This
 format therefore imports the user's model (``--keras-model``), puts the
 converted weights into it by layer name with every shape checked

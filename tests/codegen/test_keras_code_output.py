@@ -15,7 +15,7 @@ import caffeport
 from caffeport.errors import OutputError
 from caffeport.exporters import load_exporters
 from tests.codegen.codegen_helpers import ruff_check
-from tests.codegen.test_torch_code_models import SHARED, _files
+from tests.codegen.test_torch_code_layers import build
 from tests.codegen.test_torch_code_output import MODEL, PROTO, ROOT, _cli
 from tests.codegen.test_torch_code_output import _files as _tree
 
@@ -56,22 +56,31 @@ def test_an_existing_output_is_refused_and_a_writer_failure_leaves_nothing(tmp_p
 
 
 def test_a_layer_without_keras_code_is_a_stub_naming_it_with_its_blobs_kept(tmp_path: Path) -> None:
-    """opencv's grouped Deconvolution is not generated: listed in the warnings, raising NotImplementedError naming
-    the layer, type and params when run, its blobs kept in weights.h5."""
-    model, proto = _files(SHARED["opencv-deconv"])
+    """Caffe's RNN is not generated (LSTM is): listed in the warnings, raising NotImplementedError naming the layer,
+    type and params when run, its blobs kept in weights.h5 (under ``__stubs__``); the layers around it are code."""
+    model, proto = build(tmp_path, """
+        layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "rnn" recurrent_param { num_output: 5 } }
+        layer { name: "ip" type: "InnerProduct" bottom: "rnn" top: "ip" inner_product_param { num_output: 3 axis: 2 } }
+    """, {"x": (3, 2, 4), "cont": (3, 2)})
     result = caffeport.convert(model, proto, tmp_path / "m", format="keras-code")
     (stub,) = [w for w in result.warnings if "keras-code" in w]
-    assert "'output' (Deconvolution)" in stub and "1 layer(s)" in stub
+    assert "'rnn' (RNN)" in stub and "1 layer(s)" in stub
     ruff_check(tmp_path / "m" / "model.py")
-    net = caffeport.read(model, proto)
+    assert 'layers.Dense(3, name="ip")' in (tmp_path / "m" / "model.py").read_text()
+    net = caffeport.transform(caffeport.read(model, proto), "torch")  # the stub keeps the backend's blobs
+    split = [layer for layer in net.layers if layer.type in ("RNN", "RNNOutput")]  # RNN's output weights split off
+    assert [layer.name for layer in split] == ["rnn", "rnn_output"]
+    original = next(layer for layer in caffeport.read(model, proto).layers if layer.type == "RNN")
+    assert sum(np.asarray(b).size for la in split for b in la.blobs) >= sum(np.asarray(b).size for b in original.blobs)
     with h5py.File(tmp_path / "m" / "weights.h5") as h5:
-        kept = [np.asarray(h5["__stubs__"]["output"][str(i)]) for i in range(len(net.layers[-1].blobs))]
-    for got, want in zip(kept, net.layers[-1].blobs, strict=True):
-        np.testing.assert_array_equal(got, np.asarray(want))
+        for layer in split:
+            kept = [np.asarray(h5["__stubs__"][layer.name][str(i)]) for i in range(len(layer.blobs))]
+            for got, want in zip(kept, layer.blobs, strict=True):
+                np.testing.assert_array_equal(got, np.asarray(want))
     code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import model; "
-            "m = model.load_model(); m([np.zeros((1, *m.inputs[0].shape[1:]), 'float32')])")
+            "m = model.load_model(); m([np.zeros((1, *i.shape[1:]), 'float32') for i in m.inputs])")
     done = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "m")], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert done.returncode != 0
-    assert "NotImplementedError" in done.stderr and "'output' (Deconvolution)" in done.stderr
-    assert "convolution_param" in done.stderr
+    assert "NotImplementedError" in done.stderr and "'rnn' (RNN)" in done.stderr
+    assert "recurrent_param" in done.stderr

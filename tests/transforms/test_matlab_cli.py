@@ -50,6 +50,15 @@ def test_verify_matlab_compares_with_the_rewritten_net(tmp_path: Path) -> None:
     assert "first divergence: layer conv1 (type Convolution)" in plain.stdout
 
 
+def test_generated_keras_code_says_it_takes_row_major_images(tmp_path: Path) -> None:
+    caffemodel, prototxt = _det2()
+    caffeport.convert(caffemodel, prototxt, tmp_path / "matlab", format="keras-code", matlab=True)
+    caffeport.convert(caffemodel, prototxt, tmp_path / "plain", format="keras-code")
+    assert "row-major images" in (tmp_path / "matlab" / "model.py").read_text()
+    assert "--matlab" in (tmp_path / "matlab" / "README.md").read_text()
+    assert "--matlab" not in (tmp_path / "plain" / "model.py").read_text()
+
+
 def test_a_mean_image_is_transposed_under_run_matlab(tmp_path: Path) -> None:
     caffemodel, prototxt = _det2()
     mean = np.random.default_rng(0).uniform(0, 255, (1, 3, 24, 24)).astype(np.float32)  # not symmetric
