@@ -216,10 +216,11 @@ def run_verify(args: argparse.Namespace) -> int:
     from caffeport.verify import table
 
     targets = [flag for flag, value in (("CONVERTED.onnx", args.converted), ("--torch", args.torch),
-                                        ("--keras", args.keras)) if value is not None]
+                                        ("--keras", args.keras), ("--flax", args.flax)) if value is not None]
     if len(targets) != 1:
-        raise CaffeportError("give exactly one model to check: CONVERTED.onnx, --torch PATH_OR_MODULE:CALLABLE or "
-                             f"--keras MODULE:CALLABLE ({'got ' + ' and '.join(targets) if targets else 'got none'})")
+        raise CaffeportError("give exactly one model to check: CONVERTED.onnx, --torch PATH_OR_MODULE:CALLABLE, "
+                             "--keras MODULE:CALLABLE or --flax PATH_OR_MODULE:CALLABLE "
+                             f"({'got ' + ' and '.join(targets) if targets else 'got none'})")
     if args.rtol is None or not args.rtol >= 0:
         raise CaffeportError(f"--rtol must be a non-negative number, got {args.rtol}")
     net = read(args.model, args.prototxt)
@@ -231,6 +232,9 @@ def run_verify(args: argparse.Namespace) -> int:
     elif args.keras is not None:
         from caffeport.verify.keras_target import load_model, verify  # type: ignore[assignment]
         model = load_model(args.keras)
+    elif args.flax is not None:
+        from caffeport.verify.flax_target import load_model, verify  # type: ignore[assignment]
+        model = load_model(args.flax)
     else:
         from caffeport.onnx.verify import load_model, verify  # type: ignore[assignment]
         model = load_model(args.converted)
@@ -427,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras", metavar="MODULE:CALLABLE",
                    help="check a Keras model instead (module:callable returning it, or a .keras file): NHWC unless "
                    "its input is shaped (C, H, W); --all-layers pairs layers named like Caffe layers")
+    p.add_argument("--flax", metavar="PATH_OR_MODULE:CALLABLE",
+                   help="check a Flax model instead: a '-f flax-code' folder (its model.py's load_model()), "
+                   "FILE.py:callable or package.module:callable returning (module, variables) or a callable; "
+                   "called with float32 NHWC arrays in Caffe's input order. --all-layers pairs the tops a generated "
+                   "model records (return_all=True)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array in Caffe's layout (N, C, H, W), by net input name (repeat per input)")
     p.add_argument("--matlab", action="store_true",

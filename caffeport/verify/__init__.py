@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from caffeport.errors import CaffeportError
 from caffeport.forward import net_outputs, run
 from caffeport.ir import Layer, Net
 
@@ -133,6 +134,35 @@ def pair_rows(net: Net, reference: Mapping[str, np.ndarray], found: Mapping[str,
             rows.append(Comparison(key, "-", tuple(reference[key].shape), None, float("nan"), float("nan"), True,
                                    False, layer.name, layer.type, exposed=False))
     return rows
+
+
+def pair_outputs(net: Net, result: Any, to_numpy: Callable[[Any], np.ndarray | None], framework: str
+                 ) -> dict[str, tuple[str, np.ndarray]]:
+    """What a model returned, paired with ``<layer>/<top>`` keys: a dict keyed by output top (or by
+    ``<layer>/<top>``: a generated model's ``return_all``), or an array / tuple of arrays in the net's output
+    order. ``to_numpy`` gives the NCHW array of one returned value (None: not an array)."""
+    by_top = output_keys(net)
+    known = {key for key, _, _ in layer_tops(net)}
+    found: dict[str, tuple[str, np.ndarray]] = {}
+    if isinstance(result, Mapping):
+        for name, value in result.items():
+            array = to_numpy(value)
+            key = name if name in known else by_top.get(name) if isinstance(name, str) else None
+            if array is not None and key is not None:
+                found[key] = (str(name), array)
+        return found
+    outputs = net_outputs(net)
+    arrays = [to_numpy(v) for v in (list(result) if isinstance(result, (tuple, list)) else [result])]
+    if any(a is None for a in arrays):
+        raise CaffeportError(f"the {framework} model returned {type(result).__name__}: expected a dict of tensors "
+                             "keyed by output top, or a tensor or tuple of tensors in the net's output order")
+    if len(arrays) != len(outputs):
+        raise CaffeportError(f"the {framework} model returned {len(arrays)} tensors, the net has {len(outputs)} "
+                             f"outputs ({', '.join(outputs)}): return a dict keyed by output top")
+    for top, array in zip(outputs, arrays, strict=True):
+        if top in by_top and array is not None:
+            found[by_top[top]] = (top, array)
+    return found
 
 
 #: a target's runner: (net, model, inputs, all_layers=) -> ``<layer>/<top>`` -> (its name for the tensor, value)

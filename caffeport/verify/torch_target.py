@@ -24,26 +24,17 @@ A top with no counterpart is "not exposed", never a failure.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import re
-import sys
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from caffeport.errors import CaffeportError
-from caffeport.forward import net_outputs
 from caffeport.ir import Net
-from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, output_keys
-
-#: what ``--torch DIR`` calls when no callable is named: the generated model.py's loader
-DEFAULT_CALLABLE = "load_model"
+from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, pair_outputs
+from caffeport.verify.specs import load_target, spec_error
 
 
 def _torch() -> Any:
@@ -54,92 +45,14 @@ def _torch() -> Any:
     return torch
 
 
-def _error(spec: str, message: str) -> CaffeportError:
-    return CaffeportError(f"--torch {spec!r}: {message}")
-
-
-@contextlib.contextmanager
-def _on_path(folder: Path) -> Iterator[None]:
-    """``folder`` first on ``sys.path`` while the model file runs (it may import its neighbours), then removed."""
-    entry = str(folder)
-    sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(entry)
-
-
-def _split(spec: str) -> tuple[str, str]:
-    """(file, folder or module; callable): ``x:name`` splits at the last colon when a dotted name follows it."""
-    target, sep, attr = spec.rpartition(":")
-    if sep and target and all(part.isidentifier() for part in attr.split(".")):
-        return target, attr
-    return spec, ""
-
-
-def _attribute(spec: str, module: Any, attr: str) -> Any:
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise _error(spec, f"{getattr(obj, '__name__', 'the module')!r} has no callable {part!r}")
-        obj = getattr(obj, part)
-    return obj
-
-
 def load_model(spec: str) -> Any:
-    """The ``nn.Module`` ``spec`` names, weights loaded: ``DIR`` (its model.py's ``load_model()``),
-    ``FILE.py:callable``, ``DIR:callable`` or ``package.module:callable`` (imported through ``sys.path``).
-
-    A model file is imported under a private name with its folder on
-    ``sys.path`` only while it runs and its callable is called; nothing is left
-    in ``sys.path`` or ``sys.modules``.
-    """
+    """The ``nn.Module`` ``spec`` names (`caffeport.verify.specs`), weights loaded: an ``nn.Module`` attribute
+    as it is, any other callable called."""
     torch = _torch()
-    target, attr = _split(spec)
-    path = Path(target)
-    folder: Path | None = None
-    if path.is_dir():
-        path = path / "model.py"
-        if not path.is_file():
-            raise _error(spec, "the folder has no model.py (give FILE.py:callable or module:callable)")
-    if path.suffix == ".py" or path.is_file():
-        if not path.is_file():
-            raise _error(spec, "no such file")
-        folder = path.resolve().parent
-        name = "_caffeport_verify_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-        file_spec = importlib.util.spec_from_file_location(name, path)
-        if file_spec is None or file_spec.loader is None:
-            raise _error(spec, "cannot import it as a Python file")
-        module = importlib.util.module_from_spec(file_spec)
-        attr = attr or DEFAULT_CALLABLE
-    elif not attr:
-        raise _error(spec, "give a folder holding model.py, FILE.py:callable or package.module:callable")
-    with _on_path(folder) if folder else contextlib.nullcontext():
-        try:
-            if folder:
-                sys.modules[name] = module  # while it runs: dataclasses and friends look their module up
-                try:
-                    file_spec.loader.exec_module(module)
-                finally:
-                    sys.modules.pop(name, None)
-            else:
-                module = importlib.import_module(target)
-        except ImportError as exc:
-            raise _error(spec, f"cannot import it ({exc})") from exc
-        except Exception as exc:  # the user's module failed while being imported
-            raise _error(spec, f"importing it failed: {type(exc).__name__}: {exc}") from exc
-        obj = _attribute(spec, module, attr)
-        if not isinstance(obj, torch.nn.Module):
-            if not callable(obj):
-                raise _error(spec, f"{attr} is a {type(obj).__name__}, not a callable returning an nn.Module")
-            try:
-                obj = obj()
-            except Exception as exc:  # the user's builder failed: one line, the cause chained
-                raise _error(spec, f"calling {attr}() failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(obj, torch.nn.Module):
-        raise _error(spec, f"expected {attr}() to return a torch.nn.Module, got {type(obj).__name__}")
-    return obj
+    model = load_target("--torch", spec, lambda obj: isinstance(obj, torch.nn.Module))
+    if not isinstance(model, torch.nn.Module):
+        raise spec_error("--torch", spec, f"expected a torch.nn.Module, got {type(model).__name__}")
+    return model
 
 
 def _identifier(name: str) -> str:
@@ -183,10 +96,8 @@ def run_model(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_lay
               ) -> dict[str, tuple[str, np.ndarray]]:
     """``<layer>/<top>`` -> (the model's name for it, value) for every tensor of the model that pairs with a top."""
     torch = _torch()
-    by_top = output_keys(net)
     tops_of = {layer.name: [(key, top) for key, owner, top in layer_tops(net) if owner is layer]
                for layer in net.layers}
-    known = {key for key, _, _ in layer_tops(net)}
     found: dict[str, tuple[str, np.ndarray]] = {}
     recorded = all_layers and _records_tops(model)
     handles = []
@@ -212,25 +123,7 @@ def run_model(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_lay
     finally:
         for handle in handles:
             handle.remove()
-    outputs = net_outputs(net)
-    if isinstance(result, Mapping):
-        for name, value in result.items():
-            array = _numpy(value)
-            key = name if name in known else by_top.get(name) if isinstance(name, str) else None
-            if array is not None and key is not None:
-                found[key] = (str(name), array)
-        return found
-    values = list(result) if isinstance(result, (tuple, list)) else [result]
-    if any(_numpy(v) is None for v in values):
-        raise CaffeportError("the torch model returned "
-                             f"{type(result).__name__}: expected a dict of tensors keyed by output top, or a tensor "
-                             "or tuple of tensors in the net's output order")
-    if len(values) != len(outputs):
-        raise CaffeportError(f"the torch model returned {len(values)} tensors, the net has {len(outputs)} outputs "
-                             f"({', '.join(outputs)}): return a dict keyed by output top")
-    for top, value in zip(outputs, values, strict=True):
-        if top in by_top:
-            found[by_top[top]] = (top, _numpy(value))  # type: ignore[assignment]
+    found.update(pair_outputs(net, result, _numpy, "torch"))
     return found
 
 

@@ -1,0 +1,33 @@
+"""``-f flax-code``: a folder with a standalone Flax linen ``model.py``, its variables (``weights.msgpack``), a README.
+
+A directory format like ``torch-code`` (`caffeport.exporters.torch_code`):
+`caffeport.convert` hands the writer an empty temporary directory and
+renames it into place once every file is written, so a failed conversion
+leaves nothing. The net comes after the torch backend (Caffe layouts, the
+BatchNorm scale factor divided out, Scale folded in);
+`caffeport.codegen.flax` reorders the weights to Flax's NHWC layouts and
+writes them in Flax's msgpack serialisation with the ``-f flax`` exporter's
+writer. Stubbed layers are listed in the convert summary's warnings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.ir import Net
+
+
+@register_exporter("flax-code", suffix="", default_backend="torch", backends=("torch",), directory=True,
+                   description="a folder: standalone Flax linen model.py + weights.msgpack (load_model())")
+def write_flax_code(net: Net, path: Path, options: ExportOptions) -> None:
+    """Fill the (empty, temporary) directory ``path`` with model.py, weights.msgpack and README.md."""
+    from caffeport.codegen.flax import WEIGHTS_FILE, generate, readme, write_weights
+
+    model = generate(net)
+    write_weights(model, path / WEIGHTS_FILE)
+    (path / "model.py").write_text(model.source, encoding="utf-8")
+    (path / "README.md").write_text(readme(model), encoding="utf-8")
+    if model.stubs:
+        net.warnings.append(f"flax-code: {len(model.stubs)} layer(s) written as stubs that raise "
+                            "NotImplementedError when called: " + "; ".join(model.stubs))

@@ -1,0 +1,258 @@
+"""``-f flax-code`` on the shared models: generate, ``ruff check`` the model.py, run it in a fresh interpreter that
+cannot import caffeport (several models per interpreter, one ``jax.jit`` per model), and compare every output and
+every intermediate top (4-D ones NHWC, transposed back to NCHW) with caffeport.run at 1e-4.
+
+Also: the stubs (yunet's DetectionOutput, e_recurrent's Embed and LSTM) raise NotImplementedError naming the layer
+while their blobs are still written; PNet runs at other input sizes; two negative controls (Flax's floor-rounding
+'VALID' pooling in place of Caffe's ceil rule, whole-kernel AVE divisors in place of Caffe's clipped ones) make the
+comparison fail where Caffe's rule matters; ``caffeport verify --flax`` checks a generated folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffeport
+from caffeport.errors import CaffeportError
+from caffeport.exporters import load_exporters
+from caffeport.ir import Net
+from tests.codegen.codegen_helpers import ROOT, ruff_check
+from tests.codegen.flax_code_helpers import run_flax_failure, run_flax_generated
+from tests.codegen.test_torch_code_models import RECURRENT, SHARED, YUNET, _files, _folded_batchnorms, _inputs
+from tests.proof.reference_nets import assert_close
+
+#: every shared model of the torch-code tests, generated whole (no stub), in groups run by one interpreter each
+GROUPS = {
+    "mtcnn": ["mtcnn-det1", "mtcnn-det2", "mtcnn-det3", "mtcnn-det4"],
+    "classifiers": ["lenet-v1", "lenet-v2", "cifar10-v1", "cifar10-v2", "cifar10-v2-hdf5", "a_lenet", "a_lenet_v1"],
+    "resnet": ["b_resnet_block", "resnet50-head-bn", "hyperlpr-segfree"],
+    "others": ["hyperlpr-fp32", "hyperlpr-fp16", "ultraface", "opencv-conv", "opencv-deconv", "opencv-ip",
+               "c_deconv_prelu", "d_grouped"],
+}
+FILES = ["README.md", "model.py", "weights.msgpack"]
+
+
+def test_the_groups_cover_every_shared_model_of_the_torch_code_tests() -> None:
+    assert sorted(name for names in GROUPS.values() for name in names) == sorted(SHARED)
+
+
+def test_the_format_is_a_directory_format_of_the_torch_backend() -> None:
+    exporter = load_exporters("flax-code")["flax-code"]
+    assert exporter.directory and exporter.backends == ("torch",) and exporter.default_backend == "torch"
+
+
+def _generate(pair: tuple[str, str], out: Path) -> tuple[caffeport.Net, caffeport.ConvertResult]:
+    model, proto = _files(pair)
+    result = caffeport.convert(model, proto, out, format="flax-code")
+    assert sorted(p.name for p in out.iterdir()) == FILES
+    ruff_check(out / "model.py")
+    source = (out / "model.py").read_text()
+    assert "import caffeport" not in source and "from caffeport" not in source
+    return caffeport.read(model, proto), result
+
+
+def _compare(name: str, net: caffeport.Net, got: dict[str, np.ndarray], plain: list[str],
+             inputs: dict[str, np.ndarray]) -> int:
+    """Every output top and every ``<layer>/<top>`` of caffeport.run, but the folded BatchNorms'."""
+    want = caffeport.run(net, inputs, all_layers=True)
+    assert plain == sorted(caffeport.forward.net_outputs(net)), name
+    folded = _folded_batchnorms(net)
+    expected = {k for k in want if k.partition("/")[0] not in folded}
+    assert set(got) == expected, (name, sorted(set(got) ^ expected))
+    for key in sorted(expected):
+        assert_close(f"{name} {key}", got[key], want[key])
+    assert len(expected) >= len(net.layers) - len(folded)
+    return len(expected)
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_generated_flax_models_match_the_reference_top_by_top(group: str, tmp_path: Path) -> None:
+    nets, runs = [], []
+    for name in GROUPS[group]:
+        net, result = _generate(SHARED[name], tmp_path / name)
+        assert not [w for w in result.warnings if "flax-code" in w], name  # nothing stubbed
+        inputs = _inputs(net)
+        nets.append((name, net, inputs))
+        runs.append((tmp_path / name, inputs, list(net.inputs)))
+    for (name, net, inputs), (got, plain) in zip(nets, run_flax_generated(runs), strict=True):
+        _compare(name, net, got, plain, inputs)
+
+
+def test_the_file_is_readable_and_the_weights_are_flax_variables(tmp_path: Path) -> None:
+    """Submodules named after the Caffe layers (NAME_MAP for the others), sources' sha256 in the docstring, Caffe's
+    shapes in comments; the weights are what flax.serialization restores, in Flax's NHWC layouts."""
+    import hashlib
+
+    from flax.serialization import msgpack_restore, msgpack_serialize
+
+    net, _ = _generate(SHARED["mtcnn-det1"], tmp_path / "m")
+    source = (tmp_path / "m" / "model.py").read_text()
+    for path in _files(SHARED["mtcnn-det1"]):
+        assert f"{path.name}  sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in source
+    assert "NAME_MAP: dict[str, str] = {'conv4-1': 'conv4_1', 'conv4-2': 'conv4_2'}" in source
+    assert "self.conv1 = nn.Conv(10, (3, 3)" in source and "self.PReLU1 = ChannelPReLU((10,))" in source
+    assert "# pool1 (Pooling): conv1 (1, 10, 10, 10) -> pool1 (1, 10, 5, 5)" in source
+    assert "def load_variables(" in source and "def load_model(" in source
+    data = (tmp_path / "m" / "weights.msgpack").read_bytes()
+    variables = msgpack_restore(data)
+    assert msgpack_serialize(variables) == data  # byte for byte what Flax itself writes for these variables
+    assert set(variables) == {"params", "batch_stats"}
+    weighted = {layer.name.replace("-", "_") for layer in net.layers if layer.blobs}
+    assert set(variables["params"]) == weighted
+    converted = caffeport.transform(net, "torch")
+    caffe_kernel = np.asarray(next(la for la in converted.layers if la.name == "conv1").blobs[0])
+    np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"], caffe_kernel.transpose(2, 3, 1, 0))
+    assert variables["params"]["PReLU1"]["negative_slope"].shape == (10,)
+    readme = (tmp_path / "m" / "README.md").read_text()
+    assert "load_model()" in readme and "(module, variables)" in readme and "module.apply" in readme
+
+
+def test_yunet_detection_output_is_a_stub_and_everything_before_it_is_exact(tmp_path: Path) -> None:
+    """DetectionOutput raises NotImplementedError naming the layer and its params; replaced by a function returning
+    zeros, every other top (PriorBox's constant boxes and Normalize included) matches the reference."""
+    net, result = _generate(YUNET, tmp_path / "model")
+    heads = [layer.name for layer in net.layers if layer.type == "DetectionOutput"]
+    assert len(heads) == 1
+    (stub,) = [w for w in result.warnings if "flax-code" in w]
+    assert f"{heads[0]!r} (DetectionOutput)" in stub and "1 layer(s)" in stub
+    source = (tmp_path / "model" / "model.py").read_text()
+    assert "PriorBoxes(" in source and "Normalize(" in source
+    assert f"{heads[0]!r} (DetectionOutput)" in (tmp_path / "model" / "README.md").read_text()
+    inputs = _inputs(net)
+    error = run_flax_failure(tmp_path / "model", inputs, list(net.inputs))
+    assert "NotImplementedError" in error and f"{heads[0]!r} (DetectionOutput)" in error
+    assert "'detection_output_param': {'num_classes': 2" in error  # its params are named, as plain dicts
+    patch = "def _zero(self, *bottoms):\n    return jnp.zeros(1)\n\n\nNotGenerated.__call__ = _zero\n"
+    ((got, _),) = run_flax_generated([(tmp_path / "model", inputs, list(net.inputs))], patch=patch)
+    head_keys = {k for k in got if k.partition("/")[0] in heads}
+    assert head_keys
+    for key in head_keys:
+        del got[key]
+    cut = Net(name=net.name, layers=[la for la in net.layers if la.name not in heads], inputs=net.inputs,
+              caffemodel_path=net.caffemodel_path, prototxt_path=net.prototxt_path)
+    reference = caffeport.run(cut, inputs, all_layers=True)
+    expected = {k for k in reference if "/" in k}
+    assert set(got) >= expected
+    assert any(k.endswith("priorbox") for k in expected) and any("norm" in k for k in expected)
+    for key in sorted(expected):
+        assert_close(key, got[key], reference[key])
+
+
+def test_recurrent_layers_are_stubs_with_their_weights_kept(tmp_path: Path) -> None:
+    """e_recurrent: Embed and LSTM are not generated; every blob is still in the weights file."""
+    from flax.serialization import msgpack_restore
+
+    net, result = _generate(RECURRENT, tmp_path / "model")
+    (stub,) = [w for w in result.warnings if "flax-code" in w]
+    for layer in net.layers:
+        if layer.type in ("Embed", "LSTM"):
+            assert f"{layer.name!r} ({layer.type})" in stub
+    variables = msgpack_restore((tmp_path / "model" / "weights.msgpack").read_bytes())
+    weighted = [layer for layer in net.layers if layer.blobs]
+    assert set(variables["params"]) == {layer.name for layer in weighted}
+    sizes = [np.asarray(v).size for module in variables["params"].values() for v in module.values()]
+    assert sum(sizes) >= net.num_weights
+    inputs = {k: np.zeros(shape, np.float32) for k, shape in net.inputs.items()}
+    error = run_flax_failure(tmp_path / "model", inputs, list(net.inputs))
+    first = next(layer for layer in net.layers if layer.type in ("Embed", "LSTM"))
+    assert "NotImplementedError" in error and f"{first.name!r} ({first.type})" in error
+
+
+def _pnet_sizes(folder: Path, sizes: list[tuple[int, int]], patch: str = "") -> list[tuple[dict, dict]]:
+    """PNet's generated folder run at each size (a copy per size, one interpreter): (got, reference) pairs."""
+    net = caffeport.read(*_files(SHARED["mtcnn-det1"]))
+    runs, inputs_all = [], []
+    for h, w in sizes:
+        copy = folder.parent / f"{folder.name}-{h}x{w}"
+        shutil.copytree(folder, copy)
+        inputs = {"data": np.random.default_rng(2).uniform(-1, 1, size=(2, 3, h, w)).astype(np.float32)}
+        runs.append((copy, inputs, ["data"]))
+        inputs_all.append(inputs)
+    results = run_flax_generated(runs, patch=patch)
+    return [(got, caffeport.run(net, inputs, all_layers=True)) for (got, _), inputs in zip(results, inputs_all)]
+
+
+def test_fully_convolutional_pnet_runs_at_other_sizes(tmp_path: Path) -> None:
+    """Pooling sizes are Caffe's rule computed at run time, so PNet works at other input sizes, as in Caffe;
+    at 25x25 and 31x47 Caffe's ceil rounding gives pool1 one more row or column than floor rounding would."""
+    _generate(SHARED["mtcnn-det1"], tmp_path / "model")
+    for got, want in _pnet_sizes(tmp_path / "model", [(25, 25), (31, 47), (12, 13)]):
+        assert set(got) == set(want)
+        for key in sorted(want):
+            assert_close(key, got[key], want[key])
+
+
+def test_the_comparison_catches_flax_floor_pooling_in_place_of_caffes(tmp_path: Path) -> None:
+    """The check can fail: Flax's own ``nn.max_pool(..., padding="VALID")`` (floor rounding) in place of the ceil
+    helper agrees with Caffe at 12x12, where conv1's 10x10 pools evenly, and not at 25x25 ((23 - 2) % 2 != 0)."""
+    _generate(SHARED["mtcnn-det1"], tmp_path / "model")
+    patch = ("def floor_pool(x, method, kernel, stride, pad, ceil=True):\n"
+             "    return nn.max_pool(x, kernel, stride, padding='VALID')\n\n\n"
+             "caffe_pool = floor_pool\n")
+    (even, even_want), (odd, odd_want) = _pnet_sizes(tmp_path / "model", [(12, 12), (25, 25)], patch)
+    for key in sorted(even_want):
+        assert_close(key, even[key], even_want[key])
+    assert_close("conv1/conv1", odd["conv1/conv1"], odd_want["conv1/conv1"])
+    with pytest.raises(AssertionError, match=r"pool1/pool1: shape \(2, 10, 11, 11\), expected \(2, 10, 12, 12\)"):
+        assert_close("pool1/pool1", odd["pool1/pool1"], odd_want["pool1/pool1"])
+    with pytest.raises(AssertionError, match="prob1: shape"):
+        assert_close("prob1", odd["prob1"], odd_want["prob1"])
+
+
+def test_the_comparison_catches_whole_kernel_ave_divisors(tmp_path: Path) -> None:
+    """The check can fail: CIFAR-10's AVE pooling with Caffe's sizes but every window divided by the whole kernel
+    (``nn.avg_pool`` on the zero-padded input, the usual port) differs from Caffe's clipped last windows."""
+    net, _ = _generate(SHARED["cifar10-v2"], tmp_path / "m")
+    patch = ("_exact = caffe_pool\n\n\n"
+             "def naive(x, method, kernel, stride, pad, ceil=True):\n"
+             "    if method == 'MAX':\n"
+             "        return _exact(x, method, kernel, stride, pad, ceil)\n"
+             "    return nn.avg_pool(jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0))), kernel, stride)\n\n\n"
+             "caffe_pool = naive\n")
+    inputs = _inputs(net)
+    ((got, _),) = run_flax_generated([(tmp_path / "m", inputs, list(net.inputs))], patch=patch)
+    want = caffeport.run(net, inputs, all_layers=True)
+    assert_close("pool1/pool1", got["pool1/pool1"], want["pool1/pool1"])
+    assert got["pool2/pool2"].shape == want["pool2/pool2"].shape
+    with pytest.raises(AssertionError, match="pool2/pool2: relative error"):
+        assert_close("pool2/pool2", got["pool2/pool2"], want["pool2/pool2"])
+
+
+def test_without_input_shapes_nothing_is_written(tmp_path: Path) -> None:
+    model, _ = _files(SHARED["mtcnn-det1"])
+    with pytest.raises(CaffeportError, match="flax-code needs the net's input shapes"):
+        caffeport.convert(model, None, tmp_path / "out", format="flax-code")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "caffeport", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_verify_flax_on_a_generated_folder(tmp_path: Path) -> None:
+    """``convert -f flax-code`` then ``verify --flax`` from the command line: every top matches, exit 0; a model.py
+    broken at its softmax axis fails there, exit 1, naming the first diverging layer."""
+    model, proto = (str(p) for p in _files(SHARED["mtcnn-det1"]))
+    out = tmp_path / "pnet"
+    done = _cli("convert", model, "-p", proto, "-f", "flax-code", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == FILES
+    done = _cli("verify", model, "-p", proto, "--flax", str(out), "--all-layers")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "10 of 10 tensors match within rtol 0.0001" in done.stdout
+    assert "prob1 (output)" in done.stdout and "PReLU1/conv1" in done.stdout
+    source = (out / "model.py").read_text()
+    broken = source.replace("jax.nn.softmax(conv4_1, axis=3)", "jax.nn.softmax(conv4_1, axis=0)")
+    assert broken != source
+    (out / "model.py").write_text(broken)
+    done = _cli("verify", model, "-p", proto, "--flax", f"{out}:load_model", "--all-layers")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL" in done.stdout and "first divergence: layer prob1 (type Softmax)" in done.stdout
+    done = _cli("verify", model, "-p", proto, "--flax", str(tmp_path))
+    assert done.returncode == 1 and "has no model.py" in done.stderr and "Traceback" not in done.stderr
