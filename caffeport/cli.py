@@ -1,7 +1,7 @@
 """The ``caffeport`` command line.
 
-One subcommand per job, each a small function registered in `COMMANDS`, so
-new ones (``convert``, ``check``) slot in beside ``inspect`` and ``mean``. Bad input
+One subcommand per job (``inspect``, ``convert``, ``mean``, ``check``, ``run``,
+``verify``), each a small function registered in `COMMANDS`. Bad input
 never shows a traceback: a `CaffeportError` prints one line naming the file
 (and layer, byte offset or line) and exits 1.
 """
@@ -32,7 +32,8 @@ from caffeport.exporters.npz import check_member_name
 from caffeport.forward import net_outputs, run
 from caffeport.keras_model import check_weights_file, load_keras_model, read_weights_file
 from caffeport.layers.blobs import blob_problems
-from caffeport.output import atomic_output, exit_on_termination_signals, guarded_stdout
+from caffeport.onnx.preprocessing import preprocessing_from_options
+from caffeport.output import atomic_output, exit_on_termination_signals, guarded_stdout, interruption
 from caffeport.preprocess import image_input, parse_mean
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
@@ -83,6 +84,13 @@ def _cwd_on_path() -> None:
 def run_convert(args: argparse.Namespace) -> int:
     if (args.opset is not None or args.dynamic_batch or args.ssd_heads) and args.format != "onnx":
         raise CaffeportError("--opset, --dynamic-batch and --ssd-heads are for -f onnx")
+    if args.external_data and args.format != "onnx":
+        raise CaffeportError("--external-data is for -f onnx")
+    if (args.mean is not None or args.scale is not None or args.swap_rb or args.bake_preprocessing
+            or args.image_input) and args.format != "onnx":
+        raise CaffeportError("--mean, --scale, --swap-rb, --bake-preprocessing and --image-input are for -f onnx")
+    preprocessing = preprocessing_from_options(args.mean, args.scale, args.swap_rb, args.bake_preprocessing,
+                                               args.image_input)
     if args.keras_model or args.save_model or args.allow_partial:
         if args.format != "keras3":
             raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
@@ -96,7 +104,7 @@ def run_convert(args: argparse.Namespace) -> int:
             depthwise="grouped" if args.depthwise_as_grouped else "depthwise", force=args.force,
             keras_model=args.keras_model, allow_partial=args.allow_partial, save_model=args.save_model,
             progress=bar, opset=args.opset, dynamic_batch=args.dynamic_batch, ssd_heads=args.ssd_heads,
-            matlab=args.matlab,
+            matlab=args.matlab, preprocessing=preprocessing, external_data=True if args.external_data else None,
         )
     finally:
         if bar is not None:
@@ -242,7 +250,12 @@ def run_verify(args: argparse.Namespace) -> int:
         args.random = 0
         print("inputs: --random 0 (no --input, --image or --random given)", file=sys.stderr)
     inputs = _run_inputs(args, {name: tuple(shape) for name, shape in net.inputs.items()})
-    rows = verify(net, model, inputs, all_layers=args.all_layers, rtol=args.rtol)
+    extra: dict[str, dict[str, np.ndarray]] = {}
+    if args.converted is not None:  # an ONNX model with baked preprocessing takes the --image inputs raw
+        raw = argparse.Namespace(**{**vars(args), "input": [], "random": None, "mean": None, "scale": 1.0,
+                                    "swap_rb": False})
+        extra["raw_images"] = _run_inputs(raw, {name: tuple(shape) for name, shape in net.inputs.items()})
+    rows = verify(net, model, inputs, all_layers=args.all_layers, rtol=args.rtol, **extra)
     print(table(rows, args.rtol))
     return 0 if all(row.passed for row in rows) else 1
 
@@ -342,12 +355,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="-f onnx: a symbolic batch axis on the graph's inputs and outputs")
     p.add_argument("--ssd-heads", action="store_true",
                    help="-f onnx: stop before SSD's DetectionOutput and output its inputs (loc, conf, priors)")
+    p.add_argument("--external-data", action="store_true",
+                   help="-f onnx: write the weights to OUTPUT.data beside the model (ONNX external data; done "
+                   "anyway when one file would reach 2 GiB)")
     p.add_argument("--matlab", action="store_true",
                    help="a MATLAB-trained model (e.g. MTCNN, trained on transposed images): write weights and code "
                    "for row-major images (kernels' H and W swapped, the first fully connected layer after a spatial "
                    "blob reordered, the input's H and W swapped)")
     p.add_argument("--allow-partial", action="store_true",
                    help="-f keras3: load the layers whose shapes fit and report the others, instead of failing")
+    p.add_argument("--mean", metavar="B,G,R|MEAN.binaryproto",
+                   help="-f onnx: the image input's mean, as for 'caffeport run --image' (per channel in the order "
+                   "the net receives them, or a mean image): recorded in the model's metadata_props "
+                   "'caffeport.preprocessing', with --bake-preprocessing subtracted by the graph")
+    p.add_argument("--scale", type=float, help="-f onnx: the factor applied after the mean (as for run; default 1)")
+    p.add_argument("--swap-rb", action="store_true",
+                   help="-f onnx: the net receives RGB, not BGR (as for run): recorded, or baked in")
+    p.add_argument("--bake-preprocessing", action="store_true",
+                   help="-f onnx: put --mean, --scale and --swap-rb into the graph: its input keeps the Caffe "
+                   "input's name and takes the raw image (float32 NCHW in the input's shape, 0..255, BGR as OpenCV "
+                   "loads it, resized to H x W); the net reads '<input>_preprocessed'. 'caffeport verify' feeds "
+                   "such a model the raw --image")
+    p.add_argument("--image-input", action="append", default=[], metavar="NAME",
+                   help="-f onnx: a net input the preprocessing is for (repeat; default: the net's only input)")
 
     p = sub.add_parser(
         "check",
@@ -509,6 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with guarded_stdout():  # caffeport inspect M > /dev/full: one line, exit 1
             return COMMANDS[args.command](args)
     except CaffeportError as exc:
+        if isinstance(interruption(exc), KeyboardInterrupt):  # a Ctrl-C a library reported as an error: 130
+            print("caffeport: interrupted", file=sys.stderr)
+            return 130
         print(f"caffeport: error: {for_cli(exc)}", file=sys.stderr)  # options as flags: --force, not force=True
         return 1
     except KeyboardInterrupt:

@@ -10,15 +10,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from caffeport.errors import CaffeportError, OutputError, option_error
 from caffeport.exporters import EXPORTERS, Exporter, ExportOptions, load_exporters
 from caffeport.exporters.registry import format_for_name
 from caffeport.ir import Net, ReportEntry
 from caffeport.layers.layout import REPORT_LABELS
-from caffeport.output import atomic_output, check_output_path
+from caffeport.output import atomic_output, block_deferred_signals, check_output_path
 from caffeport.readers import nonfinite_warnings, read
 from caffeport.transforms import Options, transform
+
+if TYPE_CHECKING:  # the onnx format's own option type: conversion imports no format's module
+    from caffeport.onnx.preprocessing import Preprocessing
 
 PathLike = str | os.PathLike[str]
 
@@ -160,6 +164,8 @@ def convert(
     dynamic_batch: bool = False,
     ssd_heads: bool = False,
     matlab: bool = False,
+    external_data: bool | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> ConvertResult:
     """Convert a Caffe model's weights.
 
@@ -170,15 +176,18 @@ def convert(
     beside it renamed on success, never over an existing file unless ``force``,
     never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
     are for formats written against a concrete Keras model (``keras3``); ``opset``,
-    ``dynamic_batch`` and ``ssd_heads`` for ``onnx``. ``matlab`` rewrites a
+    ``dynamic_batch``, ``ssd_heads`` and ``external_data`` (a ``.onnx.data`` file) for ``onnx``. ``matlab`` rewrites a
     MATLAB-trained net (MTCNN) for row-major images before the backend's passes
-    (`caffeport.transforms.matlab`), for every format.
+    (`caffeport.transforms.matlab`), for every format. ``preprocessing`` (``onnx`` only): the image input's
+    mean, scale and channel swap, recorded in the model or baked into its graph (`caffeport.onnx.preprocessing`).
     """
     exporter = load_exporters(format).get(format)
     if exporter is None:
         raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(load_exporters()))}")
     backend = backend or exporter.default_backend
     check_format_fits(exporter, backend, output)
+    if preprocessing is not None and exporter.name != "onnx":
+        raise CaffeportError(f"preprocessing (mean, scale, swap_rb) is for format 'onnx', not {format!r}")
     if output is not None:  # fail before the slow part, not after it
         check_output_path(output, force=force, inputs=[caffemodel, prototxt], directory=exporter.directory)
         if format == "keras3":
@@ -190,18 +199,25 @@ def convert(
     # delaying their start; its warnings go where `read` would have put them, after the reader's own
     checked_at = len(net.warnings)
     stop = threading.Event()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="caffeport-check")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="caffeport-check", initializer=block_deferred_signals)
     try:
         checked = pool.submit(nonfinite_warnings, net, threads=1, stop=stop)
         converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown, matlab=matlab))
         target = None
         if output is not None:
-            with atomic_output(output, force=force, inputs=[caffemodel, prototxt],
-                               directory=exporter.directory) as tmp:
-                exporter.write(converted, tmp, ExportOptions(
-                    include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
-                    save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch,
-                    ssd_heads=ssd_heads))
+            options = ExportOptions(
+                include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
+                save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch,
+                ssd_heads=ssd_heads, external_data=external_data, preprocessing=preprocessing, output=Path(output),
+                force=force)
+            try:
+                with atomic_output(output, force=force, inputs=[caffemodel, prototxt],
+                                   directory=exporter.directory) as tmp:
+                    exporter.write(converted, tmp, options)
+            except BaseException:
+                for companion in options.companions:  # both files or neither (an ONNX model and its data)
+                    companion.unlink(missing_ok=True)
+                raise
             target = Path(output)
         converted.warnings[checked_at:checked_at] = checked.result()
     finally:  # on an error or Ctrl-C, the scan stops at its next block instead of running to the end

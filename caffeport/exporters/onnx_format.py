@@ -11,6 +11,13 @@ backend that rewrites them for Keras or PyTorch is refused). Needs the
 ``ExportOptions.opset`` (default `caffeport.onnx.export.DEFAULT_OPSET`),
 ``ExportOptions.dynamic_batch`` (a symbolic batch axis) and ``ExportOptions.ssd_heads`` (stop before SSD's
 DetectionOutput: its loc, conf and priors bottoms are the outputs) are this format's options.
+
+The weights are streamed from the caffemodel's memory map into the file
+(`caffeport.onnx.stream`), so memory stays bounded at any model size. Above
+2 GiB, or with ``ExportOptions.external_data`` (``--external-data``), the
+weights go to ONNX external data ``<output name>.data`` beside the model:
+both files are published, or neither (the data file is removed again when the
+model file cannot be renamed into place: `ExportOptions.companions`).
 """
 
 from __future__ import annotations
@@ -27,5 +34,9 @@ def write_onnx_file(net: Net, path: Path, options: ExportOptions) -> None:
     """Lower ``net`` to ONNX and write it to ``path`` (a temporary file `convert` renames into place)."""
     from caffeport.onnx.export import DEFAULT_OPSET, write_onnx
 
-    write_onnx(net, path, opset=options.opset or DEFAULT_OPSET, dynamic_batch=options.dynamic_batch,
-               ssd_heads=options.ssd_heads)
+    data = write_onnx(net, path, opset=options.opset or DEFAULT_OPSET, dynamic_batch=options.dynamic_batch,
+                      ssd_heads=options.ssd_heads, external_data=options.external_data,
+                      final_path=options.output or path, force=options.force, progress=options.progress,
+                      preprocessing=options.preprocessing)
+    if data is not None:
+        options.companions.append(data)

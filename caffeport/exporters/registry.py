@@ -9,8 +9,9 @@ through the same decorator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
@@ -37,6 +38,15 @@ class ExportOptions:
     ssd_heads: bool = False
     #: called as progress(bytes done, bytes total, blobs done, blobs total) by every exporter that streams
     progress: Callable[[int, int, int, int], None] | None = None
+    #: -f onnx: weights in a ``.onnx.data`` file beside the model (``None``: only when one file would pass 2 GiB)
+    external_data: bool | None = None
+    #: -f onnx: the image inputs' mean, scale and channel swap, recorded or baked (`caffeport.onnx.preprocessing`)
+    preprocessing: Any = None
+    #: where the written path is renamed to (files beside it are named after it) and whether it may be replaced
+    output: Path | None = None
+    force: bool = False
+    #: files an exporter published beside ``output`` (an ONNX data file): removed if ``output`` is not published
+    companions: list[Path] = field(default_factory=list)
 
 
 Writer = Callable[[Net, Path, ExportOptions], None]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,11 @@ from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
 from caffeport.layers import layer_type
 from caffeport.layers.blobs import check_net
-from caffeport.onnx.graph import MIN_OPSET, GraphBuilder, require_onnx
+from caffeport.onnx.graph import MIN_OPSET, TENSOR_MAP_KEY, GraphBuilder, require_onnx
+from caffeport.onnx.preprocessing import Preprocessing, apply_preprocessing
 
 #: the opset written unless another is asked for: onnxruntime 1.17+ and OpenCV 5's importer both run it
 DEFAULT_OPSET = 17
-#: the metadata_props key of the ``<layer>/<top>`` -> tensor name map
-TENSOR_MAP_KEY = "caffeport.tensors"
 #: the metadata_props key of the ``ssd_heads`` export's map: DetectionOutput layer -> its outputs and parameters
 SSD_HEADS_KEY = "caffeport.ssd_heads"
 #: protobuf cannot serialize a message of 2 GiB or more
@@ -194,8 +194,19 @@ def _value_info(onnx: Any, name: str, shape: tuple[int, ...], dynamic_batch: boo
     return onnx.helper.make_tensor_value_info(name, FLOAT, dims)
 
 
-def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, ssd_heads: bool = False) -> Any:
+def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, ssd_heads: bool = False,
+            lazy: dict[str, Any] | None = None, preprocessing: Preprocessing | None = None) -> Any:
     """``net`` as an ``onnx.ModelProto`` (see the module docstring), checked with ``full_check``.
+
+    ``preprocessing``: recorded in ``metadata_props``, or baked in as the graph's first nodes
+    (`caffeport.onnx.preprocessing`).
+
+    ``lazy`` (a dict, filled here): the weights are not copied into the model.
+    Their initializers keep dims and type only and ``lazy`` maps their names
+    to the weight views (`caffeport.onnx.graph.GraphBuilder.weight`), which
+    `write_onnx` streams into the file; that model is not checked here
+    (`caffeport.onnx.stream.check` does it). Without ``lazy`` the model holds
+    every weight, so it must stay below protobuf's 2 GiB.
 
     ``ssd_heads``: the DetectionOutput layers are left out and their bottoms
     (loc, conf, priors) are graph outputs, for users who post-process the
@@ -306,10 +317,19 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
             "detection_output_param": layer.param("detection_output_param")} for layer in heads},
             sort_keys=True, default=str)
     onnx.helper.set_model_props(model, props)
-    size = model.ByteSize()
+    if preprocessing is not None:
+        apply_preprocessing(model, net, preprocessing)
+    if lazy is not None:
+        lazy.update(graph.lazy)
+        return model
+    from caffeport.onnx.stream import fill, single_file_size
+
+    size = single_file_size(model, graph.lazy)
     if size > MAX_PROTO_BYTES:
-        raise UnsupportedModelError(f"the ONNX model would be {size / 2**30:.2f} GiB, and one .onnx file holds "
-                                    "less than 2 GiB (external data files are not written yet)", path=where)
+        raise UnsupportedModelError(f"the ONNX model would be {size / 2**30:.2f} GiB, and one ModelProto holds less "
+                                    "than 2 GiB: write it with write_onnx (caffeport convert -f onnx), which adds "
+                                    "an external data file", path=where)
+    fill(model, graph.lazy)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -327,7 +347,23 @@ def _ir_version(onnx: Any, opset: int) -> int:
 
 
 def write_onnx(net: Net, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
-               dynamic_batch: bool = False, ssd_heads: bool = False) -> None:
-    """Write ``net`` as ONNX to ``path`` (the exporter hands a temporary path that `convert` renames into place)."""
-    model = to_onnx(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads)
-    Path(path).write_bytes(model.SerializeToString())
+               dynamic_batch: bool = False, ssd_heads: bool = False, external_data: bool | None = None,
+               final_path: str | os.PathLike[str] | None = None, force: bool = False,
+               progress: Callable[[int, int, int, int], None] | None = None,
+               preprocessing: Preprocessing | None = None) -> Path | None:
+    """Write ``net`` as ONNX to ``path``, the weights streamed from the model file; the external data file, if any.
+
+    The exporter hands a temporary ``path`` that `convert` renames to
+    ``final_path``. Memory stays bounded at any model size (see
+    `caffeport.onnx.stream`): one self-contained file below 2 GiB, else (or
+    with ``external_data=True``) the model file and ``<final name>.data``
+    beside it, published together. ``progress`` is called with (bytes done,
+    bytes total, weights done, weights total).
+    """
+    from caffeport.onnx.stream import write
+
+    lazy: dict[str, Any] = {}
+    model = to_onnx(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads, lazy=lazy,
+                    preprocessing=preprocessing)
+    return write(model, lazy, path, external_data=external_data, final_path=final_path, force=force,
+                 inputs=[net.caffemodel_path, net.prototxt_path], progress=progress)

@@ -9,11 +9,13 @@ for every supported opset.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from caffeport.blocks import Blob, Reshaped
 from caffeport.errors import CaffeportError
 
 if TYPE_CHECKING:
@@ -24,6 +26,9 @@ MIN_OPSET = 13
 #: float32's largest finite value: Caffe's MAX pooling starts every window at -FLT_MAX
 FLT_MAX = float(np.finfo(np.float32).max)
 
+
+#: the metadata_props key of the ``<layer>/<top>`` -> tensor name map
+TENSOR_MAP_KEY = "caffeport.tensors"
 
 def require_onnx() -> Any:
     """The ``onnx`` module, or a one-line error saying how to install it."""
@@ -42,6 +47,9 @@ class GraphBuilder:
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        #: initializer name -> the weight it holds, not copied: its TensorProto in `initializers` has dims and
+        #: type but no data, which `caffeport.onnx.export` fills (`to_onnx`) or streams into the file (`write_onnx`)
+        self.lazy: dict[str, Blob] = {}
         self._used: set[str] = set()
         self._int_consts: dict[tuple[str, tuple[int, ...]], str] = {}
         #: the node name prefix (the Caffe layer being lowered)
@@ -69,6 +77,34 @@ class GraphBuilder:
         array = np.array(value, dtype=dtype, order="C")  # ascontiguousarray would make a 0-D value 1-D
         name = self.fresh(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def weight(self, blob: Blob, hint: str, shape: Sequence[int] | None = None, transpose: bool = False) -> str:
+        """A float32 initializer holding a weight blob (reshaped to ``shape``, then transposed), left uncopied.
+
+        The weights are most of a model's bytes and are views onto the
+        caffemodel's memory map: copying them into the ModelProto would hold the
+        whole model in memory (twice, once serialized). The initializer gets
+        its dims and type now and its values when the model is written, read
+        in blocks from ``blob`` (see `lazy`). A reshape that cannot be a numpy
+        view becomes a `caffeport.blocks.Reshaped` (copied block by block when
+        written); a transpose stays a strided view, written through the tiled
+        transpose of `caffeport.blocks.iter_placed`. Only a `Reshaped` blob
+        that must be transposed (no lowering of a Caffe-layout net makes one)
+        is copied here, one blob at a time.
+        """
+        source = _reshaped(blob, tuple(int(d) for d in blob.shape) if shape is None else tuple(shape))
+        if transpose:
+            if not isinstance(source, np.ndarray):
+                source = np.asarray(source)  # a Reshaped has no strided transpose: this one blob is copied
+            source = source.T
+        dims = tuple(int(d) for d in source.shape)
+        if math.prod(dims) == 0:
+            return self.const(np.asarray(source, dtype=np.float32), hint)
+        name = self.fresh(hint)
+        tensor = self.onnx.TensorProto(name=name, dims=dims, data_type=self.onnx.TensorProto.FLOAT)
+        self.initializers.append(tensor)
+        self.lazy[name] = source
         return name
 
     def ints(self, values: Sequence[int], hint: str = "shape") -> str:
@@ -133,3 +169,25 @@ class GraphBuilder:
         """Constant padding of every axis (``begin`` then ``end`` per axis, ONNX's pads order)."""
         return self.op("Pad", [x, self.ints([*begin, *end], "pads"), self.scalar(value, f"{hint}_value")], hint,
                        mode="constant")
+
+
+def _reshaped(blob: Blob, shape: tuple[int, ...]) -> Blob:
+    """``blob`` with ``shape`` (one ``-1`` inferred) without copying: a numpy view when one exists, else `Reshaped`."""
+    size = math.prod(int(d) for d in blob.shape)
+    if -1 in shape:
+        known = math.prod(d for d in shape if d != -1)
+        shape = tuple(size // known if d == -1 else d for d in shape)
+    if math.prod(shape) != size:
+        raise ValueError(f"cannot reshape a weight of shape {tuple(blob.shape)} to {shape}")
+    if tuple(int(d) for d in blob.shape) == shape:
+        return blob
+    if isinstance(blob, Reshaped):
+        return Reshaped(blob.view, shape)
+    if isinstance(blob, np.ndarray):
+        view = blob.view()
+        try:
+            view.shape = shape  # a view or an AttributeError, never a copy
+        except AttributeError:
+            return Reshaped(blob, shape)
+        return view
+    return Reshaped(np.asarray(blob), shape)

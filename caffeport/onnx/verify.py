@@ -6,6 +6,9 @@ file without it, the export's naming rule is assumed (a top is named after
 itself when its last writer wrote it, ``<layer>/<top>`` otherwise). Without
 ``all_layers`` the net's outputs are compared; with it, every paired tensor,
 fetched from onnxruntime by making it a graph output of a copy of the model.
+A model whose preprocessing is baked in (`caffeport.onnx.preprocessing`) is
+fed the raw images, and the reference the same images preprocessed as
+``--mean``/``--scale``/``--swap-rb`` say: a model baked with other values fails.
 
 The comparison, the table and the first divergence are target-neutral
 (`caffeport.verify`, re-exported here: `Comparison`, `table`, `RTOL`); this
@@ -24,8 +27,8 @@ import numpy as np
 from caffeport.errors import CaffeportError, InputError
 from caffeport.forward import run
 from caffeport.ir import Net
-from caffeport.onnx.export import TENSOR_MAP_KEY
-from caffeport.onnx.graph import require_onnx
+from caffeport.onnx.graph import TENSOR_MAP_KEY, require_onnx
+from caffeport.onnx.preprocessing import onnx_feeds
 from caffeport.verify import RTOL, Comparison, compare, comparison, layer_tops, table
 
 __all__ = ["RTOL", "Comparison", "compare", "load_model", "run_onnx", "table", "tensor_pairs", "verify"]
@@ -99,8 +102,13 @@ def run_onnx(model: Any, inputs: Mapping[str, np.ndarray], tensors: list[str]) -
 
 
 def verify(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_layers: bool = False,
-           rtol: float = RTOL) -> list[Comparison]:
-    """Compare ``model`` (an ONNX ModelProto) run by onnxruntime with ``caffeport.run(net)`` on ``inputs``."""
+           rtol: float = RTOL, raw_images: Mapping[str, np.ndarray] | None = None) -> list[Comparison]:
+    """Compare ``model`` (an ONNX ModelProto) run by onnxruntime with ``caffeport.run(net)`` on ``inputs``.
+
+    ``raw_images``: the ``--image`` inputs before mean, scale and swap; an input whose preprocessing the
+    model has baked in (its ``caffeport.preprocessing`` metadata) is fed that, the reference ``inputs``.
+    """
+    feeds = onnx_feeds(model, inputs, raw_images)
     pairs = tensor_pairs(model, net)
     reference = run(net, inputs, all_layers=True)
     output_names = {info.name for info in model.graph.output}
@@ -109,7 +117,7 @@ def verify(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_layers
               and pairs[key] not in graph_inputs and (all_layers or pairs[key] in output_names)]
     if not chosen:
         raise CaffeportError("no tensor of the ONNX model pairs with a Caffe top: is it this net's export?")
-    got = run_onnx(model, inputs, list(dict.fromkeys(tensor for _, tensor in chosen)))
+    got = run_onnx(model, feeds, list(dict.fromkeys(tensor for _, tensor in chosen)))
     layers = {key: layer for key, layer, _ in layer_tops(net)}
     return [comparison(key, tensor, reference[key], got.get(tensor), rtol, output=tensor in output_names,
                        layer=layers.get(key)) for key, tensor in chosen]

@@ -35,11 +35,10 @@ class ConvLike(Lowering):
         shape = ctx.shape
         window = conv_window(ctx.layer, len(shape) - 2)
         group = kind.group(ctx.layer, shape[1])  # type: ignore[attr-defined]
-        weight = ctx.blob(0)
-        weight = weight.reshape(weight.shape[0], -1, *window.kernel)  # V1 files store 2-D kernels as 4-D too
-        inputs = [ctx.const(weight, "weight")]
+        # streamed from the model file when written (Context.weight); V1 files store 2-D kernels as 4-D too
+        inputs = [ctx.weight(0, "weight", (ctx.layer.blobs[0].shape[0], -1, *window.kernel))]
         if ctx.params("convolution_param").get("bias_term", True):
-            inputs.append(ctx.const(ctx.blob(1).reshape(-1), "bias"))
+            inputs.append(ctx.weight(1, "bias", (-1,)))
         pads = list(window.pad) * 2
         return [ctx.op(self.op_type, [x, *inputs], None, kernel_shape=list(window.kernel), strides=list(window.stride),
                        pads=pads, dilations=list(window.dilation), group=group) for x in ctx.bottoms]

@@ -18,7 +18,7 @@ class Embed(Lowering):
         p = ctx.params()
         n, k = int(p["num_output"]), int(p["input_dim"])
         indices = ctx.op("Cast", [ctx.x], "indices", to=INT64)
-        y = ctx.op("Gather", [ctx.const(ctx.blob(0).reshape(k, n), "weight"), indices], "gather", axis=0)
+        y = ctx.op("Gather", [ctx.weight(0, "weight", (k, n)), indices], "gather", axis=0)
         if p.get("bias_term", True):
-            y = ctx.op("Add", [y, ctx.const(ctx.blob(1).reshape(n), "bias")], "biased")
+            y = ctx.op("Add", [y, ctx.weight(1, "bias", (n,))], "biased")
         return [y]

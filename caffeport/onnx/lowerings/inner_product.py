@@ -23,14 +23,15 @@ class InnerProduct(Lowering):
         n = int(p["num_output"])
         k = math.prod(ctx.shape[axis:])
         transpose = bool(p.get("transpose", False))
-        weight = ctx.blob(0).reshape((k, n) if transpose else (n, k))
-        bias = ctx.blob(1).reshape(n) if p.get("bias_term", True) else None
+        stored = (k, n) if transpose else (n, k)
+        bias_term = p.get("bias_term", True)
+        # the weights are streamed from the model file when written (Context.weight), a transpose included
         if axis == 1:
             flat = ctx.op("Flatten", [ctx.x], "flatten", axis=1) if len(ctx.shape) != 2 else ctx.x
-            inputs = [flat, ctx.const(weight, "weight")] + ([ctx.const(bias, "bias")] if bias is not None else [])
+            inputs = [flat, ctx.weight(0, "weight", stored)] + ([ctx.weight(1, "bias", (n,))] if bias_term else [])
             return [ctx.op("Gemm", inputs, "gemm", transB=0 if transpose else 1)]
         rows = ctx.graph.reshape(ctx.x, [0] * axis + [-1], "rows")
-        y = ctx.op("MatMul", [rows, ctx.const(weight if transpose else weight.T, "weight")], "matmul")
-        if bias is not None:
-            y = ctx.op("Add", [y, ctx.const(bias, "bias")], "biased")
+        y = ctx.op("MatMul", [rows, ctx.weight(0, "weight", stored, transpose=not transpose)], "matmul")
+        if bias_term:
+            y = ctx.op("Add", [y, ctx.weight(1, "bias", (n,))], "biased")
         return [y]

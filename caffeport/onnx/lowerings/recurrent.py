@@ -42,18 +42,18 @@ class Recurrent(Lowering):
         has_static = kind.has_static(ctx.layer)  # type: ignore[attr-defined]
         exposed = kind.exposed(ctx.layer)  # type: ignore[attr-defined]
         rows = g.reshape(ctx.x, [t_steps * n, -1], "rows")
-        w_x = ctx.blob(0).reshape(width, -1)
-        x_term = ctx.op("Add", [ctx.op("MatMul", [rows, ctx.const(w_x.T, "W_x")], "x_matmul"),
-                                ctx.const(ctx.blob(1).reshape(width), "b")], "x_biased")
+        # the weights are streamed from the model file when written (Context.weight), transposes included
+        x_term = ctx.op("Add", [ctx.op("MatMul", [rows, ctx.weight(0, "W_x", (width, -1), transpose=True)],
+                                       "x_matmul"), ctx.weight(1, "b", (width,))], "x_biased")
         x_term = g.reshape(x_term, [t_steps, n, width], "x_term")
         next_blob = 2
         static_term = None
         if has_static:
             static = g.reshape(ctx.bottoms[2], [n, -1], "static")
-            w_s = ctx.blob(2).reshape(width, -1)
-            static_term = ctx.op("MatMul", [static, ctx.const(w_s.T, "W_static")], "static_term")
+            static_term = ctx.op("MatMul", [static, ctx.weight(2, "W_static", (width, -1), transpose=True)],
+                                 "static_term")
             next_blob = 3
-        w_h = ctx.const(ctx.blob(next_blob).reshape(width, h).T, "W_h")
+        w_h = ctx.weight(next_blob, "W_h", (width, h), transpose=True)
         first_state = 2 + int(has_static)
         states = []
         for i in range(2 if lstm else 1):
@@ -91,8 +91,8 @@ class Recurrent(Lowering):
         if lstm:
             tops = [hs]
         else:
-            w_o = ctx.const(ctx.blob(next_blob + 1).reshape(h, h).T, "W_o")
-            b_o = ctx.const(ctx.blob(next_blob + 2).reshape(h), "b_o")
+            w_o = ctx.weight(next_blob + 1, "W_o", (h, h), transpose=True)
+            b_o = ctx.weight(next_blob + 2, "b_o", (h,))
             tops = [ctx.op("Tanh", [ctx.op("Add", [ctx.op("MatMul", [hs, w_o], "o_matmul"), b_o], "o_biased")], "o")]
         if exposed:
             tops.append(g.reshape(h_prev, [1, n, h], "h_final"))

@@ -60,6 +60,15 @@ class Context:
         """Blob ``index`` as float32, as the reference computes with it (fp16 and fp64 blobs widened or rounded)."""
         return np.array(self.layer.blobs[index], dtype=np.float32)
 
+    def weight(self, index: int, hint: str, shape: tuple[int, ...] | None = None, transpose: bool = False) -> str:
+        """An initializer holding blob ``index`` as float32 (reshaped to ``shape``, then transposed), not copied.
+
+        What `blob` gives, but streamed from the model file when the model is
+        written (`caffeport.onnx.graph.GraphBuilder.weight`): the lowerings
+        pass the big weights through here so an export never holds them all.
+        """
+        return self.graph.weight(self.layer.blobs[index], hint, shape, transpose)
+
     def params(self, key: str | None = None) -> dict:
         """The layer's ``*_param`` (its type's own one when ``key`` is None), Caffe's defaults filled."""
         key = key or layer_type(self.layer.type).param

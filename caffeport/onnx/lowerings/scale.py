@@ -30,7 +30,7 @@ def _apply(ctx: Context, op: str, x: str, blob_index: int | None, hint: str) -> 
     if blob_index is None:  # the second bottom
         operand = ctx.graph.reshape(ctx.bottoms[1], shape, f"{hint}_broadcast")
     else:
-        operand = ctx.const(ctx.blob(blob_index).reshape(shape), hint)
+        operand = ctx.weight(blob_index, hint, tuple(shape))
     return ctx.op(op, [x, operand], "scaled" if op == "Mul" else "biased")
 
 

@@ -1,0 +1,280 @@
+"""Writing an ONNX model whose weights are streamed from the caffemodel: one ``.onnx``, or one plus ``.onnx.data``.
+
+`caffeport.onnx.export.to_onnx` with ``lazy`` builds the ModelProto with
+every weight initializer left empty (dims and type only) and hands back the
+map name -> weight view (`caffeport.onnx.graph.GraphBuilder.weight`). Here
+the file is written without ever holding the weights: memory stays at a few
+blocks of `caffeport.blocks.BLOCK_BYTES` whatever the model's size.
+
+One self-contained file (below 2 GiB, protobuf's limit for one message): the
+bytes a ``SerializeToString`` of the full model would give, up to the order
+of fields, which protobuf parsers accept in any order. The ModelProto without
+its graph is serialized first, then the graph field (ModelProto field 7) with
+its length, computed up front: the graph without initializers, then every
+initializer (GraphProto field 5, a repeated field: its entries may come after
+the graph's other fields and keep their order). A weight's entry is its
+TensorProto header (dims, type, name) followed by the ``raw_data`` field
+(TensorProto field 9) whose length prefix is written before the values are
+streamed in, block by block, from the memory map.
+
+External data (above 2 GiB, or when asked): ONNX's own layout. Every weight
+of `EXTERNAL_THRESHOLD` bytes or more lives in the data file at an offset
+aligned to `ALIGNMENT` bytes, its TensorProto saying ``data_location =
+EXTERNAL`` and ``location`` (the data file's final basename, so the pair
+works from any folder), ``offset`` and ``length``; the small ones stay in
+the ``.onnx``, as ``onnx.external_data_helper`` does.
+
+Either way the model is checked with ``onnx.checker.check_model(path,
+full_check=True)`` before a byte of output is written: the structure goes
+to a scratch folder in its external-data form (the weights' values are not
+what the checker reads, only their dims and types, which shape inference
+uses), so the check costs no memory for the weights even for a single file,
+where the path-based checker would parse the whole file. What it does not
+check, the size of each ``raw_data``, is right by construction and counted as
+the values are written. A checker failure is an internal error
+(``AssertionError``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caffeport.blocks import Blob, Progress, iter_placed, pwrite_all, stream_placed
+from caffeport.output import PathLike, atomic_output
+from caffeport.readers.wire import LENGTH, encode_delimited, encode_key, encode_varint
+
+#: protobuf cannot parse a message of 2 GiB or more: past it the weights go to a data file (the limit
+#: `caffeport.onnx.export.MAX_PROTO_BYTES` puts on an in-memory model; not imported: export imports this module)
+MAX_PROTO_BYTES = 2**31 - 1
+#: external tensors start at multiples of this (a page: the data file can be memory-mapped tensor by tensor)
+ALIGNMENT = 4096
+#: weights smaller than this stay inside the .onnx file (onnx's own default size_threshold)
+EXTERNAL_THRESHOLD = 1024
+#: the suffix of the data file, after the model file's whole name (``model.onnx`` -> ``model.onnx.data``)
+DATA_SUFFIX = ".data"
+#: the dtype ONNX's raw_data holds float tensors in
+FLOAT32_LE = np.dtype("<f4")
+
+ProgressCallback = Callable[[int, int, int, int], None]
+
+_MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_INITIALIZER = 5  # GraphProto.initializer
+_TENSOR_RAW_DATA = 9  # TensorProto.raw_data
+
+
+def _nbytes(blob: Blob) -> int:
+    return 4 * math.prod(int(d) for d in blob.shape)
+
+
+def fill(model: Any, lazy: dict[str, Blob]) -> None:
+    """Copy every lazy weight into its initializer's ``raw_data`` (the in-memory ``to_onnx`` model)."""
+    for tensor in model.graph.initializer:
+        blob = lazy.get(tensor.name)
+        if blob is not None:
+            tensor.raw_data = np.asarray(blob, dtype=FLOAT32_LE).tobytes()
+
+
+def single_file_size(model: Any, lazy: dict[str, Blob]) -> int:
+    """The size of the self-contained file (`write_single`'s), computed without serializing the weights."""
+    prefix, entries = _single_layout(model, lazy)
+    return len(prefix) + sum(len(header) + (_nbytes(blob) if blob is not None else 0) for header, blob in entries)
+
+
+def needs_external(model: Any, lazy: dict[str, Blob], external_data: bool | None) -> bool:
+    """Whether the model is written with a data file: asked for (``True``), or one file would pass protobuf's limit.
+
+    ``False`` is the same as ``None``: a model past 2 GiB cannot be one file that anything parses.
+    """
+    return bool(external_data) or single_file_size(model, lazy) > MAX_PROTO_BYTES
+
+
+def data_path_for(path: PathLike) -> Path:
+    """The external data file beside the model file ``path``: its whole name plus ``.data``."""
+    path = Path(path)
+    return path.with_name(path.name + DATA_SUFFIX)
+
+
+def write(model: Any, lazy: dict[str, Blob], path: PathLike, *, external_data: bool | None = None,
+          final_path: PathLike | None = None, force: bool = False, inputs: Iterable[PathLike | None] = (),
+          progress: ProgressCallback | None = None) -> Path | None:
+    """Write ``model`` (its lazy weights streamed) to ``path``; the data file it published beside, if any.
+
+    ``path`` may be a temporary file that the caller renames to
+    ``final_path`` (`caffeport.convert`): the data file is named after
+    ``final_path`` (``model.onnx.data``), which is also what the model's
+    ``location`` entries say, and is written through `atomic_output` of its
+    own (never over ``inputs``; over an existing file only with ``force``),
+    published once it and the model file are complete, just before the
+    caller renames the model file into place; the caller removes it should
+    that rename fail (`caffeport.convert` does).
+    """
+    final = Path(final_path) if final_path is not None else Path(path)
+    if not needs_external(model, lazy, external_data):
+        check(model, lazy, None)
+        write_single(model, lazy, path, progress)
+        return None
+    target = data_path_for(final)
+    placed = to_external(model, lazy, target.name)
+    check(model, {}, target.name)
+    with atomic_output(target, force=force, inputs=inputs) as data_tmp:
+        write_external(model, placed, path, data_tmp, progress)
+    return target
+
+
+# --------------------------------------------------------------------------
+# the check
+
+
+def check(model: Any, lazy: dict[str, Blob], location: str | None) -> None:
+    """``onnx.checker.check_model(path, full_check=True)`` on the model's structure, weights left out.
+
+    The model goes to a scratch folder with its ``lazy`` weights marked as
+    external data (in an empty file: the checker only checks that the file
+    exists) or, when ``location`` is given, as it is (already in that form).
+    """
+    import onnx
+
+    marked = []
+    for tensor in model.graph.initializer:
+        if tensor.name in lazy:
+            _mark_external(tensor, "weights.data", 0, _nbytes(lazy[tensor.name]))
+            marked.append(tensor)
+    try:
+        with tempfile.TemporaryDirectory(prefix="caffeport-onnx-check-") as scratch:
+            (Path(scratch) / (location or "weights.data")).touch()
+            path = Path(scratch) / "model.onnx"
+            path.write_bytes(model.SerializeToString())
+            try:
+                onnx.checker.check_model(str(path), full_check=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+                raise AssertionError(f"caffeport built an ONNX model that onnx's checker refuses: {exc}") from exc
+    finally:
+        for tensor in marked:
+            tensor.ClearField("data_location")
+            tensor.ClearField("external_data")
+
+
+def _mark_external(tensor: Any, location: str, offset: int, length: int) -> None:
+    tensor.data_location = 1  # onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+# --------------------------------------------------------------------------
+# one self-contained file
+
+
+def _single_layout(model: Any, lazy: dict[str, Blob]) -> tuple[bytes, list[tuple[bytes, Blob | None]]]:
+    """The file as (everything before the first initializer, [(initializer header, its lazy weight or None)])."""
+    import onnx
+
+    head = onnx.ModelProto()
+    head.CopyFrom(model)
+    head.ClearField("graph")
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    graph.ClearField("initializer")
+    graph_rest = graph.SerializeToString()
+    entries: list[tuple[bytes, Blob | None]] = []
+    for tensor in model.graph.initializer:
+        blob = lazy.get(tensor.name)
+        if blob is None:
+            entries.append((encode_delimited(_GRAPH_INITIALIZER, tensor.SerializeToString()), None))
+            continue
+        n = _nbytes(blob)
+        tensor_head = tensor.SerializeToString() + encode_key(_TENSOR_RAW_DATA, LENGTH) + encode_varint(n)
+        entries.append((encode_key(_GRAPH_INITIALIZER, LENGTH) + encode_varint(len(tensor_head) + n) + tensor_head,
+                        blob))
+    graph_size = len(graph_rest) + sum(len(header) + (_nbytes(b) if b is not None else 0) for header, b in entries)
+    prefix = head.SerializeToString() + encode_key(_MODEL_GRAPH, LENGTH) + encode_varint(graph_size) + graph_rest
+    return prefix, entries
+
+
+def write_single(model: Any, lazy: dict[str, Blob], path: PathLike, progress: ProgressCallback | None = None) -> None:
+    """The whole model as one ``.onnx`` file at ``path``, the weights streamed into their ``raw_data`` fields."""
+    prefix, entries = _single_layout(model, lazy)
+    headers: list[tuple[int, bytes]] = [(0, prefix)]
+    placed: list[tuple[int, Blob]] = []
+    position = len(prefix)
+    for header, blob in entries:
+        headers.append((position, header))
+        position += len(header)
+        if blob is not None:
+            placed.append((position, blob))
+            position += _nbytes(blob)
+    with open(path, "r+b") as handle:
+        fd = handle.fileno()
+        os.ftruncate(fd, position)
+        for where, data in headers:
+            pwrite_all(fd, memoryview(data), where)
+        _stream(fd, placed, progress)
+
+
+# --------------------------------------------------------------------------
+# a model file and its external data file
+
+
+def to_external(model: Any, lazy: dict[str, Blob], location: str) -> list[tuple[int, Blob]]:
+    """Mark the large lazy weights as external data in ``location`` at aligned offsets; fill the small ones in.
+
+    Returns the (data file offset, weight) pairs to write.
+    """
+    placed: list[tuple[int, Blob]] = []
+    end = 0
+    for tensor in model.graph.initializer:
+        blob = lazy.get(tensor.name)
+        if blob is None:
+            continue
+        n = _nbytes(blob)
+        if n < EXTERNAL_THRESHOLD:
+            tensor.raw_data = np.asarray(blob, dtype=FLOAT32_LE).tobytes()
+            continue
+        offset = -(-end // ALIGNMENT) * ALIGNMENT
+        _mark_external(tensor, location, offset, n)
+        placed.append((offset, blob))
+        end = offset + n
+    return placed
+
+
+def write_external(model: Any, placed: list[tuple[int, Blob]], path: PathLike, data_path: PathLike,
+                   progress: ProgressCallback | None = None) -> None:
+    """The model (already `to_external`) to ``path`` and its weights to ``data_path`` at their offsets."""
+    Path(path).write_bytes(model.SerializeToString())
+    end = max((offset + _nbytes(blob) for offset, blob in placed), default=0)
+    with open(data_path, "r+b") as handle:
+        os.ftruncate(handle.fileno(), end)  # the alignment gaps read as zeros
+        _stream(handle.fileno(), placed, progress)
+
+
+# --------------------------------------------------------------------------
+
+
+def _stream(fd: int, placed: list[tuple[int, Blob]], progress: ProgressCallback | None) -> None:
+    """Write each weight's float32 values at its byte position, read from the map block by block."""
+    counted = [0] * len(placed)
+
+    def runs() -> Iterator[tuple[int, np.ndarray, int]]:
+        for index, (position, blob) in enumerate(placed):
+            for start, run in iter_placed(blob, dtype=FLOAT32_LE, release_source=True):
+                counted[index] += run.size
+                yield position + 4 * start, run, index
+
+    report = Progress(progress, sum(_nbytes(blob) for _, blob in placed), len(placed))
+    stream_placed(fd, runs(), report.on_batch)
+    wrong = [i for i, (_, blob) in enumerate(placed) if 4 * counted[i] != _nbytes(blob)]
+    if wrong:
+        raise AssertionError(f"caffeport wrote {4 * counted[wrong[0]]} bytes of a {_nbytes(placed[wrong[0]][1])}-byte "
+                             "weight into the ONNX file")
+
+
+__all__ = ["ALIGNMENT", "EXTERNAL_THRESHOLD", "MAX_PROTO_BYTES", "check", "data_path_for", "fill", "needs_external",
+           "write", "write_external", "write_single"]
