@@ -14,6 +14,43 @@ The public API is small:
 Each name is imported from its module on first use, so ``import caffeport``
 costs nothing until then, and the command line (`caffeport.cli`) can set up
 the process before numpy loads.
+
+Layers. The package is built in layers, lowest first. A module imports
+modules of its own layer or of a layer below it, never above, and no modules
+import each other in a cycle: not through a function-local import, nor a
+``TYPE_CHECKING`` block, nor the package ``__init__.py`` an import runs
+(importing ``caffeport.readers.files`` runs ``caffeport/readers/__init__.py``,
+which imports every reader). Why: a low layer that imports a high one needs
+the whole package to load and to test, and a cycle becomes an import-order
+failure in somebody's program. ``tests/test_layering.py`` enforces this from
+the source with its own table; a new module is placed there and here.
+
+0. base: ``errors``, and this package's own body (``__version__`` and the
+   lazy names above; loading it imports no caffeport module)
+1. codec: the protobuf wire format in both directions and Caffe's schema
+   tables: ``readers.wire``, ``readers.caffe_schema``, ``readers.messages``
+2. file access: memory maps of model files, the file behind each map and
+   preads from it (``mapped``), all-or-nothing output files (``output``)
+3. IR: ``ir`` (`Net`, `Layer`, the lazy blob ``Reshaped``) and ``ir_file``
+   (the IR file's writer and reader)
+4. streaming: ``blocks`` (chunks, placement, the writer loop and its
+   threads) and ``tiled_transpose`` (strip transpose, pread gather)
+5. layer types: ``layers`` (each type's shape rule, forward and weight
+   layout) and ``shapes`` (the walk that infers a net's shapes with them)
+6. readers: ``readers`` (file checks and sniffing in ``readers.files``,
+   blobs, the caffemodel, prototxt and HDF5 readers and what they share in
+   ``readers.net_common`` and ``readers.v0_layers``; no format reader
+   imports another) and ``preprocess`` (an image as a net input)
+7. reference forward: ``forward`` (`run`, Caffe's semantics in numpy)
+8. transforms: ``transforms`` (backend layouts and passes over a `Net`)
+9. exporters: ``exporters`` and what they build on: ``onnx``, ``codegen``,
+   ``verify`` and ``keras_model`` (converted weights into a Keras model)
+10. application: ``conversion`` (`convert`), ``compat``, ``describe``,
+    ``progress``, ``cli`` and ``__main__``
+
+The codec lives in the ``readers`` package (modules are not moved while many
+people edit them), so importing it runs the readers' ``__init__.py``: only
+the readers and the layers above them can use it today.
 """
 
 from __future__ import annotations

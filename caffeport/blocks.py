@@ -35,7 +35,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from caffeport import tiled_transpose
+from caffeport.ir import Reshaped
 from caffeport.mapped import SourceFile, pread_source, release_pages
+from caffeport.output import block_deferred_signals, start_worker
 
 #: the largest block `iter_chunks` yields, in bytes of the target dtype
 BLOCK_BYTES = 16 << 20
@@ -54,48 +56,7 @@ class LazyBlob(Protocol):
     def iter_chunks(self, max_elements: int) -> Iterator[np.ndarray]: ...
 
 
-class Reshaped:
-    """``view`` read in C order, presented with ``shape`` (same number of elements).
-
-    Used where the target array is a reshape of a strided view that numpy can
-    only express by copying: the copy then happens block by block, when the
-    exporter writes, instead of all at once in the transform.
-    """
-
-    def __init__(self, view: np.ndarray, shape: tuple[int, ...]) -> None:
-        if math.prod(shape) != view.size:
-            raise ValueError(f"cannot present {view.shape} as {shape}")
-        self.view = view
-        self.shape = tuple(shape)
-        self.dtype = view.dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return self.view.size
-
-    @property
-    def nbytes(self) -> int:
-        return self.view.nbytes
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        array = np.ascontiguousarray(self.view).reshape(self.shape)
-        return array if dtype is None else array.astype(dtype, copy=False)
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self)[index]
-
-    def __repr__(self) -> str:
-        return f"Reshaped(shape={self.shape}, dtype={self.dtype}, view of {self.view.shape})"
-
-    def iter_chunks(self, max_elements: int) -> Iterator[np.ndarray]:
-        yield from _view_chunks(self.view, max_elements)
-
-
-Blob = np.ndarray | LazyBlob
+Blob = np.ndarray | Reshaped | LazyBlob
 
 
 def iter_chunks(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
@@ -110,7 +71,8 @@ def iter_chunks(blob: Blob, max_bytes: int = BLOCK_BYTES, dtype: Any = None, *,
         blob = np.asarray(blob)
     target = np.dtype(dtype) if dtype is not None else np.dtype(blob.dtype)
     max_elements = max(1, max_bytes // max(target.itemsize, np.dtype(blob.dtype).itemsize))
-    chunks = blob.iter_chunks(max_elements) if not isinstance(blob, np.ndarray) else _view_chunks(blob, max_elements)
+    view = blob.view if isinstance(blob, Reshaped) else blob
+    chunks = view.iter_chunks(max_elements) if not isinstance(view, np.ndarray) else _view_chunks(view, max_elements)
     for chunk in chunks:
         yield chunk.astype(target, copy=False).reshape(-1)
         if release_source:
@@ -364,9 +326,22 @@ class Progress:
             self.callback(self.bytes, self.total_bytes, min(self.blobs, self.total_blobs), self.total_blobs)
 
     def on_batch(self, batch: list[tuple[Any, ...]]) -> None:
-        """`stream_placed`'s ``on_batch``: items are (position, run, blob tag, ...)."""
+        """`stream_placed`'s ``on_batch``: items are (position, run, blob tag, ...).
+
+        Consecutive items of one blob are reported together: a transposed
+        Dense kernel comes as thousands of row runs, and one report each was
+        a measurable share of the writing thread's time.
+        """
+        nbytes, tag = 0, self._current
         for item in batch:
-            self.wrote(item[1].nbytes, item[2] if len(item) > 2 else None)
+            item_tag = item[2] if len(item) > 2 else None
+            if item_tag != tag and nbytes:
+                self.wrote(nbytes, tag)
+                nbytes = 0
+            tag = item_tag
+            nbytes += item[1].nbytes
+        if nbytes:
+            self.wrote(nbytes, tag)
 
 
 def stream_placed(fd: int, items: Iterable[tuple[Any, ...]],
@@ -384,9 +359,21 @@ def stream_placed(fd: int, items: Iterable[tuple[Any, ...]],
     for batch in prefetched(batched(items, lambda item: item[1].nbytes, STREAM_BATCH_BYTES)):
         write_placed(fd, [(item[0], item[1]) for item in batch])
         for item in batch:
-            release_pages(item[1])
+            if _may_be_mapped(item[1]):
+                release_pages(item[1])
         if on_batch is not None:
             on_batch(batch)
+
+
+def _may_be_mapped(run: np.ndarray) -> bool:
+    """False for a run that is (a view of) an array owning its memory: a made block, nothing to release.
+
+    Only runs that are views of the model's map have pages to release; the
+    thousands of row runs of a transposed kernel are views of pieces made in
+    memory, and walking their base chain for each was wasted time.
+    """
+    base = run.base
+    return base is not None and not (isinstance(base, np.ndarray) and base.base is None)
 
 
 def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
@@ -450,12 +437,15 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
     Block copies (pread, numpy) and writes (pwrite) both release the GIL, so
     preparing the next block while the current one is written uses both
-    cores; ``depth`` bounds the memory held in flight.
+    cores; ``depth`` bounds the memory held in flight. The thread blocks
+    Ctrl-C and the termination signals (`caffeport.output.start_worker`), so
+    they reach the main thread, which unwinds and cleans up.
     """
     queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
+        block_deferred_signals()  # inherited from start_worker already; Ctrl-C belongs to the main thread
         try:
             for item in items:
                 if stop.is_set():
@@ -466,7 +456,7 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             queue.put((False, exc))
 
     worker = threading.Thread(target=produce, name="caffeport-blocks", daemon=True)
-    worker.start()
+    start_worker(worker)
     try:
         while True:
             ok, item = queue.get()
@@ -482,7 +472,7 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 queue.get(timeout=0.05)
 
 
-def release(blob: np.ndarray | LazyBlob) -> None:
+def release(blob: Blob) -> None:
     """Drop the pages backing ``blob`` from this process's memory map (no-op for in-memory arrays).
 
     The pages stay in the OS page cache, so touching them again is a cheap

@@ -11,6 +11,7 @@ came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,49 @@ from typing import Any
 import numpy as np
 
 Shape = tuple[int, ...]
+
+
+class Reshaped:
+    """``view`` read in C order, presented with ``shape`` (same number of elements): a lazy blob.
+
+    Used where the target array is a reshape of a strided view that numpy can
+    only express by copying (the flatten reorder of an InnerProduct after a
+    spatial blob): the copy then happens block by block, when the exporter
+    writes, instead of all at once in the transform. It is a value of the IR,
+    like a numpy blob, so it lives here where transforms (which make it) and
+    the streaming code (`caffeport.blocks`, which copies it in blocks) both
+    can import it downwards; how its elements are streamed is the streaming
+    code's business, not the IR's.
+    """
+
+    def __init__(self, view: np.ndarray, shape: tuple[int, ...]) -> None:
+        if math.prod(shape) != view.size:
+            raise ValueError(f"cannot present {view.shape} as {shape}")
+        self.view = view
+        self.shape = tuple(shape)
+        self.dtype = view.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return self.view.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.view.nbytes
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = np.ascontiguousarray(self.view).reshape(self.shape)
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self)[index]
+
+    def __repr__(self) -> str:
+        return f"Reshaped(shape={self.shape}, dtype={self.dtype}, view of {self.view.shape})"
 
 
 @dataclass
@@ -28,7 +72,7 @@ class Layer:
     (legacy 4-D dims kept as stored) and the stored dtype (float32 ``data``,
     float64 ``double_data``, float16 NVIDIA ``raw_data``). Arrays read from a
     caffemodel are read-only views onto the file's memory map. After a
-    transform a blob may also be a `caffeport.blocks.Reshaped` view (it has
+    transform a blob may also be a `Reshaped` view (it has
     ``shape``/``dtype`` and converts with ``numpy.asarray``).
 
     ``bottom_shapes``/``top_shapes`` are filled by shape inference

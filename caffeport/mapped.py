@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ def release_pages(array: np.ndarray) -> None:
     """
     owner = mapping_of(array)
     advice = getattr(mmap, "MADV_DONTNEED", None)
-    if owner is None or advice is None or array.size == 0 or _model_file(owner) is None:
+    if owner is None or advice is None or array.size == 0 or mapped_file(owner) is None:
         return
     start_address = map_address(owner)
     low, high = byte_extent(array)
@@ -116,14 +117,36 @@ def pread_source(array: np.ndarray) -> SourceFile | None:
     as it (and so as long as the view): callers do not close it.
     """
     owner = mapping_of(array)
-    found = _model_file(owner) if owner is not None else None
+    found = mapped_file(owner) if owner is not None else None
     low, high = byte_extent(array)
     if owner is None or found is None or high - low <= PREAD_ABOVE:
         return None
     return SourceFile(found.fd, found.path, low - map_address(owner))
 
 
-def _model_file(owner: mmap.mmap) -> Any:
-    from caffeport.readers.files import mapped_file
+@dataclass(frozen=True)
+class MappedFile:
+    """The file behind a map made by `caffeport.readers.files.map_file`: its path (for messages) and a descriptor."""
 
-    return mapped_file(owner)
+    path: str
+    fd: int
+
+
+_MAPPED: weakref.WeakKeyDictionary[mmap.mmap, MappedFile] = weakref.WeakKeyDictionary()
+
+
+def remember_map(mapped: mmap.mmap, path: str, fd: int) -> None:
+    """Record that ``mapped`` maps the file ``path``, open as ``fd``; the descriptor is closed with the map.
+
+    `caffeport.readers.files.map_file` calls this for every map it makes. The
+    record lives here, beside the code that reads it (`release_pages`,
+    `pread_source`), so that this file-access module never imports a reader:
+    the readers sit above it and use it (see the layers in `caffeport`).
+    """
+    weakref.finalize(mapped, os.close, fd)
+    _MAPPED[mapped] = MappedFile(path, fd)
+
+
+def mapped_file(mapped: mmap.mmap) -> MappedFile | None:
+    """The file a map made by `caffeport.readers.files.map_file` reads (open as long as the map lives), or None."""
+    return _MAPPED.get(mapped)

@@ -85,15 +85,100 @@ def exit_on_termination_signals() -> None:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and termination signals back for a few system calls that must not be split."""
+    """Hold Ctrl-C and termination signals back for a few statements that must not be split.
+
+    Two layers, because blocking a signal in this thread does not stop it:
+    the kernel hands a process-directed signal to any thread that does not
+    block it (a worker another module started), and CPython then runs the
+    Python handler in the main thread at its next statement, mask or not. So
+    in the main thread the Python handlers are swapped for one that only
+    notes the signal, and put back at the end, where the first noted signal
+    is handed to its own handler (raising ``KeyboardInterrupt`` there, after
+    the protected statements, not between ``mkstemp`` and the assignment
+    that lets the cleanup find its file). The thread's mask is restored
+    before that, so signals the kernel held back arrive then too.
+    """
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    noted: list[int] = []
+    handlers: dict[int, Any] = {}
+    holding = [True]
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        if holding[0]:
+            noted.append(signum)
+        else:  # the block is over but a signal ran before its handler was put back: it is the real one's
+            handlers[signum](signum, frame)
+
     try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _DEFERRED:
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    handlers[sig] = handler
+                    signal.signal(sig, note)
         yield
     finally:
+        holding[0] = False
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig in noted:
+            handlers[sig](sig, None)
+
+
+def interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (``KeyboardInterrupt``) or signal exit (``SystemExit``) behind ``exc``, if one is in its chain.
+
+    A library that is interrupted while it works can hide the interrupt: h5py
+    closing a file that a ``KeyboardInterrupt`` left half-made raises an
+    errno-less ``OSError`` (or a ValueError) whose ``__context__`` is the
+    interrupt. Reported as a write error it would turn Ctrl-C into exit 1;
+    callers re-raise what this returns instead, so the user still gets 130
+    (or 128 + the signal). Both ``__cause__`` and ``__context__`` are
+    followed, a cycle or a very long chain ends the walk.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 100:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        if isinstance(current, (KeyboardInterrupt, SystemExit)):
+            return current
+        seen.add(id(current))
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
+
+
+def block_deferred_signals() -> None:
+    """Block Ctrl-C and the termination signals in the calling thread, for a worker thread's first statement.
+
+    The kernel delivers a process-directed signal to any thread that does not
+    block it. Python runs the handler in the main thread anyway, but a signal
+    landing in a worker interrupts that worker's system call instead of the
+    main thread's wait, so the main thread may not notice it until its wait
+    ends; and an ``EINTR`` that a C library (HDF5, libc through ctypes) sees
+    in a worker can surface as a failed write. With every worker blocking
+    them, only the main thread can receive these signals, and while it holds
+    them back itself (`atomic_output` creating or removing its temporary)
+    they wait, pending, until it lets them in.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+
+
+def start_worker(thread: threading.Thread) -> None:
+    """``thread.start()`` with `block_deferred_signals` in force from the thread's first instruction.
+
+    A new thread inherits its creator's signal mask, so starting it while the
+    creator blocks the signals leaves no moment in which the worker could take
+    one (blocking them in the thread's own code comes a moment too late).
+    """
+    with _signals_deferred():
+        thread.start()
 
 
 def _same_file(a: PathLike, b: PathLike) -> bool:
@@ -270,6 +355,9 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
             _finish(tmp)
             _publish(tmp, target, force=force, inputs=inputs)
         except OSError as exc:
+            interrupted = interruption(exc)
+            if interrupted is not None:  # Ctrl-C inside a writer that reported it as a failed write
+                raise interrupted from None
             if not is_write_error(exc, tmp, target):
                 raise
             reason = _reason(exc) if exc.errno is not None else _diagnosed(tmp, exc)
@@ -313,6 +401,9 @@ def atomic_output_directory(path: PathLike, *, force: bool = False,
             _finish_directory(tmp)
             _publish_directory(tmp, target, force=force, inputs=inputs)
         except OSError as exc:
+            interrupted = interruption(exc)
+            if interrupted is not None:  # see atomic_output
+                raise interrupted from None
             if not is_write_error(exc, tmp, target, *(p for p in tmp.rglob("*"))):
                 raise
             raise OutputError(f"cannot write it: {_reason(exc)}; nothing was written there", path=target) from exc
@@ -578,12 +669,13 @@ def writeback_while_writing(fd: int, interval: float = 0.1) -> Iterator[None]:
     stop = threading.Event()
 
     def run() -> None:
+        block_deferred_signals()  # already inherited from start_worker; kept for a thread started otherwise
         while not stop.wait(interval):
             if not _start_writeback(fd):
                 return
 
     thread = threading.Thread(target=run, name="caffeport-writeback", daemon=True)
-    thread.start()
+    start_worker(thread)  # Ctrl-C must reach the main thread, not interrupt sync_file_range here
     try:
         yield
     finally:

@@ -28,6 +28,7 @@ conversion runs, so they get this path:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,8 +114,10 @@ def transposed_runs(matrix: TransposedMatrix, dtype: Any, *,
                     release_source: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """``(element offset in the target, contiguous 1-D run in dtype)`` covering the whole target, tile by tile.
 
-    Runs are views of freshly made pieces, never of the source or the reused
-    staging buffer, so a consumer may hold on to them (a writer thread does).
+    Runs are views of pieces, never of the source or the reused staging
+    buffer, so a consumer may hold on to them (a writer thread does): a
+    piece's buffer is reused only once no run of it is referenced any more
+    (`PiecePool`).
     With ``release_source`` a memory-mapped source's pages are released
     after each band of source rows.
     """
@@ -125,6 +128,7 @@ def transposed_runs(matrix: TransposedMatrix, dtype: Any, *,
     tile_cols = _even_share(cols, max(TILE_BYTES // (band * source.itemsize), MIN_READ_BYTES // source.itemsize))
     opened = pread_source(source)
     staging = np.empty((band, tile_cols), dtype=source.dtype) if opened is not None else None
+    pieces = PiecePool()
     for r0 in range(0, rows, band):
         height = min(band, rows - r0)
         for c0 in range(0, cols, tile_cols):
@@ -135,7 +139,8 @@ def transposed_runs(matrix: TransposedMatrix, dtype: Any, *,
                 tile = source[r0:r0 + height, c0:c0 + width]
             piece_cols = _even_share(width, PIECE_BYTES // (height * target.itemsize))
             for p0 in range(0, width, piece_cols):
-                piece = _transpose(tile[:, p0:p0 + piece_cols], target)
+                block = tile[:, p0:p0 + piece_cols]
+                piece = _transpose(block, pieces.take((block.shape[1], block.shape[0]), target))
                 yield from _piece_runs(matrix, piece, r0, c0 + p0)
         if release_source:
             release_pages(source[r0:r0 + height])
@@ -162,10 +167,45 @@ def _pread_tile(opened: SourceFile, source: np.ndarray, staging: np.ndarray,
     return staging[:height, :width]
 
 
-def _transpose(tile: np.ndarray, target: np.dtype[Any]) -> np.ndarray:
-    """``tile.T`` as a new C-contiguous array of ``target``, copied a strip of source rows at a time."""
+class PiecePool:
+    """Buffers for transposed pieces, each handed out again once nothing holds a view of it any more.
+
+    A conversion streams hundreds of 8 MiB pieces through a writer thread. A
+    fresh ``np.empty`` for each costs the kernel a zeroed (huge) page for
+    every page of it, every time: 7% of a VGG16 conversion's CPU time,
+    measured. The pieces in flight are bounded (the writer's queue), so a few
+    buffers, reused, serve them all. A buffer is free when its reference
+    count says only this pool holds it: every run handed out is a numpy view
+    whose ``base`` is the buffer, so a consumer holding on to any run (a
+    batch waiting in a queue, a memoryview being written) keeps it busy, and
+    reusing it can never change bytes someone still has to write. Past
+    ``limit`` busy buffers a piece is allocated fresh and left to the
+    garbage collector, as before.
+    """
+
+    def __init__(self, limit: int = 8, capacity: int | None = None) -> None:
+        self.limit = limit
+        self.capacity = PIECE_BYTES if capacity is None else capacity
+        self.buffers: list[np.ndarray] = []
+
+    def take(self, shape: tuple[int, int], dtype: np.dtype[Any]) -> np.ndarray:
+        """An uninitialised C-contiguous ``shape`` array of ``dtype``, in a free pooled buffer if there is one."""
+        nbytes = shape[0] * shape[1] * dtype.itemsize
+        if nbytes > self.capacity:
+            return np.empty(shape, dtype=dtype)
+        for index in range(len(self.buffers)):
+            # references: the list's and getrefcount's own argument; any more is a view someone holds
+            if sys.getrefcount(self.buffers[index]) <= 2:
+                return self.buffers[index][:nbytes].view(dtype).reshape(shape)
+        if len(self.buffers) >= self.limit:
+            return np.empty(shape, dtype=dtype)
+        self.buffers.append(np.empty(self.capacity, dtype=np.uint8))
+        return self.buffers[-1][:nbytes].view(dtype).reshape(shape)
+
+
+def _transpose(tile: np.ndarray, piece: np.ndarray) -> np.ndarray:
+    """``tile.T`` copied into ``piece`` (C-contiguous, of the target dtype) a strip of source rows at a time."""
     height, width = tile.shape
-    piece = np.empty((width, height), dtype=target)
     strip = _STRIP if width >= 256 else min(64, max(_STRIP, _STRIP_ELEMENTS // width))
     for s in range(0, height, strip):
         piece[:, s:s + strip] = tile[s:s + strip].T

@@ -102,3 +102,70 @@ def test_prefetched_keeps_order_and_raises_errors() -> None:
 def test_release_is_harmless_for_plain_arrays() -> None:
     blocks.release(np.ones(10))
     blocks.release(Reshaped(np.ones((2, 3)).T, (6,)))
+
+
+def test_prefetched_worker_blocks_ctrl_c_so_the_main_thread_gets_it() -> None:
+    """The block thread blocks SIGINT and the termination signals from its first instruction (issue 13)."""
+    import signal
+    import threading
+
+    seen: list[tuple[str, set[int]]] = []
+
+    def items() -> Iterator[int]:
+        seen.append((threading.current_thread().name, set(signal.pthread_sigmask(signal.SIG_BLOCK, []))))
+        yield 1
+
+    assert list(prefetched(items())) == [1]
+    (name, mask), = seen
+    assert name == "caffeport-blocks"
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= mask
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the caller's mask is unchanged"
+
+
+def test_piece_pool_reuses_a_buffer_only_once_nothing_holds_it() -> None:
+    pool = tiled_transpose.PiecePool(limit=2, capacity=1 << 12)
+    f4 = np.dtype("<f4")
+    first = pool.take((4, 8), f4)
+    held = first[1]  # a run someone still has to write
+    del first
+    second = pool.take((4, 8), f4)
+    assert not np.shares_memory(second, held), "a buffer with a live view is busy"
+    address = second.__array_interface__["data"][0]
+    del second
+    third = pool.take((8, 4), f4)
+    assert third.__array_interface__["data"][0] == address, "a buffer nobody holds is handed out again"
+    assert third.shape == (8, 4) and third.dtype == f4 and third.flags.c_contiguous
+    busy = pool.take((4, 8), f4)  # both pooled buffers are busy now: a fresh one, not pooled
+    assert len(pool.buffers) == 2 and not any(np.shares_memory(busy, b) for b in pool.buffers)
+    assert pool.take((64, 64), f4).nbytes == 64 * 64 * 4, "a piece larger than the buffers is allocated alone"
+
+
+def test_streamed_keras_h5_is_exact_when_piece_buffers_are_reused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """LeNet's ip1 (a Dense kernel with the flatten reorder) in pieces of 4 KiB, so the few pooled buffers are
+    reused hundreds of times while the writer thread still holds earlier ones; read through pread as a large
+    layer would be. Every value must equal the reference's materialised kernel."""
+    import h5py
+
+    monkeypatch.setattr(tiled_transpose, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(tiled_transpose, "_MIN_ROW_BYTES", 0)  # ip1's 2 KB target rows take the tiled path too
+    monkeypatch.setattr(mapped, "PREAD_ABOVE", -1)
+    monkeypatch.setattr(blocks, "STREAM_BATCH_BYTES", 4096)  # a piece per hand-over, as with 8 MiB pieces
+    fresh: list[int] = []
+    take = tiled_transpose.PiecePool.take
+
+    def counting(self: tiled_transpose.PiecePool, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        piece = take(self, shape, dtype)
+        fresh.append(int(not any(np.shares_memory(piece, b) for b in self.buffers)))
+        return piece
+
+    monkeypatch.setattr(tiled_transpose.PiecePool, "take", counting)
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    result = caffeport.convert(folder / "a_lenet.caffemodel", folder / "deploy.prototxt", tmp_path / "w.h5")
+    assert len(fresh) > 100 and sum(fresh) < len(fresh) / 4, "most pieces come from reused buffers"
+    reference = transform(caffeport.read(folder / "a_lenet.caffemodel", folder / "deploy.prototxt"), "tensorflow")
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        for layer in result.net.layers:
+            for name, blob in zip(layer.weight_names, reference.layer(layer.name).blobs):
+                np.testing.assert_array_equal(f[layer.name][f"{layer.name}/{name}:0"][()],
+                                              np.asarray(blob, dtype=np.float32))

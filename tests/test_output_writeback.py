@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -45,3 +46,158 @@ def test_without_sync_file_range_nothing_is_started(tmp_path: Path, monkeypatch:
         assert threading.active_count() == before
         handle.write(b"x" * 10)
     assert (tmp_path / "out.bin").read_bytes() == b"x" * 10
+
+
+# --------------------------------------------------------------------------
+# Ctrl-C (issue 13): an interrupt hidden in another error, signals landing in other threads
+
+
+def test_an_interrupt_hidden_in_an_errnoless_oserror_stays_an_interrupt(tmp_path: Path) -> None:
+    """h5py closing a file a Ctrl-C left half-made raises an errno-less OSError whose context is the interrupt.
+
+    That used to become an OutputError ("cannot write it"), exit 1; it must
+    stay a KeyboardInterrupt (exit 130) and leave nothing in the directory.
+    """
+    with pytest.raises(KeyboardInterrupt), atomic_output(tmp_path / "w.h5") as tmp:
+        tmp.write_bytes(b"half a file")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise OSError("Unable to synchronously close file (file close degree doesn't match)")  # noqa: B904
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_write_error_is_still_an_output_error(tmp_path: Path) -> None:
+    """The control: an errno-less OSError with no interrupt behind it is the output's write error."""
+    from caffeport.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write it"), atomic_output(tmp_path / "w.h5"):
+        raise OSError("a writer's short write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interruption_follows_cause_and_context() -> None:
+    interrupt = KeyboardInterrupt()
+    inner = ValueError("h5py")
+    inner.__context__ = interrupt
+    outer = OSError(28, "No space left on device")
+    outer.__cause__ = inner
+    assert output.interruption(outer) is interrupt
+    looped = OSError("loop")
+    looped.__context__ = ValueError("back")
+    looped.__context__.__context__ = looped
+    assert output.interruption(looped) is None
+    exit_request = SystemExit(143)
+    wrapped = RuntimeError("x")
+    wrapped.__context__ = exit_request
+    assert output.interruption(wrapped) is exit_request
+
+
+def test_keras_h5_system_errors_give_back_the_interrupt(tmp_path: Path) -> None:
+    """The keras-h5 writer's translation of h5py errors does not swallow a Ctrl-C behind one."""
+    from caffeport.exporters.keras_h5 import _system_errors
+
+    with pytest.raises(KeyboardInterrupt), _system_errors(tmp_path / "w.h5"):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("Not a location (invalid object ID)")  # noqa: B904
+
+
+def test_convert_cli_exits_130_when_the_writer_hides_a_ctrl_c(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole CLI on a real model: the keras-h5 writer fails the way h5py does after a Ctrl-C."""
+    from caffeport import cli
+    from caffeport.exporters import load_exporters
+    from tests.conftest import models_dir
+
+    def interrupted_h5py_write(net: object, path: Path, options: object) -> None:
+        path.write_bytes(b"\x89HDF\r\n\x1a\n half")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise OSError("Unable to close file (errno-less, as h5py reports it)")  # noqa: B904
+
+    exporters = load_exporters()
+    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"],
+                                                                   write=interrupted_h5py_write))
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code = cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
+                     "-o", str(out_dir / "w.h5")])
+    assert code == 130
+    assert list(out_dir.iterdir()) == []
+
+
+def test_a_signal_taken_by_another_thread_waits_for_the_end_of_a_deferred_block() -> None:
+    """A SIGINT the kernel hands to a worker thread still runs Python's handler in the main thread.
+
+    Masking it in the main thread alone did not defer it: the KeyboardInterrupt
+    could come between ``mkstemp`` and the assignment that lets the cleanup
+    find the temporary, which was left behind (seen in a loop of interrupted
+    conversions, exit 130 with the ``.partial`` file still there).
+    """
+    import signal
+
+    done: list[str] = []
+
+    def kill_from_here() -> None:  # this thread does not block SIGINT: the kernel delivers it here
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        with output._signals_deferred():
+            worker = threading.Thread(target=kill_from_here)
+            worker.start()
+            worker.join()
+            for _ in range(1000):  # statements at which Python would run a pending handler
+                time.sleep(0)
+            done.append("block finished")
+        done.append("after the block")  # never: the interrupt comes as the block ends
+    assert done == ["block finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the real handler is back"
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the mask is restored"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="sync_file_range is Linux's; elsewhere nothing is started")
+def test_the_writeback_thread_blocks_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    masks: list[set[int]] = []
+
+    def recording(fd: int) -> bool:
+        masks.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        return False  # one call is enough
+
+    monkeypatch.setattr(output, "_start_writeback", recording)
+    with open(tmp_path / "out.bin", "wb") as handle, writeback_while_writing(handle.fileno(), interval=0.001):
+        deadline = 600  # polls, not seconds: a loaded machine may be slow to start the thread
+        while not masks and deadline:
+            time.sleep(0.01)
+            deadline -= 1
+    assert masks, "the writeback thread ran"
+    assert {signal.SIGINT, signal.SIGTERM} <= masks[0]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the main thread's mask is untouched"
+
+
+def test_convert_cli_exits_130_for_any_caffeport_error_made_of_a_ctrl_c(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's backstop: a CaffeportError raised while a KeyboardInterrupt unwound is the interrupt, exit 130."""
+    from caffeport import cli
+    from caffeport.errors import OutputError
+    from caffeport.exporters import load_exporters
+    from tests.conftest import models_dir
+
+    def reporting_writer(net: object, path: Path, options: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise OutputError("cannot flush it", path=path)  # noqa: B904
+
+    exporters = load_exporters()
+    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=reporting_writer))
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    code = cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
+                     "-o", str(tmp_path / "w.h5")])
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []

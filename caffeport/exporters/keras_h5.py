@@ -41,6 +41,7 @@ from caffeport.exporters.registry import (
     register_exporter,
 )
 from caffeport.ir import Layer, Net
+from caffeport.output import interruption
 
 KERAS_VERSION = "2.15.0"
 _BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
@@ -78,11 +79,17 @@ def _system_errors(path: Path) -> Iterator[None]:
     HDF5 reports those as ValueError, RuntimeError or errno-less OSError
     whose text holds ``errno = 28, error message = '...'``; as an OSError
     naming ``path`` `caffeport.output.atomic_output` reports it as the
-    output's write error, like every other format's.
+    output's write error, like every other format's. An error h5py raised
+    while a Ctrl-C unwound through it (closing a file the interrupt left
+    half-made) is that interrupt again (`caffeport.output.interruption`): the
+    user pressed Ctrl-C, nothing failed.
     """
     try:
         yield
     except (OSError, ValueError, RuntimeError) as exc:
+        interrupted = interruption(exc)
+        if interrupted is not None:
+            raise interrupted from None
         match = _HDF5_ERRNO.search(str(exc))
         if match is None or int(match[1]) == 0:
             raise

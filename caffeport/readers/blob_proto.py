@@ -23,6 +23,7 @@ import numpy as np
 
 from caffeport.errors import InputFileError
 from caffeport.mapped import release_pages
+from caffeport.output import block_deferred_signals
 from caffeport.readers.wire import FIXED32, FIXED64, LENGTH, MAX_FIELD_NUMBER, VARINT, Reader, signed64
 
 #: Caffe's ``kMaxBlobAxes``
@@ -279,7 +280,8 @@ def nonfinite_counts(arrays: list[np.ndarray], *, threads: int = 2,
     if threads > 1 and sum(block.nbytes for _, block in blocks) > _PARALLEL_SCAN_BYTES:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(threads, thread_name_prefix="caffeport-scan") as pool:
+        with ThreadPoolExecutor(threads, thread_name_prefix="caffeport-scan",
+                                initializer=block_deferred_signals) as pool:  # Ctrl-C goes to the main thread
             results = list(pool.map(_block_counts, (block for _, block in blocks), itertools.repeat(stop)))
     else:
         results = [_block_counts(block, stop) for _, block in blocks]

@@ -13,13 +13,12 @@ import mmap
 import os
 import re
 import stat
-import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from caffeport.errors import CaffeportError, InputFileError
+from caffeport.mapped import remember_map
 
 if TYPE_CHECKING:
     from caffeport.ir import Net
@@ -78,7 +77,7 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap:
 
     Blob arrays are views onto this map, so the weights are never copied into
     Python memory and pages the OS no longer needs can be dropped. A
-    descriptor of the same open file is kept beside the map (`mapped_file`)
+    descriptor of the same open file is kept beside the map (`caffeport.mapped.mapped_file`)
     for block copies that read with pread rather than touch the map: never
     the path opened again, which could by then name another file.
     """
@@ -91,25 +90,8 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap:
         raise InputFileError("the file is empty", path=p) from None
     except OSError as exc:
         raise InputFileError(f"cannot read: {exc.strerror or exc}", path=p) from None
-    weakref.finalize(mapped, os.close, fd)
-    _MAPPED[mapped] = MappedFile(str(p), fd)
+    remember_map(mapped, str(p), fd)
     return mapped
-
-
-@dataclass(frozen=True)
-class MappedFile:
-    """The file behind a map made by `map_file`: its path (for messages) and a descriptor open on it."""
-
-    path: str
-    fd: int
-
-
-_MAPPED: weakref.WeakKeyDictionary[mmap.mmap, MappedFile] = weakref.WeakKeyDictionary()
-
-
-def mapped_file(mapped: mmap.mmap) -> MappedFile | None:
-    """The file a map made by `map_file` reads (its descriptor lives as long as the map), or None for any other map."""
-    return _MAPPED.get(mapped)
 
 
 def sniff(head: bytes) -> Kind:

@@ -14,7 +14,7 @@ from typing import Any
 from caffeport.errors import CaffeportError, InputFileError, ModelStructureError
 from caffeport.ir import Layer, Net
 from caffeport.readers import caffe_schema, v0_layers, wire
-from caffeport.readers.caffemodel import (
+from caffeport.readers.net_common import (
     LAYER_COST,
     input_layer_shapes,
     legacy_net_inputs,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffeport.blocks import Reshaped
 from caffeport.errors import ModelStructureError
-from caffeport.ir import Layer, Net, Shape
+from caffeport.ir import Layer, Net, Reshaped, Shape
 from caffeport.layers.layout import note, report_action
 from caffeport.shapes import unknown_shape_cause
 from caffeport.transforms.common import BlobIndex
