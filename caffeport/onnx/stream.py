@@ -211,7 +211,8 @@ def write_single(model: Any, lazy: dict[str, Blob], path: PathLike, progress: Pr
         if blob is not None:
             placed.append((position, blob))
             position += _nbytes(blob)
-    with open(path, "r+b") as handle:
+    # the exporter's temporary file, or a new one (the Python API's ``write_onnx(net, path)``): never "r+b" alone
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+b") as handle:
         fd = handle.fileno()
         os.ftruncate(fd, position)
         for where, data in headers:

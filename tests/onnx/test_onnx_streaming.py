@@ -316,3 +316,17 @@ def test_progress_counts_the_weight_bytes(external: bool, tmp_path: Path) -> Non
     assert bytes_done == sorted(bytes_done)
     assert seen[-1][:2] == (total, total)
     assert seen[-1][3] >= 1 and seen[-1][2] == seen[-1][3]
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_the_python_api_writes_a_new_path(external: bool, tmp_path: Path) -> None:
+    """``caffeport.onnx.write_onnx(net, path)`` as README shows it: ``path`` need not exist (convert hands the
+    exporter an existing temporary file, the API does not)."""
+    from caffeport.onnx import write_onnx
+
+    net = caffeport.read(*_files("mtcnn-det1"))
+    path = tmp_path / "new" / "det1.onnx"
+    path.parent.mkdir()
+    write_onnx(net, path, external_data=external)
+    assert path.is_file() and (tmp_path / "new" / "det1.onnx.data").is_file() == external
+    check_against_reference(net, onnx.load(str(path)), _inputs(net))
