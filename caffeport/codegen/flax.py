@@ -663,6 +663,36 @@ def prior_box(code: FlaxCode) -> None:
     code.assign(f"{module}({', '.join(code.bottoms)})")
 
 
+# ---------------------------------------------------------------------------- embed, recurrent
+
+
+@_emits("Embed")
+def embed(code: FlaxCode) -> None:
+    """`CaffeEmbed` on the input in Caffe's order; a 4-D result is stored NHWC like every 4-D top."""
+    weights = _weights(code)
+    bias = "bias" in weights
+    input_dim, num_output = weights["weight"].shape
+    module = code.module(f"CaffeEmbed({input_dim}, {num_output}{'' if bias else ', bias=False'})",
+                         [("params", name, array) for name, array in weights.items()], "CaffeEmbed")
+    code.assign(_stored(code, f"{module}({_caffe_view(code, code.x, len(code.shape))})", len(code.out_shape)))
+
+
+@_emits("LSTM")
+def lstm(code: FlaxCode) -> None:
+    """`CaffeLSTM`: the step loop (``jax.lax.scan``) with ``cont`` restarts."""
+    if layer_type(code.layer.type).has_static(code.layer):  # type: ignore[attr-defined]
+        raise NotGenerated("an LSTM with a static input (x_static)")
+    if len(code.shape) == 4:
+        raise NotGenerated("an LSTM over a 4-D input")
+    weights = _weights(code)
+    hidden = int(code.params()["num_output"])
+    size = weights["weight_ih"].shape[1]
+    module = code.module(f"CaffeLSTM({size}, {hidden})", [("params", name, array) for name, array in weights.items()],
+                         "CaffeLSTM")
+    tops = code.tops if len(code.tops) == 3 else [code.tops[0], "_", "_"]
+    code.body.append(f"{', '.join(tops)} = {module}({', '.join(code.bottoms)})")
+
+
 # ---------------------------------------------------------------------------- the file
 
 

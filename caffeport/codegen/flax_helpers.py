@@ -260,6 +260,69 @@ class PriorBoxes(nn.Module):
         return self.variable("constants", "priors", jnp.zeros, self.shape).value
 ''')
 
+_helper("CaffeEmbed", '''
+class CaffeEmbed(nn.Module):
+    \"\"\"Caffe's Embed: each input value, truncated to an int, selects a row of ``weight`` (input_dim, num_output).
+
+    The bias, when the layer has one, is added to every row. The values must be integers in ``[0, input_dim)``:
+    under ``jit`` nothing can be refused, and ``jnp.take`` clips an index outside that range (caffeport's
+    reference refuses such an input; Caffe reads past its weight).
+    \"\"\"
+
+    input_dim: int
+    num_output: int
+    bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        weight = self.param("weight", nn.initializers.zeros, (self.input_dim, self.num_output))
+        y = jnp.take(weight, x.astype(jnp.int32), axis=0)  # toward zero, as C++'s static_cast<int>
+        if self.bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.num_output,))
+        return y
+''')
+
+_helper("CaffeLSTM", '''
+class CaffeLSTM(nn.Module):
+    \"\"\"Caffe's LSTM over x (T, N, ...) with ``cont`` (T, N): where ``cont`` is 0, that stream's state restarts.
+
+    At each step the previous hidden state is multiplied by ``cont_t``; the gates, in the order i, f, g, o
+    (caffeport reordered Caffe's i, f, o, g), are ``W_ih x_t + b + W_hh (cont_t h)``; ``f`` is also multiplied by
+    ``cont_t``, so ``c_t = f c + i g`` forgets the old cell exactly; ``h_t = o tanh(c_t)``. Caffe has one bias
+    (``bias_hh`` is zeros). Returns every h (T, N, H) and the final h and c (1, N, H).
+    \"\"\"
+
+    input_size: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cont: jax.Array, h: jax.Array | None = None,
+                 c: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        four = 4 * self.hidden
+        w_ih = self.param("weight_ih", nn.initializers.zeros, (four, self.input_size))
+        w_hh = self.param("weight_hh", nn.initializers.zeros, (four, self.hidden))
+        b_ih = self.param("bias_ih", nn.initializers.zeros, (four,))
+        b_hh = self.param("bias_hh", nn.initializers.zeros, (four,))
+        steps, n = x.shape[:2]
+        x_term = x.reshape(steps, n, -1) @ w_ih.T + b_ih + b_hh
+        h = jnp.zeros((n, self.hidden), x.dtype) if h is None else h.reshape(n, self.hidden)
+        c = jnp.zeros((n, self.hidden), x.dtype) if c is None else c.reshape(n, self.hidden)
+
+        def step(carry: tuple[jax.Array, jax.Array], inputs: tuple[jax.Array, jax.Array]) -> tuple[
+                tuple[jax.Array, jax.Array], jax.Array]:
+            h, c = carry
+            x_t, cont_t = inputs
+            keep = cont_t.reshape(n, 1).astype(x.dtype)
+            i, f, g, o = jnp.split((keep * h) @ w_hh.T + x_t, 4, axis=1)
+            f = jnp.where(keep == 0, jnp.zeros_like(f), keep * nn.sigmoid(f))
+            c = f * c + nn.sigmoid(i) * jnp.tanh(g)
+            h = nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        (h, c), hs = jax.lax.scan(step, (h, c), (x_term, cont))
+        return hs, h[None], c[None]
+''')
+
 _helper("NotGenerated", '''
 class NotGenerated(nn.Module):
     """A Caffe layer caffeport wrote no Flax code for: calling it raises NotImplementedError naming it.

@@ -2,10 +2,11 @@
 cannot import caffeport (several models per interpreter, one ``jax.jit`` per model), and compare every output and
 every intermediate top (4-D ones NHWC, transposed back to NCHW) with caffeport.run at 1e-4.
 
-Also: the stubs (yunet's DetectionOutput, e_recurrent's Embed and LSTM) raise NotImplementedError naming the layer
-while their blobs are still written; PNet runs at other input sizes; two negative controls (Flax's floor-rounding
-'VALID' pooling in place of Caffe's ceil rule, whole-kernel AVE divisors in place of Caffe's clipped ones) make the
-comparison fail where Caffe's rule matters; ``caffeport verify --flax`` checks a generated folder.
+Also: e_recurrent's Embed and LSTM are generated whole; the stub (yunet's DetectionOutput) raises
+NotImplementedError naming the layer while its blobs are still written; PNet runs at other input sizes; two negative
+controls (Flax's floor-rounding 'VALID' pooling in place of Caffe's ceil rule, whole-kernel AVE divisors in place
+of Caffe's clipped ones) make the comparison fail where Caffe's rule matters; ``caffeport verify --flax`` checks a
+generated folder.
 """
 
 from __future__ import annotations
@@ -144,24 +145,19 @@ def test_yunet_detection_output_is_a_stub_and_everything_before_it_is_exact(tmp_
         assert_close(key, got[key], reference[key])
 
 
-def test_recurrent_layers_are_stubs_with_their_weights_kept(tmp_path: Path) -> None:
-    """e_recurrent: Embed and LSTM are not generated; every blob is still in the weights file."""
-    from flax.serialization import msgpack_restore
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recurrent_net_embed_and_lstm_with_cont_restarts_match(seed: int, tmp_path: Path) -> None:
+    """e_recurrent (Caffe-written: Embed, LSTM with ``cont`` restarting a stream mid-sequence, InnerProduct over
+    axis 2) generated whole and exact, the step loop a ``jax.lax.scan``."""
+    from tests.codegen.test_torch_code_models import _recurrent_inputs
 
     net, result = _generate(RECURRENT, tmp_path / "model")
-    (stub,) = [w for w in result.warnings if "flax-code" in w]
-    for layer in net.layers:
-        if layer.type in ("Embed", "LSTM"):
-            assert f"{layer.name!r} ({layer.type})" in stub
-    variables = msgpack_restore((tmp_path / "model" / "weights.msgpack").read_bytes())
-    weighted = [layer for layer in net.layers if layer.blobs]
-    assert set(variables["params"]) == {layer.name for layer in weighted}
-    sizes = [np.asarray(v).size for module in variables["params"].values() for v in module.values()]
-    assert sum(sizes) >= net.num_weights
-    inputs = {k: np.zeros(shape, np.float32) for k, shape in net.inputs.items()}
-    error = run_flax_failure(tmp_path / "model", inputs, list(net.inputs))
-    first = next(layer for layer in net.layers if layer.type in ("Embed", "LSTM"))
-    assert "NotImplementedError" in error and f"{first.name!r} ({first.type})" in error
+    assert not [w for w in result.warnings if "flax-code" in w]
+    source = (tmp_path / "model" / "model.py").read_text()
+    assert "CaffeEmbed(" in source and "CaffeLSTM(" in source and "jax.lax.scan" in source
+    inputs = _recurrent_inputs(net, seed)
+    ((got, plain),) = run_flax_generated([(tmp_path / "model", inputs, list(net.inputs))])
+    assert _compare("e_recurrent", net, got, plain, inputs) >= len(net.layers)
 
 
 def _pnet_sizes(folder: Path, sizes: list[tuple[int, int]], patch: str = "") -> list[tuple[dict, dict]]:
