@@ -12,14 +12,14 @@ which ``caffeport.run`` computes; the tests run both on the same inputs.
 
 from __future__ import annotations
 
-HELPERS: dict[str, str] = {}
+from caffeport.codegen.helpers import HelperTable
+
+_TABLE = HelperTable()
+HELPERS = _TABLE.sources
 #: helper -> the helpers its source uses
-DEPENDS: dict[str, tuple[str, ...]] = {}
-
-
-def _helper(name: str, source: str, *, depends: tuple[str, ...] = ()) -> None:
-    HELPERS[name] = source.strip("\n") + "\n"
-    DEPENDS[name] = depends
+DEPENDS = _TABLE.depends
+_helper = _TABLE.add
+closure = _TABLE.closure
 
 
 _helper("FLT_MAX", '''
@@ -342,15 +342,3 @@ class NotGenerated(nn.Module):
         raise NotImplementedError(f"Caffe layer {self.caffe_name!r} ({self.caffe_type}) has no generated Flax "
                                   f"code: {self.reason}; its params: {plain(self.caffe_params)}")
 ''')
-
-
-def closure(names: set[str]) -> list[str]:
-    """``names`` and the helpers they depend on, in the order of `HELPERS` (dependencies first)."""
-    wanted: set[str] = set()
-    pending = list(names)
-    while pending:
-        name = pending.pop()
-        if name not in wanted:
-            wanted.add(name)
-            pending.extend(DEPENDS[name])
-    return [name for name in HELPERS if name in wanted]

@@ -12,14 +12,37 @@ which ``caffeport.run`` computes; the tests run both on the same inputs.
 
 from __future__ import annotations
 
-HELPERS: dict[str, str] = {}
+
+class HelperTable:
+    """One framework's helper sources by name, with the helpers each one's source calls (the Flax generator keeps
+    a table of its own, `caffeport.codegen.flax_helpers`)."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+        self.depends: dict[str, tuple[str, ...]] = {}
+
+    def add(self, name: str, source: str, *, depends: tuple[str, ...] = ()) -> None:
+        self.sources[name] = source.strip("\n") + "\n"
+        self.depends[name] = depends
+
+    def closure(self, names: set[str]) -> list[str]:
+        """``names`` and the helpers they depend on, in the order they were added (dependencies first)."""
+        wanted: set[str] = set()
+        pending = list(names)
+        while pending:
+            name = pending.pop()
+            if name not in wanted:
+                wanted.add(name)
+                pending.extend(self.depends[name])
+        return [name for name in self.sources if name in wanted]
+
+
+_TABLE = HelperTable()
+HELPERS = _TABLE.sources
 #: helper -> the helpers its source calls
-DEPENDS: dict[str, tuple[str, ...]] = {}
-
-
-def _helper(name: str, source: str, *, depends: tuple[str, ...] = ()) -> None:
-    HELPERS[name] = source.strip("\n") + "\n"
-    DEPENDS[name] = depends
+DEPENDS = _TABLE.depends
+_helper = _TABLE.add
+closure = _TABLE.closure
 
 
 _helper("FLT_MAX", '''
@@ -359,15 +382,3 @@ class NotGenerated(nn.Module):
         raise NotImplementedError(f"Caffe layer {self.caffe_name!r} ({self.caffe_type}) has no generated PyTorch "
                                   f"code: {self.reason}; its params: {self.params}")
 ''')
-
-
-def closure(names: set[str]) -> list[str]:
-    """``names`` and the helpers they depend on, in the order of `HELPERS` (dependencies first)."""
-    wanted: set[str] = set()
-    pending = list(names)
-    while pending:
-        name = pending.pop()
-        if name not in wanted:
-            wanted.add(name)
-            pending.extend(DEPENDS[name])
-    return [name for name in HELPERS if name in wanted]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from caffeport.exporters.code_folder import write_code_folder
 from caffeport.exporters.registry import ExportOptions, register_exporter
 from caffeport.ir import Net
 
@@ -25,8 +26,4 @@ def write_keras_code(net: Net, path: Path, options: ExportOptions) -> None:
 
     model = generate(net)
     write_weights(model, path / WEIGHTS_FILE)
-    (path / "model.py").write_text(model.source, encoding="utf-8")
-    (path / "README.md").write_text(readme(model), encoding="utf-8")
-    if model.stubs:
-        net.warnings.append(f"keras-code: {len(model.stubs)} layer(s) written as stubs that raise "
-                            "NotImplementedError when called: " + "; ".join(model.stubs))
+    write_code_folder(net, path, "keras-code", model.source, readme(model), model.stubs)

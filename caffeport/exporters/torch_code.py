@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from caffeport.exporters.code_folder import write_code_folder
 from caffeport.exporters.registry import ExportOptions, register_exporter
 from caffeport.exporters.safetensors_format import write_safetensors
 from caffeport.ir import Net
@@ -39,8 +40,4 @@ def write_torch_code(net: Net, path: Path, options: ExportOptions) -> None:
     weights = Net(name=net.name, layers=model.weights, inputs=dict(net.inputs), format=net.format,
                   caffemodel_path=net.caffemodel_path, prototxt_path=net.prototxt_path, metadata=metadata)
     write_safetensors(weights, path / WEIGHTS_FILE, options)
-    (path / "model.py").write_text(model.source, encoding="utf-8")
-    (path / "README.md").write_text(readme(model), encoding="utf-8")
-    if model.stubs:
-        net.warnings.append(f"torch-code: {len(model.stubs)} layer(s) written as stubs that raise "
-                            "NotImplementedError when called: " + "; ".join(model.stubs))
+    write_code_folder(net, path, "torch-code", model.source, readme(model), model.stubs)
