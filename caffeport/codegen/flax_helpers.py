@@ -13,6 +13,7 @@ which ``caffeport.run`` computes; the tests run both on the same inputs.
 from __future__ import annotations
 
 from caffeport.codegen.helpers import HelperTable
+from caffeport.codegen.ssd_numpy import SSD_DETECTIONS
 
 _TABLE = HelperTable()
 HELPERS = _TABLE.sources
@@ -322,6 +323,28 @@ class CaffeLSTM(nn.Module):
         (h, c), hs = jax.lax.scan(step, (h, c), (x_term, cont))
         return hs, h[None], c[None]
 ''')
+
+_helper("ssd_detections", SSD_DETECTIONS)
+
+_helper("caffe_detection_output", '''
+def caffe_detection_output(loc: jax.Array, conf: jax.Array, prior: jax.Array, *, ranks: tuple[int, int, int],
+                           **options: object) -> jax.Array:
+    """SSD's DetectionOutput (``ssd_detections``, numpy) on the concrete values; the (1, 1, R, 7) rows held NHWC
+    as every 4-D top of this file: (1, R, 7, 1).
+
+    R depends on the values, so this layer cannot run under ``jax.jit`` (nor ``jax.eval_shape``): call
+    ``module.apply`` without jit, or jit a model of the layers before it. A 4-D bottom (NHWC) is read in Caffe's
+    NCHW order.
+    """
+    try:
+        arrays = [np.asarray(x, dtype=np.float32) for x in (loc, conf, prior)]
+    except jax.errors.TracerArrayConversionError as error:
+        raise TypeError("SSD's DetectionOutput gives as many rows as it detects, which jax.jit cannot trace: "
+                        "call module.apply(variables, ...) without jax.jit") from error
+    loc, conf, prior = (x.transpose(0, 3, 1, 2) if rank == 4 else x for x, rank in zip(arrays, ranks))
+    rows = ssd_detections(loc, conf, prior, **options)
+    return jnp.asarray(rows[None, :, :, None])
+''', depends=("ssd_detections",))
 
 _helper("NotGenerated", '''
 class NotGenerated(nn.Module):

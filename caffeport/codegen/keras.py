@@ -53,6 +53,7 @@ from caffeport.codegen.common import quote as _q
 from caffeport.codegen.common import stub_params as _stub_params
 from caffeport.codegen.common import wrapped as _wrapped
 from caffeport.codegen.registry import NotGenerated, number
+from caffeport.codegen.ssd_numpy import SSD_DETECTIONS, ssd_arguments
 from caffeport.errors import CaffeportError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
@@ -583,31 +584,12 @@ def lstm(code: KerasCode) -> None:
 
 @_emits("DetectionOutput")
 def detection_output(code: KerasCode) -> None:
-    """`CaffeDetectionOutput`: SSD's decode, per-class NMS and keep_top_k in numpy, on the eager values (the rules
-    of `caffeport.layers.detection_output`, restated in the helper); the params checked and rounded to float32
-    here, as the reference does."""
-    from caffeport.layers.detection_output import code_type
-
-    p = code.params()
-    nms = p.get("nms_param") or {}
-    if p.get("num_classes") is None or len(code.bottoms) < 3:
-        raise NotGenerated("a DetectionOutput without num_classes or without loc, conf and prior bottoms")
-    share = bool(p.get("share_location", True))
-    background = int(p.get("background_label_id", 0))
-    if share and background == -1:
-        raise NotGenerated("share_location with background_label_id -1 (Caffe's CPU forward aborts)")
-    threshold = p.get("confidence_threshold")
-    score = float(-np.finfo(np.float32).max) if threshold is None else float(np.float32(threshold))
-    nms_threshold, eta = float(np.float32(nms.get("nms_threshold", 0.3))), float(np.float32(nms.get("eta", 1.0)))
-    if nms_threshold < 0 or not 0 < eta <= 1:
-        raise NotGenerated(f"nms_threshold {nms_threshold} / eta {eta} out of Caffe's range")
-    top_k = int(nms["top_k"]) if nms.get("top_k") is not None else -1
+    """`CaffeDetectionOutput`: SSD's decode, per-class NMS and keep_top_k in numpy (``ssd_detections``, the rules
+    of `caffeport.layers.detection_output` restated), on the eager values."""
+    options = ssd_arguments(code.params(), len(code.bottoms))
     ranks = [len(s) for s in code.layer.bottom_shapes[:3]]  # type: ignore[arg-type]
-    code.helpers.add("CaffeDetectionOutput")
-    code.assign(f"CaffeDetectionOutput({int(p['num_classes'])}, {share}, {background}, {_q(code_type(p))}, "
-                f"{bool(p.get('variance_encoded_in_target', False))}, {int(p.get('keep_top_k', -1))}, "
-                f"{number(score)}, {number(nms_threshold)}, {number(eta)}, {top_k}, {ranks}, name={_q(code.name)})"
-                f"([{', '.join(code.bottoms[:3])}])")
+    code.helpers |= {"CaffeDetectionOutput", "ssd_detections"}
+    code.assign(f"CaffeDetectionOutput({ranks}, {options}, name={_q(code.name)})([{', '.join(code.bottoms[:3])}])")
 
 
 @_emits("LRN")
@@ -835,116 +817,29 @@ HELPERS = {
             h = keras.ops.sigmoid(o) * keras.ops.tanh(c)
             out.append(h)
         return keras.ops.stack(out, axis=0)''',
+    "ssd_detections": SSD_DETECTIONS.strip("\n"),
     "CaffeDetectionOutput": '''class CaffeDetectionOutput(keras.layers.Layer):
-    """SSD's DetectionOutput, computed with numpy on the eager values (so the model must run eagerly, not under
-    jit): the loc predictions decoded against the priors (``kind`` CORNER, CENTER_SIZE or CORNER_SIZE, never
-    clipped), per class but the background the scores strictly above ``score_threshold`` stable-sorted
-    descending, cut to ``top_k``, greedy NMS (kept when every overlap with the kept boxes is <= the threshold,
-    which shrinks by ``eta`` while above 0.5), then ``keep_top_k`` over the image; rows (image, label, score,
-    xmin, ymin, xmax, ymax) per image, label ascending, in NMS order (score order after a keep_top_k cut); no
-    detection at all gives one row of -1 per image (with its id). The (1, 1, R, 7) top is held channels_last,
-    as every 4-D top of this file: (1, R, 7, 1)."""
+    """SSD's DetectionOutput, computed by ``ssd_detections`` with numpy on the eager values (so the model must run
+    eagerly, not under jit). The (1, 1, R, 7) top is held channels_last, as every 4-D top of this file:
+    (1, R, 7, 1)."""
 
-    def __init__(self, num_classes, share, background, kind, in_target, keep_top_k, score_threshold,
-                 nms_threshold, eta, top_k, ranks, **kwargs):
+    OPTIONS = ("num_classes", "share", "background", "kind", "in_target", "keep_top_k", "score_threshold",
+               "nms_threshold", "eta", "top_k")
+
+    def __init__(self, ranks, **kwargs):
+        self.options = {key: kwargs.pop(key) for key in self.OPTIONS}  # ssd_detections' arguments
         super().__init__(**kwargs)
-        self.num_classes, self.share, self.background, self.kind = num_classes, share, background, kind
-        self.in_target, self.keep_top_k, self.score_threshold = in_target, keep_top_k, np.float32(score_threshold)
-        self.nms_threshold, self.eta, self.top_k, self.ranks = nms_threshold, eta, top_k, ranks
+        self.ranks = ranks
 
     def compute_output_shape(self, shapes):
         return (1, None, 7, 1)
-
-    def _decode(self, priors, variances, loc):
-        f32 = np.float32
-        px0, py0, px1, py1 = (priors[:, i] for i in range(4))
-        var = np.ones_like(variances) if self.in_target else variances
-        lx0, ly0, lx1, ly1 = (loc[..., i] for i in range(4))
-        if self.kind == "CORNER":
-            out = [px0 + var[:, 0] * lx0, py0 + var[:, 1] * ly0, px1 + var[:, 2] * lx1, py1 + var[:, 3] * ly1]
-        elif self.kind == "CENTER_SIZE":
-            pw, ph = px1 - px0, py1 - py0
-            pcx, pcy = (px0 + px1) / f32(2), (py0 + py1) / f32(2)
-            if self.in_target:
-                cx, cy, w, h = lx0 * pw + pcx, ly0 * ph + pcy, np.exp(lx1) * pw, np.exp(ly1) * ph
-            else:
-                cx, cy = var[:, 0] * lx0 * pw + pcx, var[:, 1] * ly0 * ph + pcy
-                w, h = np.exp(var[:, 2] * lx1) * pw, np.exp(var[:, 3] * ly1) * ph
-            out = [cx - w / f32(2), cy - h / f32(2), cx + w / f32(2), cy + h / f32(2)]
-        else:
-            pw, ph = px1 - px0, py1 - py0
-            if self.in_target:
-                out = [px0 + lx0 * pw, py0 + ly0 * ph, px1 + lx1 * pw, py1 + ly1 * ph]
-            else:
-                out = [px0 + var[:, 0] * lx0 * pw, py0 + var[:, 1] * ly0 * ph,
-                       px1 + var[:, 2] * lx1 * pw, py1 + var[:, 3] * ly1 * ph]
-        return np.stack(out, axis=-1).astype(f32, copy=False)
-
-    @staticmethod
-    def _sizes(boxes):
-        invalid = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
-        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-        return np.where(invalid, np.float32(0), area).astype(np.float32)
-
-    def _nms(self, boxes, scores):
-        candidates = np.flatnonzero(scores > self.score_threshold)
-        order = candidates[np.argsort(-scores[candidates], kind="stable")]
-        if -1 < self.top_k < order.size:
-            order = order[: self.top_k]
-        cand = boxes[order]
-        sizes = self._sizes(cand)
-        threshold, kept = np.float32(self.nms_threshold), []
-        for j in range(order.size):
-            box, others = cand[j], cand[kept]
-            apart = ((box[0] > others[:, 2]) | (box[2] < others[:, 0]) | (box[1] > others[:, 3])
-                     | (box[3] < others[:, 1]))
-            iw = np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0])
-            ih = np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1])
-            inter = iw * ih
-            with np.errstate(all="ignore"):
-                iou = np.where(~apart & (iw > 0) & (ih > 0), inter / (sizes[kept] + sizes[j] - inter), np.float32(0))
-            if np.all(iou <= threshold):
-                kept.append(j)
-                if self.eta < 1 and threshold > 0.5:
-                    threshold = np.float32(threshold * np.float32(self.eta))
-        return [int(order[j]) for j in kept]
 
     def call(self, inputs):
         loc, conf, prior = (keras.ops.convert_to_numpy(x).astype(np.float32) for x in inputs[:3])
         loc, conf, prior = (np.transpose(x, (0, 3, 1, 2)) if rank == 4 else x
                             for x, rank in zip((loc, conf, prior), self.ranks))
-        num, classes = loc.shape[0], self.num_classes
-        num_loc = 1 if self.share else classes
-        flat_prior = prior.reshape(-1)
-        count = flat_prior.size // 8
-        priors = flat_prior[: count * 4].reshape(count, 4)
-        variances = flat_prior[count * 4 : count * 8].reshape(count, 4)
-        boxes = self._decode(priors, variances, loc.reshape(num, count, num_loc, 4).transpose(0, 2, 1, 3))
-        scores = conf.reshape(num, count, classes)
-        rows = []
-        for i in range(num):
-            picked = {c: self._nms(boxes[i, 0 if self.share else c], scores[i, :, c])
-                      for c in range(classes) if c != self.background}
-            if -1 < self.keep_top_k < sum(len(v) for v in picked.values()):
-                flat = [(c, idx) for c in sorted(picked) for idx in picked[c]]
-                label_of = np.array([c for c, _ in flat], dtype=np.int64)
-                index_of = np.array([idx for _, idx in flat], dtype=np.int64)
-                picked = {}
-                for k in np.argsort(-scores[i, index_of, label_of], kind="stable")[: self.keep_top_k]:
-                    picked.setdefault(int(label_of[k]), []).append(int(index_of[k]))
-            for c in sorted(picked):
-                idx = np.array(picked[c], dtype=np.int64)
-                if idx.size:
-                    block = np.empty((idx.size, 7), dtype=np.float32)
-                    block[:, 0], block[:, 1], block[:, 2] = i, c, scores[i, idx, c]
-                    block[:, 3:] = boxes[i, 0 if self.share else c, idx]
-                    rows.append(block)
-        if rows:
-            out = np.concatenate(rows)
-        else:
-            out = np.full((num, 7), -1, dtype=np.float32)
-            out[:, 0] = np.arange(num)
-        return keras.ops.convert_to_tensor(out[None, :, :, None])''',
+        rows = ssd_detections(loc, conf, prior, **self.options)
+        return keras.ops.convert_to_tensor(rows[None, :, :, None])''',
     "CaffeLRN": '''class CaffeLRN(keras.layers.Layer):
     """Caffe's LRN of a channels_last input, ``p = (size - 1) // 2``. ACROSS_CHANNELS: ``x * (k + alpha / size *
     sum of x^2 over channels c-p..c+p)^-beta``, channels outside counting 0. WITHIN_CHANNEL: ``x * (1 + alpha *

@@ -241,7 +241,8 @@ This file needs only torch and safetensors.
               f'    """The Caffe net {net.name or "(unnamed)"!r}: one attribute per weighted Caffe layer."""', "",
               "    def __init__(self) -> None:", "        super().__init__()"]
     lines += _indented(init, 2)
-    lines += ["", f"    def forward(self, {signature}, *, return_all: bool = False) -> dict[str, torch.Tensor]:",
+    lines += ["", *_wrapped(f"    def forward(self, {signature}, *, return_all: bool = False"
+                                     f") -> dict[str, torch.Tensor]:"),
               "        tops: dict[str, torch.Tensor] = {}",
               "        keep = tops.__setitem__ if return_all else _discard"]
     lines += _indented(body, 2)

@@ -7,7 +7,9 @@ callable is called with no arguments and returns one of:
 
 - ``(module, variables)``, a linen Module and its variables dict (what a
   generated model.py's ``load_model()`` returns): the model is
-  ``module.apply(variables, *inputs)``, compiled once with ``jax.jit``;
+  ``module.apply(variables, *inputs)``, compiled once with ``jax.jit``, or
+  run without it when jax refuses to trace a step that needs concrete values
+  (the generated DetectionOutput's numpy rows);
 - a bound Module (``module.bind(variables)``) or any other callable: called
   as it is.
 
@@ -63,7 +65,25 @@ class FlaxModel:
             return self.function(*inputs, **kwargs)
         jax = _jax()
         module = self.function
-        return jax.jit(lambda variables, *x: module.apply(variables, *x, **kwargs))(self.variables, *inputs)
+        try:
+            return jax.jit(lambda variables, *x: module.apply(variables, *x, **kwargs))(self.variables, *inputs)
+        except Exception as error:
+            if not _needs_values(jax, error):
+                raise
+        return module.apply(self.variables, *inputs, **kwargs)  # a layer computed on concrete values
+
+
+def _needs_values(jax: Any, error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) is jax refusing a traced value where concrete ones are needed: a model
+    with a step outside jax (the generated DetectionOutput's numpy, a hand-written np.asarray) that runs
+    without jit."""
+    refusals = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError)
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, refusals):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def load_model(spec: str) -> FlaxModel:

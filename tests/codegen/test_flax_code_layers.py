@@ -190,3 +190,19 @@ def test_odd_names_become_identifiers_with_a_name_map(tmp_path: Path) -> None:
     assert "'variables': 'variables_'" in source
     assert "_245 = self.conv_1_a(data)" in source and "input_ = self.apply_(lambda_.reshape(lambda_.shape[0], -1))" \
         in source
+
+
+def test_detection_output_code_types_separate_locations_keep_top_k_eta_and_no_detection(tmp_path: Path) -> None:
+    """The Keras layer tests' DetectionOutput net (CENTER_SIZE with top_k and a keep_top_k cut, CORNER with a
+    location per class and an eta-adaptive threshold, CORNER_SIZE with the variance in the target and a threshold
+    nothing passes): every top equal to the reference's, the model run without jax.jit (its rows depend on the
+    values); under jit the generated helper raises a TypeError saying so."""
+    from tests.codegen.flax_code_helpers import run_flax_failure
+    from tests.codegen.test_keras_code_layers import DETECTION_INPUTS, DETECTIONS
+
+    (source,) = check(tmp_path, [(DETECTIONS, DETECTION_INPUTS)])
+    assert source.count("= caffe_detection_output(") == 3 and "call module.apply without jax.jit" in source
+    folder = tmp_path / "net0" / "model"
+    error = run_flax_failure(folder, {k: np.zeros(v, np.float32) for k, v in DETECTION_INPUTS.items()},
+                             list(DETECTION_INPUTS), jit_only=True)
+    assert "TypeError: SSD's DetectionOutput gives as many rows as it detects, which jax.jit cannot trace" in error

@@ -238,24 +238,29 @@ def test_the_comparison_catches_coefficients_taken_as_one(tmp_path: Path) -> Non
         assert_close("sum/sum", got["sum/sum"], want["sum/sum"])
 
 
+#: DetectionOutput beyond yunet's form, on random loc and conf inputs (the Flax layer tests run it too)
+DETECTIONS = """
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+      convolution_param { num_output: 2 kernel_size: 3 stride: 2 pad: 1 } }
+    layer { name: "priors" type: "PriorBox" bottom: "conv" bottom: "data" top: "priors"
+      prior_box_param { min_size: 2 aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2
+                        variance: 0.2 } }
+    layer { name: "center" type: "DetectionOutput" bottom: "loc" bottom: "conf3" bottom: "priors" top: "center"
+      detection_output_param { num_classes: 3 code_type: CENTER_SIZE confidence_threshold: 0.2 keep_top_k: 7
+                               nms_param { nms_threshold: 0.45 top_k: 10 } } }
+    layer { name: "corner" type: "DetectionOutput" bottom: "locs" bottom: "conf2" bottom: "priors" top: "corner"
+      detection_output_param { num_classes: 2 share_location: false background_label_id: -1 code_type: CORNER
+                               nms_param { nms_threshold: 0.7 eta: 0.8 } } }
+    layer { name: "none" type: "DetectionOutput" bottom: "loc" bottom: "conf3" bottom: "priors" top: "none"
+      detection_output_param { num_classes: 3 code_type: CORNER_SIZE variance_encoded_in_target: true
+                               confidence_threshold: 5 nms_param { nms_threshold: 0.5 } } }
+"""
+DETECTION_INPUTS = {"data": (2, 3, 6, 6), "loc": (2, 108), "conf3": (2, 81), "locs": (2, 216), "conf2": (2, 54)}
+
+
 def test_detection_output_code_types_separate_locations_keep_top_k_eta_and_no_detection(tmp_path: Path) -> None:
     """DetectionOutput beyond yunet's form: CENTER_SIZE with top_k and a keep_top_k cut, CORNER with a location
     per class and an adaptive (eta) NMS threshold, CORNER_SIZE with the variance in the target and a threshold
     nothing passes (one row of -1 per image). 27 priors from a PriorBox; loc and conf are random inputs."""
-    sources = check_all(tmp_path, [("detections", """
-        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-          convolution_param { num_output: 2 kernel_size: 3 stride: 2 pad: 1 } }
-        layer { name: "priors" type: "PriorBox" bottom: "conv" bottom: "data" top: "priors"
-          prior_box_param { min_size: 2 aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2
-                            variance: 0.2 } }
-        layer { name: "center" type: "DetectionOutput" bottom: "loc" bottom: "conf3" bottom: "priors" top: "center"
-          detection_output_param { num_classes: 3 code_type: CENTER_SIZE confidence_threshold: 0.2 keep_top_k: 7
-                                   nms_param { nms_threshold: 0.45 top_k: 10 } } }
-        layer { name: "corner" type: "DetectionOutput" bottom: "locs" bottom: "conf2" bottom: "priors" top: "corner"
-          detection_output_param { num_classes: 2 share_location: false background_label_id: -1 code_type: CORNER
-                                   nms_param { nms_threshold: 0.7 eta: 0.8 } } }
-        layer { name: "none" type: "DetectionOutput" bottom: "loc" bottom: "conf3" bottom: "priors" top: "none"
-          detection_output_param { num_classes: 3 code_type: CORNER_SIZE variance_encoded_in_target: true
-                                   confidence_threshold: 5 nms_param { nms_threshold: 0.5 } } }
-    """, {"data": (2, 3, 6, 6), "loc": (2, 108), "conf3": (2, 81), "locs": (2, 216), "conf2": (2, 54)})])
+    sources = check_all(tmp_path, [("detections", DETECTIONS, DETECTION_INPUTS)])
     assert sources["detections"].count("= CaffeDetectionOutput(") == 3

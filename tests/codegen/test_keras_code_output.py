@@ -55,13 +55,17 @@ def test_an_existing_output_is_refused_and_a_writer_failure_leaves_nothing(tmp_p
     assert _tree(tmp_path) == ["out", "out/old.txt"]
 
 
+#: a net with a layer no generator writes code for (Caffe's RNN; LSTM is generated), then code (the Flax tests too)
+RNN_STUB = ("""
+    layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "rnn" recurrent_param { num_output: 5 } }
+    layer { name: "ip" type: "InnerProduct" bottom: "rnn" top: "ip" inner_product_param { num_output: 3 axis: 2 } }
+""", {"x": (3, 2, 4), "cont": (3, 2)})
+
+
 def test_a_layer_without_keras_code_is_a_stub_naming_it_with_its_blobs_kept(tmp_path: Path) -> None:
     """Caffe's RNN is not generated (LSTM is): listed in the warnings, raising NotImplementedError naming the layer,
     type and params when run, its blobs kept in weights.h5 (under ``__stubs__``); the layers around it are code."""
-    model, proto = build(tmp_path, """
-        layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "rnn" recurrent_param { num_output: 5 } }
-        layer { name: "ip" type: "InnerProduct" bottom: "rnn" top: "ip" inner_product_param { num_output: 3 axis: 2 } }
-    """, {"x": (3, 2, 4), "cont": (3, 2)})
+    model, proto = build(tmp_path, *RNN_STUB)
     result = caffeport.convert(model, proto, tmp_path / "m", format="keras-code")
     (stub,) = [w for w in result.warnings if "keras-code" in w]
     assert "'rnn' (RNN)" in stub and "1 layer(s)" in stub

@@ -118,14 +118,16 @@ def test_yunet_with_its_detection_output_matches_the_reference_on_a_photo(tmp_pa
     compare_with_reference(net, got, plain, inputs, skip={head.name})
 
 
-def test_yunet_detection_output_gives_the_empty_rows_when_nothing_is_found(tmp_path: Path) -> None:
-    """A black image: no score passes the threshold, and the rows are Caffe's -1 rows with the image id."""
+def test_yunet_detection_output_keeps_caffes_order_among_tied_scores(tmp_path: Path) -> None:
+    """A black image: every box scores exactly 0.5 (34 kept), so the rows' order is the stable sort's and NMS's
+    among ties; equal to the reference's, row for row. (The -1 rows of no detection: the layer tests.)"""
     net, _ = _generate(YUNET, tmp_path / "model")
     (head,) = [layer for layer in net.layers if layer.type == "DetectionOutput"]
     key = f"{head.name}/{head.tops[0]}"
     inputs = {"data": np.zeros(net.inputs["data"], np.float32)}
     got, _ = run_generated(tmp_path / "model", inputs, list(net.inputs))
     want = caffeport.run(net, inputs, all_layers=True)[key]
+    assert want.shape[2] > 1 and np.all(want[0, 0, :, 2] == 0.5)
     np.testing.assert_array_equal(got[key], want)
 
 
