@@ -8,8 +8,10 @@ graph builder they share, `caffeport.onnx.export` walks the net and
 `caffeport.run`.
 
 The ``onnx`` package (and ``onnxruntime`` for ``verify``) is the optional
-extra ``caffeport[onnx]``; nothing here imports it until a function is
-called, so ``import caffeport`` and every other format never load it.
+extra ``caffeport[onnx]``. ``write_onnx`` (``convert -f onnx``) never
+imports it: the graph is caffeport's own records (`caffeport.onnx.proto`),
+and onnx's checker runs in a child process beside the writing
+(`caffeport.onnx.stream.Check`); ``to_onnx`` and ``verify`` import it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = ["DEFAULT_OPSET", "to_onnx", "write_onnx"]
 
 
 def __getattr__(name: str) -> Any:
-    """The export functions, imported on first use (they import `onnx`)."""
+    """The export functions, imported on first use."""
     if name in __all__:
         from caffeport.onnx import export
 

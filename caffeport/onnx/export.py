@@ -49,13 +49,24 @@ from typing import Any
 import numpy as np
 
 from caffeport import __version__
+from caffeport.blocks import Blob
 from caffeport.errors import CaffeportError, ModelStructureError, UnsupportedModelError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
 from caffeport.layers import layer_type
 from caffeport.layers.blobs import check_net
-from caffeport.onnx.graph import MIN_OPSET, TENSOR_MAP_KEY, GraphBuilder, require_onnx
+from caffeport.onnx.graph import MIN_OPSET, TENSOR_MAP_KEY, GraphBuilder
 from caffeport.onnx.preprocessing import Preprocessing, apply_preprocessing
+from caffeport.onnx.proto import (
+    FLOAT,
+    Graph,
+    Model,
+    ValueInfo,
+    make_node,
+    require_onnx,
+    require_onnx_installed,
+    to_model_proto,
+)
 
 #: the opset written unless another is asked for: onnxruntime 1.17+ and OpenCV 5's importer both run it
 DEFAULT_OPSET = 17
@@ -66,7 +77,13 @@ MAX_PROTO_BYTES = 2**31 - 1
 #: the symbolic batch dimension with ``dynamic_batch``
 BATCH = "N"
 
-FLOAT = 1  # onnx.TensorProto.FLOAT
+#: opset -> (the first onnx release that has it, the IR version that goes with it: onnx.helper.VERSION_TABLE),
+#: so that older runtimes accept the file and no opset newer than the installed onnx's is written
+IR_VERSIONS: dict[int, tuple[tuple[int, int], int]] = {
+    13: ((1, 8), 7), 14: ((1, 9), 7), 15: ((1, 10), 8), 16: ((1, 11), 8), 17: ((1, 12), 8), 18: ((1, 13), 8),
+    19: ((1, 14), 9), 20: ((1, 15), 9), 21: ((1, 16), 10), 22: ((1, 17), 10), 23: ((1, 18), 11),
+    24: ((1, 19), 12), 25: ((1, 20), 13), 26: ((1, 21), 13), 27: ((1, 22), 13), 28: ((1, 23), 14),
+}
 
 
 def _fed(net: Net, layer: Layer) -> bool:
@@ -186,40 +203,47 @@ def _tensor_names(net: Net, graph: GraphBuilder) -> list[list[str]]:
     return names
 
 
-def _value_info(onnx: Any, name: str, shape: tuple[int, ...], dynamic_batch: bool, input_batch: bool = False) -> Any:
+def _value_info(name: str, shape: tuple[int, ...], dynamic_batch: bool, input_batch: bool = False) -> ValueInfo:
     """A float tensor's ValueInfo; with ``dynamic_batch`` axis 0 is ``N`` (inputs) or left unknown (the rest)."""
-    dims: list[Any] = list(shape)
+    dims: list[int | str | None] = [None if d is None else int(d) for d in shape]
     if dynamic_batch and dims:
         dims[0] = BATCH if input_batch else None
-    return onnx.helper.make_tensor_value_info(name, FLOAT, dims)
+    return ValueInfo(name, FLOAT, dims)
 
 
-def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, ssd_heads: bool = False,
-            lazy: dict[str, Any] | None = None, preprocessing: Preprocessing | None = None) -> Any:
-    """``net`` as an ``onnx.ModelProto`` (see the module docstring), checked with ``full_check``.
+def newest_opset() -> int:
+    """The newest opset the installed onnx knows (its release read from the package metadata: onnx is not
+    imported), at most the newest of `IR_VERSIONS`; without onnx installed, that newest."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    ``preprocessing``: recorded in ``metadata_props``, or baked in as the graph's first nodes
-    (`caffeport.onnx.preprocessing`).
+    try:
+        installed = tuple(int(part) for part in version("onnx").split(".")[:2] if part.isdigit())
+    except PackageNotFoundError:
+        installed = (999,)
+    known = [opset for opset, (release, _ir) in IR_VERSIONS.items() if release <= installed]
+    return max(known, default=MIN_OPSET)
 
-    ``lazy`` (a dict, filled here): the weights are not copied into the model.
-    Their initializers keep dims and type only and ``lazy`` maps their names
-    to the weight views (`caffeport.onnx.graph.GraphBuilder.weight`), which
-    `write_onnx` streams into the file; that model is not checked here
-    (`caffeport.onnx.stream.check` does it). Without ``lazy`` the model holds
-    every weight, so it must stay below protobuf's 2 GiB.
 
-    ``ssd_heads``: the DetectionOutput layers are left out and their bottoms
-    (loc, conf, priors) are graph outputs, for users who post-process the
-    raw heads themselves; ``metadata_props`` key ``caffeport.ssd_heads`` maps
-    each left-out layer to those tensors and its ``detection_output_param``.
+def build(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, ssd_heads: bool = False,
+          preprocessing: Preprocessing | None = None) -> tuple[Model, dict[str, Blob]]:
+    """``net`` as caffeport's ONNX model records (`caffeport.onnx.proto`; no onnx import) and its lazy weights.
+
+    The weights' initializers keep dims and type only; the dict maps their
+    names to the weight views (`caffeport.onnx.graph.GraphBuilder.weight`),
+    which `write_onnx` streams into the file and `to_onnx` copies in.
+    ``preprocessing``: recorded in ``metadata_props``, or baked in as the
+    graph's first nodes (`caffeport.onnx.preprocessing`). ``ssd_heads``: the
+    DetectionOutput layers are left out and their bottoms (loc, conf, priors)
+    are graph outputs, for users who post-process the raw heads themselves;
+    ``metadata_props`` key ``caffeport.ssd_heads`` maps each left-out layer
+    to those tensors and its ``detection_output_param``.
 
     Raises `UnsupportedModelError` listing every layer without an exact
     lowering, `ModelStructureError` when weights do not fit their layers.
     """
-    onnx = require_onnx()
     from caffeport.onnx.lowerings import LOWERINGS, Context
 
-    newest = int(onnx.defs.onnx_opset_version())
+    newest = newest_opset()
     if not MIN_OPSET <= opset <= newest:
         raise CaffeportError(f"opset {opset} is not supported: choose {MIN_OPSET} to {newest} "
                              f"(default {DEFAULT_OPSET})")
@@ -243,7 +267,7 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
     #: Caffe top -> its value, while it is a constant of the net (see `_constants`)
     constant_values: dict[str, np.ndarray] = {}
     tensor_map: dict[str, str] = {}
-    value_infos: dict[str, Any] = {}
+    value_infos: dict[str, ValueInfo] = {}
     for index, (layer, top_names) in enumerate(zip(net.layers, names, strict=True)):
         if _fed(net, layer):
             for top in layer.tops:
@@ -281,16 +305,16 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
             if out in produced and out not in renamed:
                 renamed[out] = want
             else:  # a bottom passed through, a constant, or a tensor already given another top's name
-                graph.nodes.append(graph.onnx.helper.make_node("Identity", [renamed.get(out, out)], [want],
-                                                               name=graph.fresh("identity")))
+                graph.nodes.append(make_node("Identity", [renamed.get(out, out)], [want],
+                                             name=graph.fresh("identity")))
             current[top] = want
             tensor_map[f"{layer.name}/{top}"] = want
-            value_infos[want] = _value_info(onnx, want, tuple(shape), dynamic_batch)  # type: ignore[arg-type]
+            value_infos[want] = _value_info(want, tuple(shape), dynamic_batch)  # type: ignore[arg-type]
         for node in graph.nodes[first_node:]:
             node.input[:] = [renamed.get(name, name) for name in node.input]
             node.output[:] = [renamed.get(name, name) for name in node.output]
         graph.scope = ""
-    inputs = [_value_info(onnx, name, tuple(shape), dynamic_batch, input_batch=True)
+    inputs = [_value_info(name, tuple(shape), dynamic_batch, input_batch=True)
               for name, shape in net.inputs.items()]
     outputs = []
     head_bottoms = [bottom for layer in heads for bottom in layer.bottoms]
@@ -300,13 +324,11 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
             continue  # an input no layer reads: nothing computed to give back
         if name in value_infos:  # (a top listed twice has been taken)
             outputs.append(value_infos.pop(name))
-    model_graph = onnx.helper.make_graph(graph.nodes, net.name or "caffeport", inputs, outputs,
-                                         initializer=graph.initializers, value_info=list(value_infos.values()))
-    model = onnx.helper.make_model(model_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
-                                   producer_name="caffeport", producer_version=__version__)
-    model.ir_version = min(model.ir_version, _ir_version(onnx, opset))
-    model.doc_string = (f"converted by caffeport {__version__} from {net.caffemodel_path or '-'} "
-                        f"(prototxt {net.prototxt_path or '-'})")
+    model_graph = Graph(net.name or "caffeport", graph.nodes, graph.initializers, inputs, outputs,
+                        list(value_infos.values()))
+    model = Model(model_graph, ir_version=IR_VERSIONS[opset][1], opset=opset, producer_version=__version__,
+                  doc_string=f"converted by caffeport {__version__} from {net.caffemodel_path or '-'} "
+                             f"(prototxt {net.prototxt_path or '-'})")
     props = {TENSOR_MAP_KEY: json.dumps(tensor_map, sort_keys=True),
              "caffeport.source": json.dumps({"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path,
                                              "format": net.format, "name": net.name})}
@@ -316,34 +338,36 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
             "priors": current[layer.bottoms[2]] if len(layer.bottoms) > 2 else None,
             "detection_output_param": layer.param("detection_output_param")} for layer in heads},
             sort_keys=True, default=str)
-    onnx.helper.set_model_props(model, props)
+    model.set_props(props)
     if preprocessing is not None:
         apply_preprocessing(model, net, preprocessing)
-    if lazy is not None:
-        lazy.update(graph.lazy)
-        return model
+    return model, graph.lazy
+
+
+def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, ssd_heads: bool = False,
+            preprocessing: Preprocessing | None = None) -> Any:
+    """``net`` as an ``onnx.ModelProto`` holding every weight, checked with ``onnx.checker`` (``full_check``).
+
+    `build`'s model with its weights copied in and parsed by onnx; the arguments are `build`'s. The model must
+    stay below protobuf's 2 GiB: `write_onnx` writes any size, streaming the weights.
+    """
     from caffeport.onnx.stream import fill, single_file_size
 
-    size = single_file_size(model, graph.lazy)
+    onnx = require_onnx()
+    model, lazy = build(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads,
+                        preprocessing=preprocessing)
+    size = single_file_size(model, lazy)
     if size > MAX_PROTO_BYTES:
         raise UnsupportedModelError(f"the ONNX model would be {size / 2**30:.2f} GiB, and one ModelProto holds less "
                                     "than 2 GiB: write it with write_onnx (caffeport convert -f onnx), which adds "
-                                    "an external data file", path=where)
-    fill(model, graph.lazy)
+                                    "an external data file", path=net.prototxt_path or net.caffemodel_path)
+    fill(model, lazy)
+    proto = to_model_proto(model)
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise AssertionError(f"caffeport built an ONNX model that onnx's checker refuses: {exc}") from exc
-    return model
-
-
-def _ir_version(onnx: Any, opset: int) -> int:
-    """The IR version that goes with ``opset`` (onnx's table), so older runtimes accept the file."""
-    for entry in onnx.helper.VERSION_TABLE:
-        _release, ir_version, default_opset = entry[:3]
-        if default_opset == opset:
-            return int(ir_version)
-    return int(onnx.IR_VERSION)
+    return proto
 
 
 def write_onnx(net: Net, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
@@ -362,8 +386,8 @@ def write_onnx(net: Net, path: str | os.PathLike[str], *, opset: int = DEFAULT_O
     """
     from caffeport.onnx.stream import write
 
-    lazy: dict[str, Any] = {}
-    model = to_onnx(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads, lazy=lazy,
-                    preprocessing=preprocessing)
+    require_onnx_installed()  # for the checker
+    model, lazy = build(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads,
+                        preprocessing=preprocessing)
     return write(model, lazy, path, external_data=external_data, final_path=final_path, force=force,
                  inputs=[net.caffemodel_path, net.prototxt_path], progress=progress)

@@ -1,7 +1,8 @@
 """A small ONNX graph builder: unique names, initializers from numpy, the opset's spelling of each op.
 
 The lowerings call `GraphBuilder.op` and the helpers below and never touch
-``onnx`` protobufs themselves; the opset decides how an op is spelled where
+the messages themselves (`caffeport.onnx.proto`: caffeport's own records,
+encoded without the onnx package); the opset decides how an op is spelled where
 ONNX moved an attribute to an input (``Split``'s sizes and ``ReduceSum``'s
 axes at 13, the other reductions' axes at 18), so a lowering is written once
 for every supported opset.
@@ -11,15 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from caffeport.blocks import Blob, Reshaped
-from caffeport.errors import CaffeportError
-
-if TYPE_CHECKING:
-    import onnx
+from caffeport.onnx.proto import FLOAT, Node, Tensor, make_node
+from caffeport.onnx.proto import require_onnx as require_onnx  # (re-exported: its home was here)
 
 #: the oldest opset the lowerings are written for: Softmax per axis, Split sizes and Unsqueeze axes as inputs
 MIN_OPSET = 13
@@ -30,23 +29,13 @@ FLT_MAX = float(np.finfo(np.float32).max)
 #: the metadata_props key of the ``<layer>/<top>`` -> tensor name map
 TENSOR_MAP_KEY = "caffeport.tensors"
 
-def require_onnx() -> Any:
-    """The ``onnx`` module, or a one-line error saying how to install it."""
-    try:
-        import onnx
-    except ImportError as exc:
-        raise CaffeportError("ONNX export needs the onnx package: pip install 'caffeport[onnx]'") from exc
-    return onnx
-
-
 class GraphBuilder:
     """Nodes, initializers and names of one ONNX graph under construction."""
 
     def __init__(self, opset: int) -> None:
-        self.onnx = require_onnx()
         self.opset = opset
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        self.nodes: list[Node] = []
+        self.initializers: list[Tensor] = []
         #: initializer name -> the weight it holds, not copied: its TensorProto in `initializers` has dims and
         #: type but no data, which `caffeport.onnx.export` fills (`to_onnx`) or streams into the file (`write_onnx`)
         self.lazy: dict[str, Blob] = {}
@@ -76,7 +65,7 @@ class GraphBuilder:
         """An initializer holding ``value`` (a numpy array or a number), named ``<scope>/<hint>``."""
         array = np.array(value, dtype=dtype, order="C")  # ascontiguousarray would make a 0-D value 1-D
         name = self.fresh(hint)
-        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        self.initializers.append(Tensor.from_array(array, name))
         return name
 
     def weight(self, blob: Blob, hint: str, shape: Sequence[int] | None = None, transpose: bool = False) -> str:
@@ -102,8 +91,7 @@ class GraphBuilder:
         if math.prod(dims) == 0:
             return self.const(np.asarray(source, dtype=np.float32), hint)
         name = self.fresh(hint)
-        tensor = self.onnx.TensorProto(name=name, dims=dims, data_type=self.onnx.TensorProto.FLOAT)
-        self.initializers.append(tensor)
+        self.initializers.append(Tensor(name=name, dims=list(dims), data_type=FLOAT))
         self.lazy[name] = source
         return name
 
@@ -131,7 +119,7 @@ class GraphBuilder:
         names = [self.fresh(base if outputs == 1 else f"{base}_{i}") for i in range(outputs)]
         node_name = names[0] if outputs == 1 else self.fresh(f"{base}_node")
         attrs = {key: value for key, value in attrs.items() if value is not None}
-        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), names, name=node_name, **attrs))
+        self.nodes.append(make_node(op_type, list(inputs), names, name=node_name, **attrs))
         return names[0] if outputs == 1 else names
 
     # ------------------------------------------------------------------ ops whose spelling depends on the opset

@@ -54,6 +54,7 @@ a net with several inputs must name them), each with:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,7 @@ import numpy as np
 from caffeport.errors import CaffeportError, InputError
 from caffeport.ir import Net
 from caffeport.onnx.graph import TENSOR_MAP_KEY
+from caffeport.onnx.proto import Model, Tensor, make_node
 from caffeport.preprocess import parse_mean
 
 #: the metadata_props key of the preprocessing record
@@ -74,7 +76,6 @@ SCHEMA_VERSION = 1
 #: what the baked graph names the preprocessed tensor of input ``x``: ``x_preprocessed``
 PREPROCESSED_SUFFIX = "_preprocessed"
 
-_FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
 @dataclass(frozen=True)
@@ -222,18 +223,15 @@ def _fresh(taken: set[str], name: str) -> str:
     return candidate
 
 
-def apply_preprocessing(model: Any, net: Net, spec: Preprocessing) -> None:
+def apply_preprocessing(model: Model, net: Net, spec: Preprocessing) -> None:
     """Record ``spec`` in ``model``'s metadata and, with ``spec.bake``, prepend its nodes (module docstring).
 
-    Called by `caffeport.onnx.export.to_onnx` on the model it built for
+    Called by `caffeport.onnx.export.build` on the model (`caffeport.onnx.proto.Model`) it built for
     ``net``, before onnx's checker runs on it.
     """
-    from caffeport.onnx.graph import require_onnx
-
-    onnx = require_onnx()
     plans = plan(net, spec)
     graph = model.graph
-    props = {prop.key: prop.value for prop in model.metadata_props}
+    props = model.props()
     if spec.bake:
         taken = {i.name for i in graph.input} | {i.name for i in graph.initializer} \
             | {o for node in graph.node for o in node.output} | {v.name for v in graph.value_info}
@@ -245,15 +243,15 @@ def apply_preprocessing(model: Any, net: Net, spec: Preprocessing) -> None:
             steps: list[tuple[str, str, list[str]]] = []  # (op, output suffix, extra inputs)
             if p.swap_rb:
                 flip = _fresh(taken, f"{p.name}_channel_flip")
-                graph.initializer.append(onnx.numpy_helper.from_array(np.array([2, 1, 0], np.int64), flip))
+                graph.initializer.append(Tensor.from_array(np.array([2, 1, 0], np.int64), flip))
                 steps.append(("Gather", "_swap_rb", [flip]))
             if p.mean is not None:
                 mean = _fresh(taken, f"{p.name}_mean")
-                graph.initializer.append(onnx.numpy_helper.from_array(p.mean[None].astype(np.float32), mean))
+                graph.initializer.append(Tensor.from_array(p.mean[None].astype(np.float32), mean))
                 steps.append(("Sub", "_minus_mean", [mean]))
             if p.scale != 1.0:
                 scale = _fresh(taken, f"{p.name}_scale")
-                graph.initializer.append(onnx.numpy_helper.from_array(np.array(p.scale, np.float32), scale))
+                graph.initializer.append(Tensor.from_array(np.array(p.scale, np.float32), scale))
                 steps.append(("Mul", "_scaled", [scale]))
             if not steps:  # --scale 1 alone: nothing to compute, but the tensor is still named
                 steps.append(("Identity", "", []))
@@ -261,26 +259,21 @@ def apply_preprocessing(model: Any, net: Net, spec: Preprocessing) -> None:
             for k, (op, suffix, extra) in enumerate(steps):
                 out = final if k == len(steps) - 1 else _fresh(taken, p.name + suffix)
                 attrs = {"axis": 1} if op == "Gather" else {}
-                nodes.append(onnx.helper.make_node(op, [current, *extra], [out],
-                                                   name=_fresh(node_names, f"preprocess/{p.name}/{op}"), **attrs))
+                nodes.append(make_node(op, [current, *extra], [out],
+                                       name=_fresh(node_names, f"preprocess/{p.name}/{op}"), **attrs))
                 current = out
             renamed[p.name] = final
-            info = onnx.ValueInfoProto()
-            info.CopyFrom(inputs[p.name])
-            info.name = final
-            graph.value_info.append(info)
+            graph.value_info.append(dataclasses.replace(inputs[p.name], name=final))
             p.entry["preprocessed_tensor"] = final
         for node in graph.node:
             node.input[:] = [renamed.get(name, name) for name in node.input]
-        existing = list(graph.node)
-        del graph.node[:]
-        graph.node.extend([*nodes, *existing])
+        graph.node[:0] = nodes
         if TENSOR_MAP_KEY in props:
             pairs = json.loads(props[TENSOR_MAP_KEY])
             props[TENSOR_MAP_KEY] = json.dumps({key: renamed.get(value, value) for key, value in pairs.items()},
                                                sort_keys=True)
     props[PREPROCESSING_KEY] = json.dumps({"version": SCHEMA_VERSION, "inputs": {p.name: p.entry for p in plans}})
-    onnx.helper.set_model_props(model, props)
+    model.set_props(props)
 
 
 def read_preprocessing(model: Any, path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -25,28 +25,37 @@ works from any folder), ``offset`` and ``length``; the small ones stay in
 the ``.onnx``, as ``onnx.external_data_helper`` does.
 
 Either way the model is checked with ``onnx.checker.check_model(path,
-full_check=True)`` before a byte of output is written: the structure goes
-to a scratch folder in its external-data form (the weights' values are not
-what the checker reads, only their dims and types, which shape inference
-uses), so the check costs no memory for the weights even for a single file,
-where the path-based checker would parse the whole file. What it does not
-check, the size of each ``raw_data``, is right by construction and counted as
-the values are written. A checker failure is an internal error
-(``AssertionError``).
+full_check=True)`` before the output is published: the structure goes to a
+scratch folder in its external-data form (the weights' values are not what
+the checker reads, only their dims and types, which shape inference uses),
+so the check costs no memory for the weights even for a single file, where
+the path-based checker would parse the whole file. The check runs in a child
+Python process (`Check`), started before the weights are written and waited
+for after: importing onnx takes about a second of CPU (its ml_dtypes alone
+0.7 s), longer than writing a 553 MB VGG16, and on two cores it runs beside
+the writing instead of before it (benchmarks/RESULTS.md, "ONNX export").
+Without a usable interpreter for the child (or onnx not importable there),
+the check runs in this process. What it does not check, the size of each
+``raw_data``, is right by construction and counted as the values are
+written. A checker failure is an internal error (``AssertionError``) and
+nothing is published.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from caffeport.blocks import Blob, Progress, iter_placed, pwrite_all, stream_placed
+from caffeport.onnx.proto import EXTERNAL, FIELDS, FLOAT, Entry, Model, Tensor, require_onnx
 from caffeport.output import PathLike, atomic_output
 from caffeport.readers.wire import LENGTH, encode_delimited, encode_key, encode_varint
 
@@ -64,16 +73,16 @@ FLOAT32_LE = np.dtype("<f4")
 
 ProgressCallback = Callable[[int, int, int, int], None]
 
-_MODEL_GRAPH = 7  # ModelProto.graph
-_GRAPH_INITIALIZER = 5  # GraphProto.initializer
-_TENSOR_RAW_DATA = 9  # TensorProto.raw_data
+_MODEL_GRAPH = FIELDS["ModelProto"]["graph"]
+_GRAPH_INITIALIZER = FIELDS["GraphProto"]["initializer"]
+_TENSOR_RAW_DATA = FIELDS["TensorProto"]["raw_data"]
 
 
 def _nbytes(blob: Blob) -> int:
     return 4 * math.prod(int(d) for d in blob.shape)
 
 
-def fill(model: Any, lazy: dict[str, Blob]) -> None:
+def fill(model: Model, lazy: dict[str, Blob]) -> None:
     """Copy every lazy weight into its initializer's ``raw_data`` (the in-memory ``to_onnx`` model)."""
     for tensor in model.graph.initializer:
         blob = lazy.get(tensor.name)
@@ -81,13 +90,13 @@ def fill(model: Any, lazy: dict[str, Blob]) -> None:
             tensor.raw_data = np.asarray(blob, dtype=FLOAT32_LE).tobytes()
 
 
-def single_file_size(model: Any, lazy: dict[str, Blob]) -> int:
+def single_file_size(model: Model, lazy: dict[str, Blob]) -> int:
     """The size of the self-contained file (`write_single`'s), computed without serializing the weights."""
     prefix, entries = _single_layout(model, lazy)
     return len(prefix) + sum(len(header) + (_nbytes(blob) if blob is not None else 0) for header, blob in entries)
 
 
-def needs_external(model: Any, lazy: dict[str, Blob], external_data: bool | None) -> bool:
+def needs_external(model: Model, lazy: dict[str, Blob], external_data: bool | None) -> bool:
     """Whether the model is written with a data file: asked for (``True``), or one file would pass protobuf's limit.
 
     ``False`` is the same as ``None``: a model past 2 GiB cannot be one file that anything parses.
@@ -101,7 +110,7 @@ def data_path_for(path: PathLike) -> Path:
     return path.with_name(path.name + DATA_SUFFIX)
 
 
-def write(model: Any, lazy: dict[str, Blob], path: PathLike, *, external_data: bool | None = None,
+def write(model: Model, lazy: dict[str, Blob], path: PathLike, *, external_data: bool | None = None,
           final_path: PathLike | None = None, force: bool = False, inputs: Iterable[PathLike | None] = (),
           progress: ProgressCallback | None = None) -> Path | None:
     """Write ``model`` (its lazy weights streamed) to ``path``; the data file it published beside, if any.
@@ -117,14 +126,15 @@ def write(model: Any, lazy: dict[str, Blob], path: PathLike, *, external_data: b
     """
     final = Path(final_path) if final_path is not None else Path(path)
     if not needs_external(model, lazy, external_data):
-        check(model, lazy, None)
-        write_single(model, lazy, path, progress)
+        with Check(model, lazy, None) as check:
+            write_single(model, lazy, path, progress)
+            check.wait()
         return None
     target = data_path_for(final)
     placed = to_external(model, lazy, target.name)
-    check(model, {}, target.name)
-    with atomic_output(target, force=force, inputs=inputs) as data_tmp:
+    with Check(model, {}, target.name) as check, atomic_output(target, force=force, inputs=inputs) as data_tmp:
         write_external(model, placed, path, data_tmp, progress)
+        check.wait()  # before the data file is published
     return target
 
 
@@ -132,74 +142,141 @@ def write(model: Any, lazy: dict[str, Blob], path: PathLike, *, external_data: b
 # the check
 
 
-def check(model: Any, lazy: dict[str, Blob], location: str | None) -> None:
-    """``onnx.checker.check_model(path, full_check=True)`` on the model's structure, weights left out.
+#: what the checking child runs: exit 0 (accepted), 3 (refused: the reason on stderr), 4 (no onnx there)
+_CHECK_SCRIPT = """
+import sys
+try:
+    import onnx
+except ImportError:
+    sys.exit(4)
+try:
+    onnx.checker.check_model(sys.argv[1], full_check=True)
+except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    sys.stderr.write(str(exc))
+    sys.exit(3)
+"""
+_REFUSED, _NO_ONNX = 3, 4
+#: how long the check may take before it counts as hung (it takes about a second)
+CHECK_TIMEOUT_S = 900
 
-    The model goes to a scratch folder with its ``lazy`` weights marked as
+
+def _checked_form(model: Model, lazy: dict[str, Blob]) -> Model:
+    """``model`` with its ``lazy`` weights as external data in ``weights.data`` (the model itself unchanged)."""
+    initializers = [Tensor(t.name, list(t.dims), FLOAT, data_location=EXTERNAL,
+                           external_data=[Entry("location", "weights.data"), Entry("offset", "0"),
+                                          Entry("length", str(_nbytes(lazy[t.name])))])
+                    if t.name in lazy else t for t in model.graph.initializer]
+    graph = dataclasses.replace(model.graph, initializer=initializers)
+    return dataclasses.replace(model, graph=graph)
+
+
+def _refused(reason: str) -> AssertionError:
+    return AssertionError(f"caffeport built an ONNX model that onnx's checker refuses: {reason}")
+
+
+class Check:
+    """``onnx.checker.check_model(path, full_check=True)`` on the model's structure, weights left out, in a child
+    process from ``__enter__`` to `wait`; the child is killed if the block is left without waiting.
+
+    The structure goes to a scratch folder with the ``lazy`` weights marked as
     external data (in an empty file: the checker only checks that the file
     exists) or, when ``location`` is given, as it is (already in that form).
     """
-    import onnx
 
-    marked = []
-    for tensor in model.graph.initializer:
-        if tensor.name in lazy:
-            _mark_external(tensor, "weights.data", 0, _nbytes(lazy[tensor.name]))
-            marked.append(tensor)
-    try:
-        with tempfile.TemporaryDirectory(prefix="caffeport-onnx-check-") as scratch:
-            (Path(scratch) / (location or "weights.data")).touch()
-            path = Path(scratch) / "model.onnx"
-            path.write_bytes(model.SerializeToString())
+    def __init__(self, model: Model, lazy: dict[str, Blob], location: str | None) -> None:
+        self.model = _checked_form(model, lazy) if lazy else model
+        self.location = location or "weights.data"
+        self.child: subprocess.Popen[bytes] | None = None
+        self.scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.path: Path | None = None
+
+    def __enter__(self) -> Check:
+        self.scratch = tempfile.TemporaryDirectory(prefix="caffeport-onnx-check-")
+        folder = Path(self.scratch.name)
+        (folder / self.location).touch()
+        self.path = folder / "model.onnx"
+        self.path.write_bytes(self.model.encode())
+        if sys.executable:
             try:
-                onnx.checker.check_model(str(path), full_check=True)
-            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-                raise AssertionError(f"caffeport built an ONNX model that onnx's checker refuses: {exc}") from exc
-    finally:
-        for tensor in marked:
-            tensor.ClearField("data_location")
-            tensor.ClearField("external_data")
+                self.child = subprocess.Popen([sys.executable, "-c", _CHECK_SCRIPT, str(self.path)],
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE)
+            except OSError:
+                self.child = None
+        return self
+
+    def wait(self) -> None:
+        """The checker's verdict: returns when it accepts, raises ``AssertionError`` when it refuses."""
+        assert self.path is not None, "Check.wait outside its with block"
+        child, self.child = self.child, None
+        if child is not None:
+            try:
+                _, err = child.communicate(timeout=CHECK_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                raise AssertionError(f"onnx's checker did not finish in {CHECK_TIMEOUT_S} s") from None
+            reason = err.decode("utf-8", "replace").strip()
+            if child.returncode == 0:
+                return
+            if child.returncode == _REFUSED:
+                raise _refused(reason)
+            if child.returncode != _NO_ONNX:
+                raise AssertionError(f"onnx's checker failed (exit {child.returncode}): {reason[-2000:]}")
+        check_file(self.path)  # no child, or onnx not importable there: here
+
+    def __exit__(self, *exc: object) -> None:
+        if self.child is not None:  # left without a verdict (an error, Ctrl-C): the check is moot
+            self.child.kill()
+            self.child.communicate()
+            self.child = None
+        if self.scratch is not None:
+            self.scratch.cleanup()
 
 
-def _mark_external(tensor: Any, location: str, offset: int, length: int) -> None:
-    tensor.data_location = 1  # onnx.TensorProto.EXTERNAL
-    del tensor.external_data[:]
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
+def check_file(path: Path) -> None:
+    """``onnx.checker.check_model(path, full_check=True)`` in this process (imports onnx)."""
+    onnx = require_onnx()
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise _refused(str(exc)) from exc
+
+
+def check(model: Model, lazy: dict[str, Blob], location: str | None) -> None:
+    """`Check` at once: the checker's verdict on ``model`` (weights left out), waited for."""
+    with Check(model, lazy, location) as checking:
+        checking.wait()
+
+
+def _mark_external(tensor: Tensor, location: str, offset: int, length: int) -> None:
+    tensor.data_location = EXTERNAL
+    tensor.external_data = [Entry("location", location), Entry("offset", str(offset)), Entry("length", str(length))]
 
 
 # --------------------------------------------------------------------------
 # one self-contained file
 
 
-def _single_layout(model: Any, lazy: dict[str, Blob]) -> tuple[bytes, list[tuple[bytes, Blob | None]]]:
+def _single_layout(model: Model, lazy: dict[str, Blob]) -> tuple[bytes, list[tuple[bytes, Blob | None]]]:
     """The file as (everything before the first initializer, [(initializer header, its lazy weight or None)])."""
-    import onnx
-
-    head = onnx.ModelProto()
-    head.CopyFrom(model)
-    head.ClearField("graph")
-    graph = onnx.GraphProto()
-    graph.CopyFrom(model.graph)
-    graph.ClearField("initializer")
-    graph_rest = graph.SerializeToString()
+    graph_rest = model.graph.encode(initializers=False)
     entries: list[tuple[bytes, Blob | None]] = []
     for tensor in model.graph.initializer:
         blob = lazy.get(tensor.name)
         if blob is None:
-            entries.append((encode_delimited(_GRAPH_INITIALIZER, tensor.SerializeToString()), None))
+            entries.append((encode_delimited(_GRAPH_INITIALIZER, tensor.encode()), None))
             continue
         n = _nbytes(blob)
-        tensor_head = tensor.SerializeToString() + encode_key(_TENSOR_RAW_DATA, LENGTH) + encode_varint(n)
+        tensor_head = tensor.header() + encode_key(_TENSOR_RAW_DATA, LENGTH) + encode_varint(n)
         entries.append((encode_key(_GRAPH_INITIALIZER, LENGTH) + encode_varint(len(tensor_head) + n) + tensor_head,
                         blob))
     graph_size = len(graph_rest) + sum(len(header) + (_nbytes(b) if b is not None else 0) for header, b in entries)
-    prefix = head.SerializeToString() + encode_key(_MODEL_GRAPH, LENGTH) + encode_varint(graph_size) + graph_rest
+    prefix = model.encode(graph=False) + encode_key(_MODEL_GRAPH, LENGTH) + encode_varint(graph_size) + graph_rest
     return prefix, entries
 
 
-def write_single(model: Any, lazy: dict[str, Blob], path: PathLike, progress: ProgressCallback | None = None) -> None:
+def write_single(model: Model, lazy: dict[str, Blob], path: PathLike, progress: ProgressCallback | None = None) -> None:
     """The whole model as one ``.onnx`` file at ``path``, the weights streamed into their ``raw_data`` fields."""
     prefix, entries = _single_layout(model, lazy)
     headers: list[tuple[int, bytes]] = [(0, prefix)]
@@ -218,13 +295,14 @@ def write_single(model: Any, lazy: dict[str, Blob], path: PathLike, progress: Pr
         for where, data in headers:
             pwrite_all(fd, memoryview(data), where)
         _stream(fd, placed, progress)
+        os.fsync(fd)  # now, while the checker may still run (atomic_output's own fsync then finds it clean)
 
 
 # --------------------------------------------------------------------------
 # a model file and its external data file
 
 
-def to_external(model: Any, lazy: dict[str, Blob], location: str) -> list[tuple[int, Blob]]:
+def to_external(model: Model, lazy: dict[str, Blob], location: str) -> list[tuple[int, Blob]]:
     """Mark the large lazy weights as external data in ``location`` at aligned offsets; fill the small ones in.
 
     Returns the (data file offset, weight) pairs to write.
@@ -246,14 +324,15 @@ def to_external(model: Any, lazy: dict[str, Blob], location: str) -> list[tuple[
     return placed
 
 
-def write_external(model: Any, placed: list[tuple[int, Blob]], path: PathLike, data_path: PathLike,
+def write_external(model: Model, placed: list[tuple[int, Blob]], path: PathLike, data_path: PathLike,
                    progress: ProgressCallback | None = None) -> None:
     """The model (already `to_external`) to ``path`` and its weights to ``data_path`` at their offsets."""
-    Path(path).write_bytes(model.SerializeToString())
+    Path(path).write_bytes(model.encode())
     end = max((offset + _nbytes(blob) for offset, blob in placed), default=0)
     with open(data_path, "r+b") as handle:
         os.ftruncate(handle.fileno(), end)  # the alignment gaps read as zeros
         _stream(handle.fileno(), placed, progress)
+        os.fsync(handle.fileno())  # now, while the checker may still run (as `write_single`)
 
 
 # --------------------------------------------------------------------------
@@ -277,5 +356,5 @@ def _stream(fd: int, placed: list[tuple[int, Blob]], progress: ProgressCallback 
                              "weight into the ONNX file")
 
 
-__all__ = ["ALIGNMENT", "EXTERNAL_THRESHOLD", "MAX_PROTO_BYTES", "check", "data_path_for", "fill", "needs_external",
-           "write", "write_external", "write_single"]
+__all__ = ["ALIGNMENT", "EXTERNAL_THRESHOLD", "MAX_PROTO_BYTES", "Check", "check", "check_file", "data_path_for",
+           "fill", "needs_external", "write", "write_external", "write_single"]

@@ -165,8 +165,9 @@ def test_past_the_proto_limit_the_data_file_is_written_unasked(tmp_path: Path,
 
     model_path, proto = _files("lenet-v2")
     net = caffeport.read(model_path, proto)
-    lazy: dict = {}
-    size = stream.single_file_size(to_onnx(net, lazy=lazy), lazy)
+    from caffeport.onnx.export import build
+
+    size = stream.single_file_size(*build(net))
     assert size == to_onnx(net).ByteSize()
     monkeypatch.setattr(stream, "MAX_PROTO_BYTES", size)
     caffeport.convert(model_path, proto, tmp_path / "fits.onnx", format="onnx")
@@ -241,14 +242,59 @@ def test_a_failure_mid_write_leaves_nothing(external: bool, tmp_path: Path, monk
 @pytest.mark.parametrize("external", [False, True])
 def test_a_model_the_checker_refuses_is_an_internal_error_and_not_written(
         external: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise onnx.checker.ValidationError("refused for the test")
+    """A node of an op ONNX does not have: onnx's real checker (in its child process) refuses the model, after
+    the weights were written to the temporary file, and nothing is published."""
+    import caffeport.onnx.graph as graph
 
-    monkeypatch.setattr(onnx.checker, "check_model", refuse)
+    real = graph.make_node
+
+    def misspelled(op_type: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        return real("NoSuchOp" if op_type == "Relu" else op_type, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(graph, "make_node", misspelled)
     model_path, proto = _files("lenet-v2")
-    with pytest.raises(AssertionError, match="onnx's checker refuses: refused for the test"):
+    with pytest.raises(AssertionError, match=r"onnx's checker refuses: .*NoSuchOp"):
         caffeport.convert(model_path, proto, tmp_path / "m.onnx", format="onnx", external_data=external or None)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_checker_runs_beside_the_writing_in_a_child_process(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is onnx's, in a child started before the weights are written and waited for after; with no
+    interpreter for a child (an embedding application), it runs in this process instead."""
+    import caffeport.onnx.stream as stream
+
+    started, written = [], []
+    real_popen, real_stream = stream.subprocess.Popen, stream._stream
+
+    def popen(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        started.append(len(written))
+        return real_popen(*args, **kwargs)  # type: ignore[call-overload]
+
+    def streaming(*args: object, **kwargs: object) -> None:
+        written.append(1)
+        real_stream(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stream.subprocess, "Popen", popen)
+    monkeypatch.setattr(stream, "_stream", streaming)
+    model_path, proto = _files("lenet-v2")
+    caffeport.convert(model_path, proto, tmp_path / "a.onnx", format="onnx")
+    assert started == [0] and written == [1]
+    code = ("import sys, caffeport, caffeport.exporters.onnx_format; "
+            f"caffeport.convert({str(model_path)!r}, {str(proto)!r}, sys.argv[1], format='onnx'); "
+            "print('onnx' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.onnx")], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"  # the converting process never imported onnx
+    monkeypatch.setattr(stream.sys, "executable", "")
+    checked = []
+    real_check = stream.check_file
+    monkeypatch.setattr(stream, "check_file", lambda path: checked.append(path) or real_check(path))
+    caffeport.convert(model_path, proto, tmp_path / "c.onnx", format="onnx")
+    assert len(checked) == 1
+    files = [(tmp_path / f"{name}.onnx").read_bytes() for name in "abc"]
+    assert files[0] == files[1] == files[2]
 
 
 def test_model_file_not_published_removes_its_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,8 +23,7 @@ import numpy as np
 from caffeport.ir import Layer
 from caffeport.layers import layer_type
 from caffeport.onnx.lowerings.registry import Context, Lowering, lowering
-
-FLOAT = 1  # onnx.TensorProto.FLOAT
+from caffeport.onnx.proto import FLOAT, Tensor
 
 
 def _f(p: dict, key: str, default: float) -> float:
@@ -83,7 +82,7 @@ class Power(Lowering):
             with np.errstate(all="ignore"):
                 value = np.float32(1) if power == 0 else np.float32(np.power(np.float64(shift), power))
             shape = ctx.op("Shape", [ctx.x], "shape")
-            tensor = g.onnx.helper.make_tensor("value", FLOAT, [1], [float(value)])
+            tensor = Tensor.from_array(np.array([value], np.float32), "value")
             return [ctx.op("ConstantOfShape", [shape], "constant", value=tensor)]
         y = _affine(ctx, ctx.x, scale, shift)
         if power != 1:

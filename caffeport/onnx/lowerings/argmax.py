@@ -13,8 +13,8 @@ import math
 
 from caffeport.layers.fields import axis_index
 from caffeport.onnx.lowerings.registry import Context, Lowering, lowering
+from caffeport.onnx.proto import FLOAT
 
-FLOAT = 1  # onnx.TensorProto.FLOAT
 INT64_MIN = -(2**63)
 
 

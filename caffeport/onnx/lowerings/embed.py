@@ -8,8 +8,7 @@ the end there, so run `caffeport verify` on real inputs).
 from __future__ import annotations
 
 from caffeport.onnx.lowerings.registry import Context, Lowering, lowering
-
-INT64 = 7  # onnx.TensorProto.INT64
+from caffeport.onnx.proto import INT64
 
 
 @lowering("Embed")
