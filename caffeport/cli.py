@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 # caffeport does no linear algebra, so numpy's BLAS worker threads would only spin beside the conversion on the
 # cores it uses (measured: about 0.15 s of CPU and 0.07 s of wall time of a 0.9 s VGG16 conversion on two
@@ -250,8 +251,9 @@ def run_verify(args: argparse.Namespace) -> int:
         args.random = 0
         print("inputs: --random 0 (no --input, --image or --random given)", file=sys.stderr)
     inputs = _run_inputs(args, {name: tuple(shape) for name, shape in net.inputs.items()})
-    extra: dict[str, dict[str, np.ndarray]] = {}
+    extra: dict[str, Any] = {}
     if args.converted is not None:  # an ONNX model with baked preprocessing takes the --image inputs raw
+        extra["base_dir"] = os.path.dirname(os.path.abspath(args.converted))  # where its external data is
         raw = argparse.Namespace(**{**vars(args), "input": [], "random": None, "mean": None, "scale": 1.0,
                                     "swap_rb": False})
         extra["raw_images"] = _run_inputs(raw, {name: tuple(shape) for name, shape in net.inputs.items()})
