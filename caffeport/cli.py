@@ -83,18 +83,19 @@ def _cwd_on_path() -> None:
 
 @command("convert")
 def run_convert(args: argparse.Namespace) -> int:
-    if (args.opset is not None or args.dynamic_batch or args.ssd_heads) and args.format != "onnx":
-        raise CaffeportError("--opset, --dynamic-batch and --ssd-heads are for -f onnx")
-    if args.external_data and args.format != "onnx":
-        raise CaffeportError("--external-data is for -f onnx")
-    if (args.mean is not None or args.scale is not None or args.swap_rb or args.bake_preprocessing
-            or args.image_input) and args.format != "onnx":
-        raise CaffeportError("--mean, --scale, --swap-rb, --bake-preprocessing and --image-input are for -f onnx")
+    # (an option the format does not read, --opset for -f npz, is refused by convert: the format lists its own)
+    if args.mean is not None or args.scale is not None or args.swap_rb or args.bake_preprocessing or args.image_input:
+        from caffeport.exporters import load_exporters
+        from caffeport.exporters.registry import formats_with
+
+        load_exporters(args.format)
+        owners = formats_with("preprocessing")
+        if args.format not in owners:
+            raise CaffeportError("--mean, --scale, --swap-rb, --bake-preprocessing and --image-input are for "
+                                 f"{' and '.join(f'-f {name}' for name in owners)}, not -f {args.format}")
     preprocessing = preprocessing_from_options(args.mean, args.scale, args.swap_rb, args.bake_preprocessing,
                                                args.image_input)
-    if args.keras_model or args.save_model or args.allow_partial:
-        if args.format != "keras3":
-            raise CaffeportError("--keras-model, --save-model and --allow-partial are for -f keras3")
+    if args.keras_model:
         _cwd_on_path()
     size = os.path.getsize(args.model) if os.path.isfile(args.model) else 0
     bar = ProgressBar() if progress_wanted(size, args.quiet) else None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from caffeport.errors import CaffeportError, OutputError, option_error
 from caffeport.exporters import EXPORTERS, Exporter, ExportOptions, load_exporters
-from caffeport.exporters.registry import format_for_name
+from caffeport.exporters.registry import check_export_options, format_for_name
 from caffeport.ir import Net, ReportEntry
 from caffeport.layers.layout import REPORT_LABELS
 from caffeport.output import atomic_output, block_deferred_signals, check_output_path
@@ -176,7 +176,9 @@ def convert(
     beside it renamed on success, never over an existing file unless ``force``,
     never over an input. ``keras_model``, ``allow_partial`` and ``save_model``
     are for formats written against a concrete Keras model (``keras3``); ``opset``,
-    ``dynamic_batch``, ``ssd_heads`` and ``external_data`` (a ``.onnx.data`` file) for ``onnx``. ``matlab`` rewrites a
+    ``dynamic_batch``, ``ssd_heads`` and ``external_data`` (a ``.onnx.data`` file) for ``onnx``: each format lists
+    the options it reads (`Exporter.options`), and one given to a format that does not is refused before any
+    work, as is an output name the format's own check refuses (`Exporter.check`). ``matlab`` rewrites a
     MATLAB-trained net (MTCNN) for row-major images before the backend's passes
     (`caffeport.transforms.matlab`), for every format. ``preprocessing`` (``onnx`` only): the image input's
     mean, scale and channel swap, recorded in the model or baked into its graph (`caffeport.onnx.preprocessing`).
@@ -186,14 +188,16 @@ def convert(
         raise CaffeportError(f"unknown format {format!r}; choose one of: {', '.join(sorted(load_exporters()))}")
     backend = backend or exporter.default_backend
     check_format_fits(exporter, backend, output)
-    if preprocessing is not None and exporter.name != "onnx":
-        raise CaffeportError(f"preprocessing (mean, scale, swap_rb) is for format 'onnx', not {format!r}")
+    options = ExportOptions(
+        include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
+        save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads,
+        external_data=external_data, preprocessing=preprocessing, output=None if output is None else Path(output),
+        force=force)
+    check_export_options(exporter, options)
     if output is not None:  # fail before the slow part, not after it
         check_output_path(output, force=force, inputs=[caffemodel, prototxt], directory=exporter.directory)
-        if format == "keras3":
-            from caffeport.exporters.keras3 import check_output_name
-
-            check_output_name(output, save_model)
+        if exporter.check is not None:
+            exporter.check(Path(output), options)
     net = read(caffemodel, prototxt, phase=phase, check_values=False)
     # the NaN/Inf check reads every weight once: run beside the export, it overlaps the writes instead of
     # delaying their start; its warnings go where `read` would have put them, after the reader's own
@@ -205,11 +209,6 @@ def convert(
         converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown, matlab=matlab))
         target = None
         if output is not None:
-            options = ExportOptions(
-                include_weightless=include_weightless, keras_model=keras_model, allow_partial=allow_partial,
-                save_model=save_model, progress=progress, opset=opset, dynamic_batch=dynamic_batch,
-                ssd_heads=ssd_heads, external_data=external_data, preprocessing=preprocessing, output=Path(output),
-                force=force)
             try:
                 with atomic_output(output, force=force, inputs=[caffemodel, prototxt],
                                    directory=exporter.directory) as tmp:

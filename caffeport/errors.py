@@ -101,7 +101,8 @@ class InputError(CaffeportError):
 # keeps the template on the error, and `for_cli` renders the same error the command line's way.
 
 #: the command line's flag for an option, where it is not ``--`` + the keyword with ``-`` for ``_``
-CLI_FLAGS: dict[str, str] = {"format": "-f", "prototxt": "-p", "include_weightless": "-n"}
+CLI_FLAGS: dict[str, str] = {"format": "-f", "prototxt": "-p", "include_weightless": "-n",
+                             "preprocessing": "--mean/--scale/--swap-rb"}
 
 E = TypeVar("E", bound=CaffeportError)
 

@@ -36,7 +36,8 @@ MODEL_SUFFIX = ".keras"
 
 
 @register_exporter("keras3", suffix=WEIGHTS_SUFFIX, default_backend="tensorflow", backends=KERAS_BACKENDS,
-                   other_suffixes=(MODEL_SUFFIX,),
+                   other_suffixes=(MODEL_SUFFIX,), options=("keras_model", "allow_partial", "save_model"),
+                   check=lambda output, options: check_output_name(output, options.save_model),
                    description="Keras 3 .weights.h5 (or .keras with --save-model) for a model given by --keras-model; "
                    "loads with plain model.load_weights(path)")
 def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:

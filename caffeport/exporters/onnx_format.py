@@ -29,6 +29,7 @@ from caffeport.ir import Net
 
 
 @register_exporter("onnx", suffix=".onnx", default_backend="caffe", backends=("caffe",),
+                   options=("opset", "dynamic_batch", "ssd_heads", "external_data", "preprocessing"),
                    description="ONNX model (graph and weights, standard ops, opset 17); check it with caffeport verify")
 def write_onnx_file(net: Net, path: Path, options: ExportOptions) -> None:
     """Lower ``net`` to ONNX and write it to ``path`` (a temporary file `convert` renames into place)."""

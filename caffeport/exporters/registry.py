@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caffeport.errors import ModelStructureError
+from caffeport.errors import CaffeportError, ModelStructureError, option_error
 from caffeport.ir import Layer, Net
 from caffeport.readers.files import model_file, naming_file
 
@@ -50,6 +50,13 @@ class ExportOptions:
 
 
 Writer = Callable[[Net, Path, ExportOptions], None]
+#: a format's own check of the output name and options, run by `caffeport.convert` before the model is read
+OutputCheck = Callable[[Path, ExportOptions], None]
+
+#: the `ExportOptions` fields only some formats read: each exporter lists those it reads (`Exporter.options`), and
+#: `check_export_options` refuses one given to a format that would ignore it
+FORMAT_OPTIONS = ("keras_model", "allow_partial", "save_model", "opset", "dynamic_batch", "ssd_heads",
+                  "external_data", "preprocessing")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,10 @@ class Exporter:
     #: the format writes a directory of files, not one file (``write`` is given an empty temporary directory,
     #: which `caffeport.convert` renames into place on success)
     directory: bool = False
+    #: the `FORMAT_OPTIONS` this format reads
+    options: tuple[str, ...] = ()
+    #: its own check of the final output name and the options, before anything is read
+    check: OutputCheck | None = None
 
 
 EXPORTERS: dict[str, Exporter] = {}
@@ -81,13 +92,18 @@ RAW_BACKENDS = ("caffe", "pycaffe")
 
 def register_exporter(
     name: str, *, suffix: str, default_backend: str, description: str, backends: tuple[str, ...] | None = None,
-    other_suffixes: tuple[str, ...] = (), directory: bool = False,
+    other_suffixes: tuple[str, ...] = (), directory: bool = False, options: tuple[str, ...] = (),
+    check: OutputCheck | None = None,
 ) -> Callable[[Writer], Writer]:
+    unknown = sorted(set(options) - set(FORMAT_OPTIONS))
+    if unknown:
+        raise ValueError(f"exporter {name!r}: {', '.join(unknown)} are not among the format options {FORMAT_OPTIONS}")
+
     def register(write: Writer) -> Writer:
         if name in EXPORTERS:
             raise ValueError(f"an exporter named {name!r} is already registered")
         EXPORTERS[name] = Exporter(name, _naming_model(write), suffix, default_backend, description, backends,
-                                   other_suffixes, directory)
+                                   other_suffixes, directory, tuple(options), check)
         return write
 
     return register
@@ -104,6 +120,23 @@ def _naming_model(write: Writer) -> Writer:
             write(net, path, options)
 
     return named
+
+
+def formats_with(option: str) -> list[str]:
+    """The registered formats that read ``option`` (one of `FORMAT_OPTIONS`), by name."""
+    return sorted(exporter.name for exporter in EXPORTERS.values() if option in exporter.options)
+
+
+def check_export_options(exporter: Exporter, options: ExportOptions) -> None:
+    """Refuse a format option given to a format that does not read it (it would be ignored without a word)."""
+    defaults = ExportOptions()
+    for option in FORMAT_OPTIONS:
+        value = getattr(options, option)
+        if value not in (None, False, getattr(defaults, option)) and option not in exporter.options:
+            given = ("{" + option + "}" if isinstance(value, bool) else "{" + option + "=}{value}")
+            owners = " and ".join("{format=" + name + "}" for name in formats_with(option)) or "no format"
+            raise option_error(CaffeportError, f"{given} is for {owners}, not {{format={exporter.name}}}",
+                               fill={"value": "..." if option == "preprocessing" else repr(value)})
 
 
 def format_for_name(name: str) -> str | None:

@@ -62,3 +62,57 @@ def test_names_of_no_format_and_the_formats_own_are_fine(tmp_path: Path) -> None
     caffeport.convert(MODEL, PROTO, tmp_path / "w.msgpack", format="flax")
     caffeport.convert(MODEL, PROTO, tmp_path / "w.ir.msgpack", format="ir")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.ir.msgpack", "w.msgpack", "weights.bin"]
+
+
+# ------------------------------------------------------------------ format options: each format lists its own
+
+
+@pytest.mark.parametrize(("format", "options", "message"), [
+    ("npz", {"opset": 18}, "opset=18 is for format='onnx', not format='npz'"),
+    ("safetensors", {"ssd_heads": True}, "ssd_heads=True is for format='onnx', not format='safetensors'"),
+    ("keras-h5", {"save_model": True}, "save_model=True is for format='keras3', not format='keras-h5'"),
+    ("onnx", {"keras_model": "m:f"}, "keras_model='m:f' is for format='keras3', not format='onnx'"),
+    ("flax", {"external_data": True}, "external_data=True is for format='onnx', not format='flax'"),
+])
+def test_an_option_the_format_does_not_read_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, format: str, options: dict, message: str) -> None:
+    """Not ignored without a word: refused by name (the formats that read it named), before the model is read."""
+    import caffeport.conversion as conversion
+
+    def unread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was read")
+
+    monkeypatch.setattr(conversion, "read", unread)
+    suffix = load_exporters()[format].suffix
+    with pytest.raises(CaffeportError) as refused:
+        caffeport.convert(MODEL, PROTO, tmp_path / f"w{suffix}", format=format, **options)
+    assert message in str(refused.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_command_line_names_the_flag_and_the_formats(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "caffeport", "convert", str(MODEL), "-p", str(PROTO), "-f", "npz",
+                           "--keras-model", "m:f", "-o", str(tmp_path / "w.npz")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--keras-model 'm:f' is for -f keras3, not -f npz" in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_format_option_has_a_format_and_conversion_names_no_format() -> None:
+    """Each of FORMAT_OPTIONS is read by some registered format; an unknown one cannot be registered; and
+    caffeport.convert holds no format's name (the format's own `Exporter.options` and `Exporter.check` decide)."""
+    import inspect
+
+    import caffeport.conversion as conversion
+    from caffeport.exporters.registry import FORMAT_OPTIONS, formats_with, register_exporter
+
+    load_exporters()
+    assert all(formats_with(option) for option in FORMAT_OPTIONS)
+    with pytest.raises(ValueError, match="not among the format options"):
+        register_exporter("x", suffix=".x", default_backend="caffe", description="", options=("colour",))
+    source = inspect.getsource(conversion.convert).split(") -> ConvertResult:", 1)[1]  # the body (the default
+    # format in the signature aside)
+    code = "\n".join(line.split("#")[0] for line in source.splitlines())
+    for name in load_exporters():
+        assert f'"{name}"' not in code and f"'{name}'" not in code, name

@@ -192,4 +192,4 @@ def test_opset_and_dynamic_batch_from_the_command_line(tmp_path: Path) -> None:
     refused = subprocess.run([sys.executable, "-m", "caffeport", "convert", str(model), "-p", str(proto), "-f", "npz",
                               "--opset", "18", "-o", str(tmp_path / "w.npz")], capture_output=True, text=True,
                              timeout=600)
-    assert refused.returncode == 1 and "--opset, --dynamic-batch and --ssd-heads are for -f onnx" in refused.stderr
+    assert refused.returncode == 1 and "--opset 18 is for -f onnx, not -f npz" in refused.stderr

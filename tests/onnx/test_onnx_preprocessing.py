@@ -204,7 +204,7 @@ def test_the_flags_are_refused_for_other_formats_and_grey_inputs(tmp_path: Path)
     model_path, proto = det1()
     for flag in (["--mean", "127"], ["--scale", "2"], ["--swap-rb"], ["--bake-preprocessing"]):
         result = caffeport_cli("convert", model_path, "-p", proto, "-f", "npz", "-o", tmp_path / "w.npz", *flag)
-        assert result.returncode == 1 and "are for -f onnx" in result.stderr, result.stderr
+        assert result.returncode == 1 and "are for -f onnx, not -f npz" in result.stderr, result.stderr
     lenet = models_dir() / "lenet-v2"
     grey = caffeport_cli("convert", lenet / "lenet_iter_10000.caffemodel", "-p", lenet / "lenet.prototxt", "-f",
                          "onnx", "-o", tmp_path / "l.onnx", "--swap-rb", "--mean", "33")

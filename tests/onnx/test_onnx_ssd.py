@@ -144,7 +144,7 @@ def test_ssd_heads_needs_a_detection_output_and_onnx(tmp_path: Path) -> None:
                               "-f", "npz",
                               "--ssd-heads", "-o", str(tmp_path / "w.npz")], capture_output=True, text=True,
                              cwd=ROOT, timeout=600)
-    assert refused.returncode == 1 and "--ssd-heads are for -f onnx" in refused.stderr
+    assert refused.returncode == 1 and "--ssd-heads is for -f onnx, not -f npz" in refused.stderr
     assert not list(tmp_path.iterdir())
 
 

@@ -335,7 +335,7 @@ def test_external_data_is_for_onnx_only(tmp_path: Path) -> None:
     model_path, proto = _files("lenet-v2")
     refused = _cli("convert", str(model_path), "-p", str(proto), "-f", "npz", "--external-data",
                    "-o", str(tmp_path / "w.npz"))
-    assert refused.returncode == 1 and "--external-data is for -f onnx" in refused.stderr
+    assert refused.returncode == 1 and "--external-data is for -f onnx, not -f npz" in refused.stderr
     assert os.listdir(tmp_path) == []
 
 
