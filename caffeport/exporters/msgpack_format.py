@@ -85,11 +85,10 @@ import numpy as np
 from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import ExportOptions, refuse_same_name, register_exporter, shown_name
+from caffeport.exporters.stored import CHUNK_BYTES, little_endian, written_dtype
 from caffeport.ir import Layer, Net
-from caffeport.ir_file import BLOB_KINDS, IR_KEY, IR_VERSION, import_msgpack
+from caffeport.ir_file import IR_KEY, IR_VERSION, import_msgpack
 
-#: the most array bytes converted and handed to ``write`` at once
-CHUNK_BYTES = 16 * 1024 * 1024
 #: Flax's extension type code for an ndarray
 FLAX_NDARRAY_EXT = 1
 #: arrays with more bytes than this are split into chunks, as Flax splits them (msgpack objects stay under 2 GiB)
@@ -132,25 +131,6 @@ def _ext_header(code: int, size: int) -> bytes:
         if size < limit:
             return bytes([type_byte]) + size.to_bytes(width, "big") + bytes([code])
     raise OutputError(f"{size:,} bytes do not fit in one msgpack extension object")
-
-
-def _little_endian(dtype: np.dtype[Any], what: str, layer: str) -> np.dtype[Any]:
-    """The dtype bytes are written in; only plain numbers can be stored."""
-    if dtype.kind not in BLOB_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise ModelStructureError(f"{what} has dtype {dtype}, which is not a plain numeric type", layer=layer)
-    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
-
-
-def _compute_dtype(layer: Layer, blob: Blob, what: str) -> np.dtype[Any]:
-    """Floats at least float32 in a layer a backend converted, the precision Flax variables have.
-
-    Transforms hand over views in the stored precision (fp16 kernels beside the
-    float32 statistics the BatchNorm passes compute); widening fp16 is exact.
-    """
-    dtype = np.dtype(blob.dtype)
-    if layer.target and dtype.kind == "f":
-        dtype = np.promote_types(dtype, np.float32)
-    return _little_endian(dtype, what, layer.name)
 
 
 class _Stream:
@@ -278,7 +258,7 @@ def _flax_variables(net: Net) -> dict[str, dict[str, Any]]:
             node = variables[collection].setdefault(layer.name, {})
             for part in path[:-1]:
                 node = node.setdefault(part, {})
-            node[path[-1]] = _Leaf(blob, _compute_dtype(layer, blob, "/".join(path)))
+            node[path[-1]] = _Leaf(blob, written_dtype(layer, blob, "/".join(path)))
     return variables
 
 
@@ -357,7 +337,7 @@ def _leaves(tree: Mapping[str, Any]) -> Iterator[_Leaf]:
 
 def _blob(stream: _Stream, blob: Blob, layer: str, index: int) -> None:
     """One blob map; the dtype is the blob's own (little-endian), so `load_ir` gives back the same array."""
-    dtype = _little_endian(np.dtype(blob.dtype), f"blob {index}", layer)
+    dtype = little_endian(np.dtype(blob.dtype), f"blob {index}", layer)
     shape = [int(d) for d in blob.shape]
     size = math.prod(shape) * dtype.itemsize
     if size > MAX_BIN_BYTES:

@@ -10,13 +10,9 @@ Layout (what ``numpy.load(path)`` shows):
   `conversion_metadata` (source files, backend, BatchNorm eps values, name
   map, fused layers, target layer classes).
 
-Every blob keeps its dtype where no backend converted its layer: with the
-default backend ``caffe`` an NVIDIA Caffe fp16 blob stays float16 and a
-``double_data`` blob float64, so the file holds the model's exact contents. In
-a layer that a backend converted for a framework (it has a ``target``),
-floating blobs are written in at least float32, the precision frameworks
-load (fp16 widens exactly), so that one layer never mixes fp16 kernels with
-the float32 statistics the BatchNorm passes compute. Arrays are little-endian.
+Every blob is written in the dtype `caffeport.exporters.stored.written_dtype`
+gives: its own where no backend converted its layer (fp16 and float64 kept),
+at least float32 in a converted layer; little-endian.
 
 The file is what ``numpy.savez`` writes (stored, not deflated, ZIP64 entries
 so that blobs over 4 GiB work), but each array is streamed into its zip entry
@@ -51,24 +47,15 @@ from caffeport.exporters.registry import (
     register_exporter,
     shown_name,
 )
+from caffeport.exporters.stored import CHUNK_BYTES, written_dtype
 from caffeport.ir import Layer, Net
 
 #: the key of the conversion metadata; no blob key can take it (blob keys contain a '/')
 METADATA_KEY = "__caffeport__"
-#: the most bytes converted and written at once
-CHUNK_BYTES = 16 * 1024 * 1024
 #: the zip format keeps a member's name length in 16 bits (local header and central directory)
 MAX_MEMBER_NAME_BYTES = 0xFFFF
 #: the oldest date a zip entry can hold: a fixed date makes the output reproducible
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def written_dtype(layer: Layer, blob: Blob) -> np.dtype[Any]:
-    """Little-endian; floats at least float32 in a layer a backend converted (see the module docstring)."""
-    dtype = np.dtype(blob.dtype)
-    if layer.target and dtype.kind == "f":
-        dtype = np.promote_types(dtype, np.float32)
-    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
 def check_member_name(key: str, layer_name: str, alternative: str) -> None:
@@ -99,7 +86,7 @@ def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
             check_member_name(key, layer.name, "or write another format (keras-h5, safetensors, flax and ir take "
                               "such names)")
             owners[key] = layer
-            entries.append((key, blob, written_dtype(layer, blob)))
+            entries.append((key, blob, written_dtype(layer, blob, repr(key))))
     return entries
 
 

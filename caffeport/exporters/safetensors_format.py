@@ -71,10 +71,10 @@ from caffeport.exporters.registry import (
     register_exporter,
     shown_name,
 )
+from caffeport.exporters.stored import CHUNK_BYTES
+from caffeport.exporters.stored import written_dtype as stored_dtype
 from caffeport.ir import Layer, Net
 
-#: the most payload bytes converted and written at once
-CHUNK_BYTES = 16 * 1024 * 1024
 #: readers refuse larger headers (the reference implementation's limit)
 MAX_HEADER_BYTES = 100 * 1000 * 1000
 
@@ -118,12 +118,9 @@ def _metadata(net: Net) -> dict[str, str]:
     return metadata
 
 
-def written_dtype(layer: Layer, name: str, blob: Blob) -> np.dtype[Any]:
-    """Little-endian; floats at least float32 in a layer a backend converted (see the module docstring)."""
-    dtype = np.dtype(blob.dtype)
-    if layer.target and dtype.kind == "f":
-        dtype = np.promote_types(dtype, np.float32)
-    dtype = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+def safetensors_dtype(layer: Layer, name: str, blob: Blob) -> np.dtype[Any]:
+    """`caffeport.exporters.stored.written_dtype`, which safetensors must be able to hold."""
+    dtype = stored_dtype(layer, blob, f"tensor {name!r}")
     if dtype.str not in DTYPES:
         raise ModelStructureError(f"tensor {name!r} has dtype {blob.dtype}, which safetensors cannot hold",
                                   layer=layer.name)
@@ -139,7 +136,7 @@ def _header(net: Net) -> tuple[bytes, list[tuple[Blob, np.dtype[Any]]]]:
             if name in seen:
                 raise refuse_same_name(seen[name], layer, f"the tensor {shown_name(name)}")
             seen[name] = layer
-            tensors.append((name, blob, written_dtype(layer, name, blob)))
+            tensors.append((name, blob, safetensors_dtype(layer, name, blob)))
     tensors.sort(key=lambda t: -t[2].itemsize)  # stable: net order within a width
     header: dict[str, Any] = {"__metadata__": _metadata(net)}
     offset = 0
