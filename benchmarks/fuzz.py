@@ -60,9 +60,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from caffeport.readers.wire import encode_delimited as _ld
-from caffeport.readers.wire import encode_key as _key
-from caffeport.readers.wire import encode_varint as _varint
+from caffeport.codec.wire import encode_delimited as _ld
+from caffeport.codec.wire import encode_key as _key
+from caffeport.codec.wire import encode_varint as _varint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ROOT.parent / "shared" / "caffe-models"
@@ -690,7 +690,7 @@ class Case:
 
 def _numeric_fields(message: str, depth: int = 0) -> list[tuple[tuple[str, ...], str]]:
     """(path, kind) of every numeric field of ``message``, recursing into nested messages (not into blobs)."""
-    from caffeport.readers.caffe_schema import MESSAGES
+    from caffeport.codec.caffe_schema import MESSAGES
 
     found: list[tuple[tuple[str, ...], str]] = []
     for spec in sorted(MESSAGES.get(message, {}).values(), key=lambda s: s.number):
@@ -728,8 +728,8 @@ def _with(params: dict[str, Any], path: tuple[str, ...], value: Any, repeated: b
 
 def structure_cases() -> tuple[list[Case], dict[str, int]]:
     """Every case of the campaign, in a fixed order, and how many there are per layer type."""
+    from caffeport.codec.caffe_schema import PARAM_KEY_BY_NAME, field_by_name
     from caffeport.layers import LAYER_TYPES
-    from caffeport.readers.caffe_schema import PARAM_KEY_BY_NAME, field_by_name
 
     cases: list[Case] = []
     per_type: dict[str, int] = {}
@@ -756,7 +756,7 @@ def structure_cases() -> tuple[list[Case], dict[str, int]]:
 
 
 def _repeated(message: str, path: tuple[str, ...]) -> bool:
-    from caffeport.readers.caffe_schema import MESSAGES
+    from caffeport.codec.caffe_schema import MESSAGES
 
     specs = MESSAGES.get(message, {})
     for i, name in enumerate(path):
@@ -841,8 +841,8 @@ def case_caffemodel(case: Case) -> bytes:
     """The same net as binary V2 (``*_param`` through caffeport's own encoder; fork params have no field number)."""
     import numpy as np
 
+    from caffeport.codec.caffe_schema import LAYER_PARAMS
     from caffeport.exporters.caffemodel import encode_message
-    from caffeport.readers.caffe_schema import LAYER_PARAMS
 
     numbers = {key: (number, message) for number, (key, message) in LAYER_PARAMS.items()}
     out = bytearray(_ld(1, b"fuzz"))

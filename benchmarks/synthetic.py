@@ -28,11 +28,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from caffeport.codec import caffe_schema
 from caffeport.errors import CaffeportError
 from caffeport.exporters.caffemodel import write_caffemodel_stream
 from caffeport.ir import Layer
 from caffeport.output import atomic_output, check_output_path
-from caffeport.readers import caffe_schema
 
 Shape = tuple[int, ...]
 

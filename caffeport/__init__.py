@@ -27,8 +27,8 @@ the source with its own table; a new module is placed there and here.
 
 0. base: ``errors``, and this package's own body (``__version__`` and the
    lazy names above; loading it imports no caffeport module)
-1. codec: the protobuf wire format in both directions and Caffe's schema
-   tables: ``readers.wire``, ``readers.caffe_schema``, ``readers.messages``
+1. codec: ``codec``, the protobuf wire format in both directions and Caffe's
+   schema tables: ``codec.wire``, ``codec.caffe_schema``, ``codec.messages``
 2. file access: memory maps of model files, the file behind each map and
    preads from it (``mapped``), all-or-nothing output files (``output``)
 3. IR: ``ir`` (`Net`, `Layer`, the lazy blob ``Reshaped``) and ``ir_file``
@@ -48,9 +48,8 @@ the source with its own table; a new module is placed there and here.
 10. application: ``conversion`` (`convert`), ``compat``, ``describe``,
     ``progress``, ``cli`` and ``__main__``
 
-The codec lives in the ``readers`` package (modules are not moved while many
-people edit them), so importing it runs the readers' ``__init__.py``: only
-the readers and the layers above them can use it today.
+The codec is a package of its own (``caffeport.codec``), so the writers that
+encode with it (the ``caffe`` exporter, the ONNX writer) load no reader.
 """
 
 from __future__ import annotations

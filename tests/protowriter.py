@@ -8,9 +8,9 @@ import struct
 
 import numpy as np
 
-from caffeport.readers.wire import encode_delimited, encode_key, encode_varint
+from caffeport.codec.wire import encode_delimited, encode_key, encode_varint
 
-#: the wire encoders are caffeport's own (`caffeport.readers.wire`), under short names for building test files
+#: the wire encoders are caffeport's own (`caffeport.codec.wire`), under short names for building test files
 varint = encode_varint
 key = encode_key
 ld = encode_delimited

@@ -63,9 +63,7 @@ LAYERS: dict[str, str] = {
     "caffeport": "base",  # __version__ and the lazy public names (_HOMES), nothing imported when loaded
     "caffeport.errors": "base",
     # the protobuf codec (both directions) and the schema tables
-    "caffeport.readers.wire": "codec",
-    "caffeport.readers.caffe_schema": "codec",
-    "caffeport.readers.messages": "codec",
+    "caffeport.codec": "codec",
     # file access: maps, preads, atomic output
     "caffeport.mapped": "file access",
     "caffeport.output": "file access",

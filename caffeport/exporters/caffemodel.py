@@ -18,7 +18,7 @@ What is written (field numbers from BVLC/NVIDIA ``caffe.proto``):
   when the caller passes them, one ``layer`` (100) per layer;
 - LayerParameter ``name``, ``type``, ``bottom``, ``top``, ``blobs`` (1, 2, 3,
   4, 7) and each ``*_param`` dict of ``layer.params`` as its message, encoded
-  with the schema of `caffeport.readers.caffe_schema`. Keys and fields the
+  with the schema of `caffeport.codec.caffe_schema`. Keys and fields the
   schema does not know (a fork's, kept by the prototxt reader) have no field
   number to write and are skipped;
 - BlobProto ``shape`` (7) always, so legacy 4-D blobs stay 4-D and every blob
@@ -43,14 +43,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from caffeport.blocks import Blob, LazyBlob, Progress, iter_chunks
-from caffeport.errors import ModelStructureError
-from caffeport.exporters.registry import RAW_BACKENDS, ExportOptions, register_exporter
-from caffeport.ir import Layer, Net
-from caffeport.output import atomic_output
-from caffeport.readers import caffe_schema
-from caffeport.readers.blob_proto import RAW_DTYPES
-from caffeport.readers.caffe_schema import FieldSpec
-from caffeport.readers.wire import (
+from caffeport.codec import caffe_schema
+from caffeport.codec.caffe_schema import FieldSpec
+from caffeport.codec.wire import (
     FIXED32,
     FIXED64,
     LENGTH,
@@ -59,6 +54,11 @@ from caffeport.readers.wire import (
     encode_key,
     encode_varint,
 )
+from caffeport.errors import ModelStructureError
+from caffeport.exporters.registry import RAW_BACKENDS, ExportOptions, register_exporter
+from caffeport.ir import Layer, Net
+from caffeport.output import atomic_output
+from caffeport.readers.blob_proto import RAW_DTYPES
 
 __all__ = ["CHUNK_BYTES", "LazyBlob", "encode_message", "write_caffemodel", "write_caffemodel_stream"]
 

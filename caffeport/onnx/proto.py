@@ -6,7 +6,7 @@ CPU (its ``ml_dtypes`` dependency alone 0.7 s here, benchmarks/RESULTS.md
 The exporter builds these small mutable records instead, with the field
 names of onnx's Python classes (``node.input``, ``graph.initializer``,
 ``tensor.raw_data`` ...), and encodes them with
-`caffeport.readers.wire`'s encoder. onnx itself still checks every exported
+`caffeport.codec.wire`'s encoder. onnx itself still checks every exported
 model (`caffeport.onnx.stream.check`, in a child process that runs while the
 weights are written) and parses these bytes for the Python API's
 ``to_onnx`` (`to_model_proto`).
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from caffeport.codec.wire import FIXED32, VARINT, encode_delimited, encode_key, encode_varint
 from caffeport.errors import CaffeportError
-from caffeport.readers.wire import FIXED32, VARINT, encode_delimited, encode_key, encode_varint
 
 ONNX_MISSING = "ONNX export needs the onnx package: pip install 'caffeport[onnx]'"
 #: TensorProto.DataType values caffeport writes

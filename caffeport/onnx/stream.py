@@ -55,9 +55,9 @@ from pathlib import Path
 import numpy as np
 
 from caffeport.blocks import Blob, Progress, iter_placed, pwrite_all, stream_placed
+from caffeport.codec.wire import LENGTH, encode_delimited, encode_key, encode_varint
 from caffeport.onnx.proto import EXTERNAL, FIELDS, FLOAT, Entry, Model, Tensor, require_onnx
 from caffeport.output import PathLike, atomic_output
-from caffeport.readers.wire import LENGTH, encode_delimited, encode_key, encode_varint
 
 #: protobuf cannot parse a message of 2 GiB or more: past it the weights go to a data file (the limit
 #: `caffeport.onnx.export.MAX_PROTO_BYTES` puts on an in-memory model; not imported: export imports this module)

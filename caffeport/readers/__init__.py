@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from caffeport.codec.wire import Reader
 from caffeport.errors import CaffeportError, InputFileError, InternalDecodeError, option_error
 from caffeport.ir import Net
 from caffeport.readers.blob_proto import decode_blob, nonfinite_counts
@@ -31,7 +32,6 @@ from caffeport.readers.files import check_not_foreign, map_file, sniff, sniff_fi
 from caffeport.readers.hdf5_snapshot import read_hdf5_snapshot
 from caffeport.readers.merge import merge
 from caffeport.readers.prototxt import read_prototxt
-from caffeport.readers.wire import Reader
 from caffeport.shapes import infer_shapes
 
 PathLike = str | os.PathLike[str]

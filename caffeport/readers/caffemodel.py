@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from caffeport.codec import caffe_schema
+from caffeport.codec.messages import decode_message
+from caffeport.codec.wire import LENGTH, VARINT, Field, Reader, signed64
 from caffeport.errors import CaffeportError, DecodeError, InputFileError, option_error
 from caffeport.ir import Layer, Net, Shape
-from caffeport.readers import caffe_schema, v0_layers
+from caffeport.readers import v0_layers
 from caffeport.readers.blob_proto import decode_blob
 from caffeport.readers.files import check_not_foreign, map_file, sniff
-from caffeport.readers.messages import decode_message
 from caffeport.readers.net_common import (
     LAYER_COST,
     input_layer_shapes,
@@ -25,7 +27,6 @@ from caffeport.readers.net_common import (
     v1_type_name,
     warn_duplicate_names,
 )
-from caffeport.readers.wire import LENGTH, VARINT, Field, Reader, signed64
 
 # NetParameter
 _NET_NAME, _NET_LAYERS_V1, _NET_INPUT, _NET_INPUT_DIM, _NET_INPUT_SHAPE, _NET_LAYER = 1, 2, 3, 4, 8, 100

@@ -10,9 +10,9 @@ layering in `caffeport`'s docstring, enforced by ``tests/test_layering.py``).
 
 from __future__ import annotations
 
+from caffeport.codec import caffe_schema
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net, Shape
-from caffeport.readers import caffe_schema
 from caffeport.readers.blob_proto import MAX_AXES
 
 #: what one layer counts against the reader's object budget (the Layer, its lists and dicts)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from caffeport.codec import caffe_schema, wire
 from caffeport.errors import CaffeportError, InputFileError, ModelStructureError
 from caffeport.ir import Layer, Net
-from caffeport.readers import caffe_schema, v0_layers, wire
+from caffeport.readers import v0_layers
 from caffeport.readers.net_common import (
     LAYER_COST,
     input_layer_shapes,

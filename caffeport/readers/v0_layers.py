@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from caffeport.codec import caffe_schema
+from caffeport.codec.caffe_schema import FieldSpec
+from caffeport.codec.messages import decode_message
+from caffeport.codec.wire import LENGTH, Reader
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net
-from caffeport.readers import caffe_schema
 from caffeport.readers.blob_proto import decode_blob
-from caffeport.readers.caffe_schema import FieldSpec
-from caffeport.readers.messages import decode_message
-from caffeport.readers.wire import LENGTH, Reader
 
 _BLOBS = 50
 

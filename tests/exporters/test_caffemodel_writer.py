@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import caffeport
+from caffeport.codec.wire import Reader
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters import caffemodel as writer
 from caffeport.exporters.caffemodel import write_caffemodel, write_caffemodel_stream
 from caffeport.ir import Layer, Net
-from caffeport.readers.wire import Reader
 from tests.conftest import SHARED_MODELS, models_dir
 
 

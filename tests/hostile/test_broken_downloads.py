@@ -1,7 +1,7 @@
 """The files users get instead of a model, and the messages that tell them what they have (issues 14.9, 15.7, 15.9).
 
 A truncated download names the layer whose bytes are cut (found here by walking the whole file's top-level fields
-with `caffeport.readers.wire`), not the last complete one. A Git LFS pointer, a saved HTML page, a compressed or
+with `caffeport.codec.wire`), not the last complete one. A Git LFS pointer, a saved HTML page, a compressed or
 archived model and a UTF-16 prototxt are recognised wherever a caffemodel, prototxt or binaryproto is read, and
 the message says what the file is and what to do. A mean file given as a caffemodel points to `caffeport mean`.
 Warnings name what they are about: the layers holding a fork's fields, the TRAIN-only layer a net's input comes
@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 import caffeport
+from caffeport.codec.wire import LENGTH, Reader
 from caffeport.errors import CaffeportError, DecodeError, InputFileError, InternalDecodeError
 from caffeport.readers.prototxt_text import parse_text_file
-from caffeport.readers.wire import LENGTH, Reader
 from tests import protowriter as pw
 from tests.conftest import models_dir
 from tests.hostile.hostile_helpers import HANG_SECONDS, hang_guard

@@ -290,7 +290,7 @@ def test_object_budget_refuses_millions_of_empty_layers(tmp_path: Path) -> None:
 def test_object_budget_counts_names_values_blobs_and_layers(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Every kept object counts (scaled down 100x here: the real budget takes ~30 s of decoding to exhaust)."""
-    monkeypatch.setattr(caffeport.readers.wire, "MAX_OBJECTS", 20_000)
+    monkeypatch.setattr(caffeport.codec.wire, "MAX_OBJECTS", 20_000)
     many = {
         "names": pw.ld(100, pw.string(1, "ab") + b"".join(pw.string(3, f"{i:02d}") for i in range(100))) * 300,
         "values": _layer("c", extra=pw.ld(106, pw.ld(1, pw.varint(1) * 25_000))),  # convolution_param.pad

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import caffeport
-from caffeport.readers.wire import encode_varint
+from caffeport.codec.wire import encode_varint
 from tests.conftest import models_dir
 from tests.hostile.hostile_helpers import check_clean, varint_positions
 

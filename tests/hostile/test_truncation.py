@@ -26,8 +26,8 @@ import h5py
 import numpy as np
 
 import caffeport
+from caffeport.codec.wire import LENGTH, Reader
 from caffeport.errors import CaffeportError, InternalDecodeError
-from caffeport.readers.wire import LENGTH, Reader
 from tests.conftest import models_dir
 
 #: files up to this size are cut at every byte

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from caffeport.errors import ModelStructureError
-from caffeport.readers.caffe_schema import (
+from caffeport.codec.caffe_schema import (
     ENUMS,
     LAYER_PARAMS,
     MESSAGES,
@@ -33,6 +32,7 @@ from caffeport.readers.caffe_schema import (
     field_by_name,
     normalize,
 )
+from caffeport.errors import ModelStructureError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTES = PROJECT_ROOT.parent / "shared" / "notes" / "caffe-format.md"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from caffeport.readers import caffe_schema
-from caffeport.readers.caffe_schema import FieldSpec
-from caffeport.readers.wire import FIXED32, FIXED64, LENGTH, VARINT, Field, Reader, signed64, zigzag
+from caffeport.codec import caffe_schema
+from caffeport.codec.caffe_schema import FieldSpec
+from caffeport.codec.wire import FIXED32, FIXED64, LENGTH, VARINT, Field, Reader, signed64, zigzag
 
 _MAX_DEPTH = 32
 _VARINT_KINDS = frozenset({"int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool", "enum"})
