@@ -74,18 +74,6 @@ class ConvertResult:
         return "\n".join(lines)
 
 
-#: per output format: the framework that loads it, its BatchNorm layer and default eps, where the file keeps Caffe's
-_EPS_TARGETS: dict[str, tuple[str, str, float, str]] = {
-    "keras-h5": ("Keras", "BatchNormalization(epsilon=...)", 1e-3, "the file's 'caffeport' attribute, batchnorm_eps"),
-    "keras3": ("Keras", "BatchNormalization(epsilon=...)", 1e-3, "your model: set epsilon where you build it"),
-    "safetensors": ("PyTorch", "nn.BatchNorm2d(C, eps=...)", 1e-5, "the file's metadata, batchnorm_eps"),
-    "flax": ("Flax", "nn.BatchNorm(epsilon=...)", 1e-5, "not in the msgpack file: note it here"),
-}
-
-#: formats that generate the model's code: each BatchNorm is built there with Caffe's own eps
-_CODE_FORMATS = {"torch-code": "model.py", "keras-code": "model.py"}
-
-
 def eps_hint(eps: dict[str, float], format: str) -> str:
     """What a user of ``format`` must know of Caffe's BatchNorm eps: the values that differ from the target's default.
 
@@ -95,12 +83,13 @@ def eps_hint(eps: dict[str, float], format: str) -> str:
     """
     values = sorted(set(eps.values()))
     listed = ", ".join(f"{v:g}" for v in values)
-    if format in _CODE_FORMATS:
-        return f"BatchNorm eps: {listed}, set in the generated {_CODE_FORMATS[format]}: nothing to set"
-    target = _EPS_TARGETS.get(format)
+    exporter = load_exporters(format).get(format)
+    target = exporter.eps if exporter is not None else None  # (the format's own `Exporter.eps`)
+    if target is not None and target.code_file is not None:
+        return f"BatchNorm eps: {listed}, set in the generated {target.code_file}: nothing to set"
     if target is None:
         return f"BatchNorm eps: {listed} (stored with the weights, batchnorm_eps)"
-    framework, build, default, where = target
+    framework, build, default, where = target.framework, target.build, target.default, target.where
     differ = {name: v for name, v in eps.items() if not math.isclose(v, default, rel_tol=1e-6)}
     if not differ:
         return f"BatchNorm eps: {listed} everywhere, {framework}'s default: nothing to set"

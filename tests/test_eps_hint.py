@@ -47,3 +47,12 @@ def test_generated_code_sets_every_eps_itself(tmp_path: Path) -> None:
     assert line == "BatchNorm eps: 1e-05, 0.001, set in the generated model.py: nothing to set"
     code = (tmp_path / "w" / "model.py").read_text()
     assert code.count("eps=0.001") == 1 and code.count("eps=1e-05") == 5  # the claim holds: each layer's own value
+
+
+def test_each_format_says_where_its_users_meet_the_eps() -> None:
+    """The hint comes from the format's own registration (`Exporter.eps`): every code format sets Caffe's eps in
+    its model.py, Flax's code included; a format without one stores the values with the weights."""
+    for name in ("torch-code", "keras-code", "flax-code"):
+        assert eps_hint({"bn": 2e-5}, name) == "BatchNorm eps: 2e-05, set in the generated model.py: nothing to set"
+    assert "Keras's default is 0.001" in eps_hint({"bn": 1e-5}, "keras3")
+    assert eps_hint({"bn": 1e-5}, "caffe") == "BatchNorm eps: 1e-05 (stored with the weights, batchnorm_eps)"

@@ -15,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from caffeport.exporters.code_folder import write_code_folder
-from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.exporters.registry import EpsTarget, ExportOptions, register_exporter
 from caffeport.ir import Net
 
 
-@register_exporter("flax-code", suffix="", default_backend="torch", backends=("torch",), directory=True,
+@register_exporter("flax-code",
+                   eps=EpsTarget(code_file="model.py"),
+                   suffix="", default_backend="torch", backends=("torch",), directory=True,
                    description="a folder: standalone Flax linen model.py + weights.msgpack (load_model())")
 def write_flax_code(net: Net, path: Path, options: ExportOptions) -> None:
     """Fill the (empty, temporary) directory ``path`` with model.py, weights.msgpack and README.md."""

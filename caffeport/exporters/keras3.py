@@ -27,7 +27,13 @@ from typing import Any
 import h5py
 
 from caffeport.errors import CaffeportError, OutputError, option_error
-from caffeport.exporters.registry import KERAS_BACKENDS, ExportOptions, conversion_metadata, register_exporter
+from caffeport.exporters.registry import (
+    KERAS_BACKENDS,
+    EpsTarget,
+    ExportOptions,
+    conversion_metadata,
+    register_exporter,
+)
 from caffeport.ir import Net, ReportEntry
 from caffeport.keras_model import AssignReport, assign_weights, is_keras3_model, load_keras_model
 
@@ -35,7 +41,10 @@ WEIGHTS_SUFFIX = ".weights.h5"
 MODEL_SUFFIX = ".keras"
 
 
-@register_exporter("keras3", suffix=WEIGHTS_SUFFIX, default_backend="tensorflow", backends=KERAS_BACKENDS,
+@register_exporter("keras3",
+                   eps=EpsTarget("Keras", "BatchNormalization(epsilon=...)", 1e-3,
+                                 "your model: set epsilon where you build it"),
+                   suffix=WEIGHTS_SUFFIX, default_backend="tensorflow", backends=KERAS_BACKENDS,
                    other_suffixes=(MODEL_SUFFIX,), options=("keras_model", "allow_partial", "save_model"),
                    check=lambda output, options: check_output_name(output, options.save_model),
                    description="Keras 3 .weights.h5 (or .keras with --save-model) for a model given by --keras-model; "

@@ -14,11 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from caffeport.exporters.code_folder import write_code_folder
-from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.exporters.registry import EpsTarget, ExportOptions, register_exporter
 from caffeport.ir import Net
 
 
-@register_exporter("keras-code", suffix="", default_backend="torch", backends=("torch",), directory=True,
+@register_exporter("keras-code",
+                   eps=EpsTarget(code_file="model.py"),
+                   suffix="", default_backend="torch", backends=("torch",), directory=True,
                    description="a folder: standalone Keras 3 model.py + weights.h5 (load_model())")
 def write_keras_code(net: Net, path: Path, options: ExportOptions) -> None:
     """Fill the (empty, temporary) directory ``path`` with model.py, weights.h5 and README.md."""

@@ -34,6 +34,7 @@ from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.exporters.registry import (
     KERAS_BACKENDS,
     RAW_BACKENDS,
+    EpsTarget,
     ExportOptions,
     conversion_metadata,
     file_safe_names,
@@ -123,7 +124,10 @@ def _exported(layer: Layer, options: ExportOptions) -> bool:
     return bool(layer.blobs) or options.include_weightless
 
 
-@register_exporter("keras-h5", suffix=".h5", default_backend="tensorflow", backends=(*KERAS_BACKENDS, *RAW_BACKENDS),
+@register_exporter("keras-h5",
+                   eps=EpsTarget("Keras", "BatchNormalization(epsilon=...)", 1e-3,
+                                 "the file's 'caffeport' attribute, batchnorm_eps"),
+                   suffix=".h5", default_backend="tensorflow", backends=(*KERAS_BACKENDS, *RAW_BACKENDS),
                    description="Keras 2 HDF5 weights for load_weights(path, by_name=True) (Keras 3 and tf_keras)")
 def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     """Write the structure with h5py, then stream the weights into their places.

@@ -84,7 +84,7 @@ import numpy as np
 
 from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
-from caffeport.exporters.registry import ExportOptions, refuse_same_name, register_exporter, shown_name
+from caffeport.exporters.registry import EpsTarget, ExportOptions, refuse_same_name, register_exporter, shown_name
 from caffeport.exporters.stored import CHUNK_BYTES, little_endian, written_dtype
 from caffeport.ir import Layer, Net
 from caffeport.ir_file import IR_KEY, IR_VERSION, import_msgpack
@@ -310,7 +310,9 @@ def _flax_tree(stream: _Stream, tree: Mapping[str, Any]) -> None:
             _flax_leaf(stream, value)
 
 
-@register_exporter("flax", suffix=".msgpack", default_backend="tensorflow", backends=("tensorflow", "cntk"),
+@register_exporter("flax",
+                   eps=EpsTarget("Flax", "nn.BatchNorm(epsilon=...)", 1e-5, "not in the msgpack file: note it here"),
+                   suffix=".msgpack", default_backend="tensorflow", backends=("tensorflow", "cntk"),
                    description="Flax variables {'params', 'batch_stats'} as flax.serialization.msgpack_serialize")
 def write_flax(net: Net, path: Path, options: ExportOptions) -> None:
     """Write ``net``'s Flax variables to ``path``; layers without blobs have no variables, whatever ``options``."""

@@ -60,6 +60,20 @@ FORMAT_OPTIONS = ("keras_model", "allow_partial", "save_model", "opset", "dynami
 
 
 @dataclass(frozen=True)
+class EpsTarget:
+    """Where a format's users meet Caffe's BatchNorm eps (`caffeport.conversion.eps_hint` says what to do)."""
+
+    #: the framework that loads the file, its BatchNorm layer, that layer's default eps
+    framework: str = ""
+    build: str = ""
+    default: float = 0.0
+    #: where the file keeps Caffe's values per layer
+    where: str = ""
+    #: a code format: the generated file that builds each BatchNorm with Caffe's own eps (nothing to set)
+    code_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Exporter:
     name: str
     write: Writer
@@ -80,6 +94,8 @@ class Exporter:
     options: tuple[str, ...] = ()
     #: its own check of the final output name and the options, before anything is read
     check: OutputCheck | None = None
+    #: what its users must do with Caffe's BatchNorm eps (None: the eps values are stored with the weights)
+    eps: EpsTarget | None = None
 
 
 EXPORTERS: dict[str, Exporter] = {}
@@ -93,7 +109,7 @@ RAW_BACKENDS = ("caffe", "pycaffe")
 def register_exporter(
     name: str, *, suffix: str, default_backend: str, description: str, backends: tuple[str, ...] | None = None,
     other_suffixes: tuple[str, ...] = (), directory: bool = False, options: tuple[str, ...] = (),
-    check: OutputCheck | None = None,
+    check: OutputCheck | None = None, eps: EpsTarget | None = None,
 ) -> Callable[[Writer], Writer]:
     unknown = sorted(set(options) - set(FORMAT_OPTIONS))
     if unknown:
@@ -103,7 +119,7 @@ def register_exporter(
         if name in EXPORTERS:
             raise ValueError(f"an exporter named {name!r} is already registered")
         EXPORTERS[name] = Exporter(name, _naming_model(write), suffix, default_backend, description, backends,
-                                   other_suffixes, directory, tuple(options), check)
+                                   other_suffixes, directory, tuple(options), check, eps)
         return write
 
     return register

@@ -65,6 +65,7 @@ import numpy as np
 from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import (
+    EpsTarget,
     ExportOptions,
     conversion_metadata,
     refuse_same_name,
@@ -154,7 +155,9 @@ def _header(net: Net) -> tuple[bytes, list[tuple[Blob, np.dtype[Any]]]]:
 
 
 
-@register_exporter("safetensors", suffix=".safetensors", default_backend="torch",
+@register_exporter("safetensors",
+                   eps=EpsTarget("PyTorch", "nn.BatchNorm2d(C, eps=...)", 1e-5, "the file's metadata, batchnorm_eps"),
+                   suffix=".safetensors", default_backend="torch",
                    description="safetensors with PyTorch state_dict names (load_state_dict(load_file(path)))")
 def write_safetensors(net: Net, path: Path, options: ExportOptions) -> None:
     """Write ``net``'s tensors to ``path``; layers without blobs have nothing to store, whatever ``options``."""

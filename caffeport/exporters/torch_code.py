@@ -23,12 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from caffeport.exporters.code_folder import write_code_folder
-from caffeport.exporters.registry import ExportOptions, register_exporter
+from caffeport.exporters.registry import EpsTarget, ExportOptions, register_exporter
 from caffeport.exporters.safetensors_format import write_safetensors
 from caffeport.ir import Net
 
 
-@register_exporter("torch-code", suffix="", default_backend="torch", backends=("torch",), directory=True,
+@register_exporter("torch-code",
+                   eps=EpsTarget(code_file="model.py"),
+                   suffix="", default_backend="torch", backends=("torch",), directory=True,
                    description="a folder: standalone PyTorch model.py + weights.safetensors (load_model())")
 def write_torch_code(net: Net, path: Path, options: ExportOptions) -> None:
     """Fill the (empty, temporary) directory ``path`` with model.py, weights.safetensors and README.md."""
