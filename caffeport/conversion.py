@@ -42,11 +42,11 @@ class ConvertResult:
 
     @property
     def batchnorm_eps(self) -> dict[str, float]:
-        return dict(self.net.metadata.get("batchnorm_eps", {}))
+        return dict(self.net.conversion.batchnorm_eps)
 
     @property
     def name_map(self) -> dict[str, str]:
-        return dict(self.net.metadata.get("name_map", {}))
+        return dict(self.net.conversion.name_map)
 
     @property
     def warnings(self) -> list[str]:

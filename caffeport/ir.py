@@ -133,6 +133,60 @@ class MatchReport:
         return not self.missing_weights and not self.unused_weights
 
 
+#: Conversion.data_format values: the layout a backend's weights are for (None: Caffe's own)
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+@dataclass
+class Conversion:
+    """What the transforms recorded of the net they made, typed: the facts exporters and generators read.
+
+    It replaces an untyped ``metadata`` dict that passes and exporters agreed on by key. Stored in converted
+    files (`caffeport.exporters.registry.conversion_metadata`) and in the IR file (`as_dict` / `from_dict`).
+    """
+
+    #: the backend whose passes ran (None: a net as read)
+    backend: str | None = None
+    #: the tensor layout the weights are for: one of `DATA_FORMATS`, or None (Caffe's own, NCHW)
+    data_format: str | None = None
+    #: BatchNorm layer -> Caffe's eps (the frameworks' defaults differ)
+    batchnorm_eps: dict[str, float] = field(default_factory=dict)
+    #: BatchNorm layer -> the Scale layer folded into it
+    fused: dict[str, str] = field(default_factory=dict)
+    #: Caffe layer name -> the name written (where Caffe's is not valid in the target)
+    name_map: dict[str, str] = field(default_factory=dict)
+    #: rewritten for row-major images (``--matlab``)
+    matlab: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "data_format": self.data_format, "batchnorm_eps": dict(self.batchnorm_eps),
+                "fused": dict(self.fused), "name_map": dict(self.name_map), "matlab": self.matlab}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Conversion:
+        """The record `as_dict` wrote; ``TypeError`` or ``ValueError`` naming the first field of the wrong kind."""
+        unknown = sorted(set(values) - {"backend", "data_format", "batchnorm_eps", "fused", "name_map", "matlab"})
+        if unknown:
+            raise ValueError(f"unknown conversion fields {unknown}")
+        backend, data_format = values.get("backend"), values.get("data_format")
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError("conversion 'backend' is not a string")
+        if data_format is not None and data_format not in DATA_FORMATS:
+            raise ValueError(f"conversion 'data_format' {data_format!r} is not one of {DATA_FORMATS}")
+        maps: dict[str, dict[str, Any]] = {}
+        for key, kind in (("batchnorm_eps", (int, float)), ("fused", str), ("name_map", str)):
+            entries = values.get(key, {})
+            if not isinstance(entries, dict) or not all(isinstance(k, str) and isinstance(v, kind) and
+                                                        not isinstance(v, bool) for k, v in entries.items()):
+                raise TypeError(f"conversion {key!r} is not a map of names to {getattr(kind, '__name__', 'numbers')}")
+            maps[key] = entries
+        matlab = values.get("matlab", False)
+        if not isinstance(matlab, bool):
+            raise TypeError("conversion 'matlab' is not a boolean")
+        return cls(backend, data_format, {k: float(v) for k, v in maps["batchnorm_eps"].items()}, dict(maps["fused"]),
+                   dict(maps["name_map"]), matlab)
+
+
 @dataclass
 class Net:
     """A whole net: layers in file order plus where they came from."""
@@ -150,8 +204,8 @@ class Net:
     warnings: list[str] = field(default_factory=list)
     #: what transforms did, layer by layer (empty for a net as read)
     report: list[ReportEntry] = field(default_factory=list)
-    #: set by transforms and stored in outputs: backend, BatchNorm eps values, name map, ...
-    metadata: dict[str, Any] = field(default_factory=dict)
+    #: what the transforms recorded (empty for a net as read)
+    conversion: Conversion = field(default_factory=Conversion)
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)

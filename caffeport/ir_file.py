@@ -27,8 +27,8 @@ key                    value
 ``warnings``           array of str
 ``match``              nil, or map ``{"missing_weights": [str], "unused_weights": [str]}``
 ``report``             array of maps ``{"layer": str, "action": str, "detail": str}``
-``metadata``           map of msgpack values: what transforms recorded (``backend``,
-                       ``batchnorm_eps``, ``name_map``, ``fused``, ``data_format``, ...)
+``metadata``           map: what transforms recorded (`caffeport.ir.Conversion`: ``backend``,
+                       ``data_format``, ``batchnorm_eps``, ``fused``, ``name_map``, ``matlab``)
 ``layers``             array of layer maps, in net order (below)
 =====================  ===================================================================
 
@@ -66,7 +66,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from caffeport.errors import CaffeportError, DecodeError, InputFileError
-from caffeport.ir import Layer, MatchReport, Net, ReportEntry
+from caffeport.ir import Conversion, Layer, MatchReport, Net, ReportEntry
 
 #: the key that marks a caffeport IR file, holding its format version
 IR_KEY = "caffeport_ir"
@@ -130,6 +130,12 @@ class _Reader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
 
+    def conversion(self, values: dict[str, Any]) -> Conversion:
+        try:
+            return Conversion.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            self.fail(f"'metadata': {exc}")
+
     def fail(self, message: str, layer: str | None = None) -> NoReturn:
         raise DecodeError(message, path=self.path, layer=layer)
 
@@ -177,7 +183,7 @@ class _Reader:
                 unused_weights=self.strings(match.get("unused_weights"), "match.unused_weights")),
             warnings=self.strings(self.field(doc, "warnings", list), "warnings"),
             report=report,
-            metadata=self.field(doc, "metadata", dict),
+            conversion=self.conversion(self.field(doc, "metadata", dict)),
         )
 
     def layer(self, item: Any) -> Layer:

@@ -385,7 +385,7 @@ def _pair(model: Any, sources: dict[str, _Source], eps: dict[str, float] | None 
 
 
 def _net_sources(net: Net) -> dict[str, _Source]:
-    if net.layers and not net.metadata.get("data_format"):
+    if net.layers and not net.conversion.data_format:
         raise CaffeportError("the weights are not in a Keras layout: convert with a Keras backend "
                              "(tensorflow, cntk, channels_first or theano)")
     return {layer.name: _Source(list(layer.weight_names[: len(layer.blobs)]),
@@ -412,7 +412,7 @@ def assign_weights(model: Any, net: Net, *, allow_partial: bool = False) -> Assi
     the model has no place for are only reported: a model may leave out a
     head on purpose.
     """
-    eps = _renamed(net.metadata.get("batchnorm_eps", {}), net.metadata.get("name_map", {}))
+    eps = _renamed(net.conversion.batchnorm_eps, net.conversion.name_map)
     report, plan = _pair(model, _net_sources(net), eps)
     problems = [str(m) for m in report.mismatches]
     problems += [f"{name}: no converted weights of that name (it would keep its initial values)"

@@ -62,7 +62,7 @@ MATLAB_NOTE = ("Converted with --matlab: the net was trained in MATLAB on transp
 
 def matlab_note(net: Net) -> str:
     """``MATLAB_NOTE`` for a net the ``matlab_row_major`` pass rewrote, else nothing."""
-    return MATLAB_NOTE if net.metadata.get("matlab") else ""
+    return MATLAB_NOTE if net.conversion.matlab else ""
 
 
 def sha256(path: str) -> str:

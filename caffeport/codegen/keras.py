@@ -973,7 +973,7 @@ def generate(net: Net) -> KerasModel:
     """The ``model.py`` of ``net`` (transformed with the torch backend) and the weights it loads."""
     if not net.inputs or any(not shape for shape in net.inputs.values()):
         raise CaffeportError("keras-code needs the net's input shapes: give the deploy prototxt")
-    caffe_names = {new: old for old, new in net.metadata.get("name_map", {}).items()}
+    caffe_names = {new: old for old, new in net.conversion.name_map.items()}
     names, variables = _Names(), _Names()  # Keras layer names; the variables holding the tops
     for taken in ("keras", "layers", "np", "h5py", "Path", "tops", "outputs", "build_model", "load_model", "WEIGHTS",
                   "stub", "NAME_MAP", "return_all", *HELPERS):

@@ -103,7 +103,7 @@ def generate(net: Net) -> GeneratedModel:
     """The ``model.py`` of ``net`` (transformed with the torch backend) and the weights it loads."""
     if not net.inputs or any(not shape for shape in net.inputs.values()):
         raise CaffeportError("torch-code needs the net's input shapes: give the deploy prototxt")
-    caffe_names = {new: old for old, new in net.metadata.get("name_map", {}).items()}
+    caffe_names = {new: old for old, new in net.conversion.name_map.items()}
     attrs, variables = _Names(), _Names()
     current: dict[str, str] = {name: variables(name) for name in net.inputs}
     init: list[str] = []

@@ -156,7 +156,7 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
                     dataset[...] = np.asarray(blob, dtype="<f4")
             write_names_attribute(group.attrs, "weight_names", full_names)
             names.append(layer_name)
-        backend = str(net.metadata.get("backend", "tensorflow"))
+        backend = str(net.conversion.backend or "tensorflow")
         write_names_attribute(f.attrs, "layer_names", names)
         f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()
         f.attrs["keras_version"] = KERAS_VERSION.encode()

@@ -389,7 +389,7 @@ def write_ir(net: Net, path: Path, options: ExportOptions) -> None:
         ("inputs", {name: [int(d) for d in shape] for name, shape in net.inputs.items()}),
         ("warnings", list(net.warnings)), ("match", match),
         ("report", [{"layer": e.layer, "action": e.action, "detail": e.detail} for e in net.report]),
-        ("metadata", net.metadata),
+        ("metadata", net.conversion.as_dict()),
     ]
     blobs = [blob for layer in net.layers for blob in layer.blobs]
     progress = Progress(options.progress, sum(math.prod(b.shape) * np.dtype(b.dtype).itemsize for b in blobs),

@@ -172,13 +172,13 @@ def conversion_metadata(net: Net) -> dict[str, object]:
     return {
         "source": {"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path, "format": net.format,
                    "name": net.name},
-        "backend": net.metadata.get("backend"),
-        "data_format": net.metadata.get("data_format"),
-        "batchnorm_eps": net.metadata.get("batchnorm_eps", {}),
-        "name_map": net.metadata.get("name_map", {}),
-        "fused": net.metadata.get("fused", {}),
+        "backend": net.conversion.backend,
+        "data_format": net.conversion.data_format,
+        "batchnorm_eps": net.conversion.batchnorm_eps,
+        "name_map": net.conversion.name_map,
+        "fused": net.conversion.fused,
         "targets": {layer.name: layer.target for layer in net.layers if layer.target},
-        **({"matlab": True} if net.metadata.get("matlab") else {}),  # rewritten for row-major images (--matlab)
+        **({"matlab": True} if net.conversion.matlab else {}),  # rewritten for row-major images (--matlab)
     }
 
 

@@ -109,7 +109,7 @@ def layer_tensors(layer: Layer) -> list[tuple[str, Blob]]:
 
 def _metadata(net: Net) -> dict[str, str]:
     metadata: dict[str, str] = {}
-    if net.metadata.get("backend") == "torch":
+    if net.conversion.backend == "torch":
         metadata["format"] = "pt"
     for key, value in conversion_metadata(net).items():
         if isinstance(value, str):

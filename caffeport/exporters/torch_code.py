@@ -20,6 +20,7 @@ called) are listed in the convert summary's warnings, in the README and in
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from caffeport.exporters.code_folder import write_code_folder
@@ -38,8 +39,8 @@ def write_torch_code(net: Net, path: Path, options: ExportOptions) -> None:
     from caffeport.codegen.torch import WEIGHTS_FILE
 
     model = generate(net)
-    metadata = {**net.metadata, "name_map": model.name_map}
+    conversion = dataclasses.replace(net.conversion, name_map=dict(model.name_map))
     weights = Net(name=net.name, layers=model.weights, inputs=dict(net.inputs), format=net.format,
-                  caffemodel_path=net.caffemodel_path, prototxt_path=net.prototxt_path, metadata=metadata)
+                  caffemodel_path=net.caffemodel_path, prototxt_path=net.prototxt_path, conversion=conversion)
     write_safetensors(weights, path / WEIGHTS_FILE, options)
     write_code_folder(net, path, "torch-code", model.source, readme(model), model.stubs)

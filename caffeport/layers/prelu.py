@@ -67,7 +67,7 @@ class PReLU(SameShape):
             alpha = slope
         else:
             spatial = len(shape) - 2  # axes after (N, C)
-            if net.metadata.get("data_format") == "channels_first":
+            if net.conversion.data_format == "channels_first":
                 alpha = slope.reshape(slope.size, *([1] * spatial))
             else:
                 alpha = slope.reshape(*([1] * spatial), slope.size)

@@ -100,7 +100,7 @@ class LayerType:
         assign by) and ``target`` (the Keras class); returns extra layers for
         blobs Keras keeps in a layer of their own (an Embed bias). Called by the
         ``keras_layout`` pass for layers with blobs, after the BatchNorm and LSTM
-        gate passes; ``net.metadata["data_format"]`` is set. A type that does not
+        gate passes; ``net.conversion.data_format`` is set. A type that does not
         override it is passed through (or skipped) as unknown.
         """
         raise NotImplementedError

@@ -30,7 +30,7 @@ def _eps(value: object) -> float:
 @register_pass("batchnorm_scale_factor", provides=("batchnorm_normalized",))
 def batchnorm_scale_factor(net: Net, options: Options) -> None:
     """Turn (mean*s, var*s, s) into (mean, var), computed as Caffe does: times 1/s in float32, 0 when s is 0."""
-    eps_values: dict[str, float] = net.metadata.setdefault("batchnorm_eps", {})
+    eps_values: dict[str, float] = net.conversion.batchnorm_eps
     for layer in net.layers:
         if layer.type != "BatchNorm" or not layer.blobs:
             continue
@@ -56,7 +56,7 @@ def fuse_batchnorm_scale(net: Net, options: Options) -> None:
     otherwise some layer needs the BatchNorm output alone and both stay.
     A BatchNorm without a Scale keeps [mean, var].
     """
-    fused: dict[str, str] = net.metadata.setdefault("fused", {})
+    fused: dict[str, str] = net.conversion.fused
     graph = BlobIndex(net)
     for index, layer in enumerate(net.layers):
         if layer.type != "BatchNorm" or len(layer.blobs) != 2 or len(layer.tops) != 1:

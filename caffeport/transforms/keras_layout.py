@@ -16,12 +16,12 @@ from caffeport.transforms.registry import Options, register_pass
 
 @register_pass("channels_last", provides=("data_format", "channels_last"))
 def channels_last(net: Net, options: Options) -> None:
-    net.metadata["data_format"] = "channels_last"
+    net.conversion.data_format = "channels_last"
 
 
 @register_pass("channels_first", provides=("data_format",))
 def channels_first(net: Net, options: Options) -> None:
-    net.metadata["data_format"] = "channels_first"
+    net.conversion.data_format = "channels_first"
 
 
 @register_pass("keras_layout", requires=("data_format", "lstm_gates_ifgo", "batchnorm_fused"),

@@ -399,7 +399,7 @@ def matlab_row_major(net: Net, options: Options) -> None:
         if states[name] == SWAPPED:
             note(net, name, INPUT, f"input shape {list(shape)} -> {list(net.inputs[name])}: H and W swapped")
     _check_shapes(net, expected)
-    net.metadata["matlab"] = True
+    net.conversion.matlab = True
 
 
 def _check_shapes(net: Net, expected: list[list[Shape | None]]) -> None:

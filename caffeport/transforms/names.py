@@ -40,7 +40,7 @@ def sanitize_names_torch(net: Net, options: Options) -> None:
 
 
 def _sanitize(net: Net, unsafe: re.Pattern[str]) -> None:
-    name_map: dict[str, str] = net.metadata.setdefault("name_map", {})
+    name_map: dict[str, str] = net.conversion.name_map
     owners: dict[str, str] = {}
     for layer in net.layers:
         new = safe_name(layer.name, unsafe)

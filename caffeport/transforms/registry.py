@@ -94,7 +94,7 @@ def transform(net: Net, backend: str = "tensorflow", options: Options | None = N
     with naming_file(model_file(net)):  # a pass's complaint names the layer; the one line must name the file too
         check_net(net)  # weights that do not fit their layers are refused, as Caffe refuses them
         result = _copy_structure(net)
-        result.metadata["backend"] = backend
+        result.conversion.backend = backend
         for name in [*_option_passes(options), *BACKENDS[backend]]:
             PASSES[name](result, options)
     return result

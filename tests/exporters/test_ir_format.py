@@ -15,7 +15,7 @@ import pytest
 
 import caffeport
 from caffeport.errors import CaffeportError, DecodeError, InputFileError, ModelStructureError
-from caffeport.ir import Layer, MatchReport, Net, ReportEntry
+from caffeport.ir import Conversion, Layer, MatchReport, Net, ReportEntry
 from caffeport.ir_file import IR_KEY, IR_VERSION, load_ir
 from tests.conftest import SHARED_MODELS, models_dir
 from tests.exporters.format_helpers import (
@@ -38,7 +38,7 @@ def _shared_caffemodels() -> list[str]:
 
 def _assert_same_ir(got: Net, want: Net) -> None:
     for attribute in ("name", "format", "inputs", "caffemodel_path", "prototxt_path", "match", "warnings",
-                      "report", "metadata"):
+                      "report", "conversion"):
         assert getattr(got, attribute) == getattr(want, attribute), attribute
     assert [la.name for la in got] == [la.name for la in want]
     for a, b in zip(want, got):
@@ -56,7 +56,7 @@ def test_ir_round_trips_every_shared_caffemodel(model: str, tmp_path: Path) -> N
     out = tmp_path / "net.ir"
     caffeport.convert(path, None, out, format="ir")
     original = caffeport.read(path)
-    original.metadata["backend"] = "caffe"  # the (identity) backend the conversion records
+    original.conversion.backend = "caffe"  # the (identity) backend the conversion records
     _assert_same_ir(load_ir(out), original)
 
 
@@ -90,7 +90,9 @@ def test_ir_is_plain_msgpack_with_the_documented_layout(tmp_path: Path) -> None:
 
 def test_ir_keeps_report_match_and_metadata(tmp_path: Path) -> None:
     net = Net(name="n", format="V2", match=MatchReport(["a"], ["b"]), warnings=["w"],
-              report=[ReportEntry("l", "fused", "x")], metadata={"backend": "x", "eps": {"bn": 1e-5}},
+              report=[ReportEntry("l", "fused", "x")],
+              conversion=Conversion(backend="x", data_format="channels_first", batchnorm_eps={"bn": 1e-5},
+                                    fused={"bn": "sc"}, name_map={"a/b": "a_b"}, matlab=True),
               inputs={"data": (1, 2)}, layers=[Layer("l", "Scale", ["data"], ["data"], {"scale_param": {"axis": 1}},
                                                      [np.ones(2, np.float32)], [(1, 2)], [None], ["w"], "T")])
     _assert_same_ir(load_ir(write_with(net, tmp_path / "n.ir", "ir")), net)
@@ -132,9 +134,27 @@ def test_ir_refuses_what_msgpack_cannot_hold(tmp_path: Path) -> None:
     huge = Net(layers=[Layer("big", "InnerProduct", blobs=[_HugeLazyBlob()])])  # type: ignore[list-item]
     with pytest.raises(CaffeportError, match=r"'big'.*at most"):
         write_with(huge, tmp_path / "huge.ir", "ir")
-    odd = Net(layers=[Layer("l", "Bias")], metadata={"eps": np.float32(1e-5)})
+    odd = Net(layers=[Layer("l", "Bias")], conversion=Conversion(batchnorm_eps={"bn": np.float32(1e-5)}))
     with pytest.raises(ModelStructureError, match="metadata"):
         write_with(odd, tmp_path / "odd.ir", "ir")
+
+
+@pytest.mark.parametrize(("metadata", "message"), [
+    ({"data_format": "sideways"}, "'data_format' 'sideways' is not one of"),
+    ({"batchnorm_eps": {"bn": "small"}}, "'batchnorm_eps' is not a map of names"),
+    ({"matlab": 1}, "'matlab' is not a boolean"),
+    ({"colour": "red"}, "unknown conversion fields"),
+])
+def test_load_ir_refuses_a_conversion_record_of_the_wrong_kind(metadata: dict, message: str, tmp_path: Path) -> None:
+    """The IR file's ``metadata`` becomes a typed `Conversion`: a field of the wrong kind is named, not carried."""
+    net = Net(name="n", layers=[Layer("l", "Bias", blobs=[np.ones(3, np.float32)])])
+    good = write_with(net, tmp_path / "g.ir", "ir")
+    doc = msgpack.unpackb(good.read_bytes(), raw=False, strict_map_key=False)
+    doc["metadata"] = {**doc["metadata"], **metadata}
+    bad = tmp_path / "bad.ir"
+    bad.write_bytes(msgpack.packb(doc, use_bin_type=True))
+    with pytest.raises(CaffeportError, match=message):
+        load_ir(bad)
 
 
 @pytest.mark.parametrize("chunk_bytes", ODD_CHUNK_BYTES)

@@ -69,7 +69,7 @@ def test_row_major_net_equals_the_reference_on_the_transposed_image(name: str) -
     net = _read(name)
     row_major = transform(net, "caffe", Options(matlab=True))
     h, w = net.inputs["data"][2:]
-    assert row_major.inputs["data"] == (1, 3, w, h) and row_major.metadata["matlab"] is True
+    assert row_major.inputs["data"] == (1, 3, w, h) and row_major.conversion.matlab is True
     x = _face(*SIZES[name])
     got = caffeport.run(row_major, {"data": x}, all_layers=True)
     want = _reference(name, x, all_layers=True)

@@ -45,8 +45,8 @@ def test_batchnorm_factor_is_caffes_reciprocal_product() -> None:
         layer = out.layer(name)
         np.testing.assert_array_equal(layer.blobs[layer.weight_names.index("running_mean")], mean * factor)
         np.testing.assert_array_equal(layer.blobs[layer.weight_names.index("running_var")], var * factor)
-    assert out.metadata["batchnorm_eps"]["bn_res1_b"] == pytest.approx(1e-3)
-    assert out.metadata["batchnorm_eps"]["bn_conv0"] == pytest.approx(1e-5)
+    assert out.conversion.batchnorm_eps["bn_res1_b"] == pytest.approx(1e-3)
+    assert out.conversion.batchnorm_eps["bn_conv0"] == pytest.approx(1e-5)
 
 
 def _bn_net(factor: float, with_scale: bool, scale_in_place: bool = True, extra_reader: bool = False) -> Net:
@@ -298,7 +298,7 @@ def test_names_are_sanitised_and_collisions_refused() -> None:
                             bottom_shapes=[(1, 2)])])
     out = transform(net, "tensorflow")
     assert out.layers[0].name == "inception_3a_1x1"
-    assert out.metadata["name_map"] == {"inception_3a/1x1": "inception_3a_1x1"}
+    assert out.conversion.name_map == {"inception_3a/1x1": "inception_3a_1x1"}
     clash = Net(layers=[*net.layers, Layer("inception_3a 1x1", "InnerProduct", ["x"], ["z"], params=ip,
                                             blobs=blob, bottom_shapes=[(1, 2)])])
     with pytest.raises(ModelStructureError, match="both become 'inception_3a_1x1'"):
