@@ -135,6 +135,8 @@ class MatchReport:
 
 #: Conversion.data_format values: the layout a backend's weights are for (None: Caffe's own)
 DATA_FORMATS = ("channels_last", "channels_first")
+#: Conversion.weight_names values: the framework whose layouts and weight names the layout pass gave
+WEIGHT_NAMES = ("keras", "torch")
 
 
 @dataclass
@@ -149,6 +151,8 @@ class Conversion:
     backend: str | None = None
     #: the tensor layout the weights are for: one of `DATA_FORMATS`, or None (Caffe's own, NCHW)
     data_format: str | None = None
+    #: whose layouts and weight names the layers have: one of `WEIGHT_NAMES` (set by the layout pass), or None
+    weight_names: str | None = None
     #: BatchNorm layer -> Caffe's eps (the frameworks' defaults differ)
     batchnorm_eps: dict[str, float] = field(default_factory=dict)
     #: BatchNorm layer -> the Scale layer folded into it
@@ -159,13 +163,15 @@ class Conversion:
     matlab: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "data_format": self.data_format, "batchnorm_eps": dict(self.batchnorm_eps),
+        return {"backend": self.backend, "data_format": self.data_format, "weight_names": self.weight_names,
+                "batchnorm_eps": dict(self.batchnorm_eps),
                 "fused": dict(self.fused), "name_map": dict(self.name_map), "matlab": self.matlab}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Conversion:
         """The record `as_dict` wrote; ``TypeError`` or ``ValueError`` naming the first field of the wrong kind."""
-        unknown = sorted(set(values) - {"backend", "data_format", "batchnorm_eps", "fused", "name_map", "matlab"})
+        unknown = sorted(set(values) - {"backend", "data_format", "weight_names", "batchnorm_eps", "fused", "name_map",
+                                        "matlab"})
         if unknown:
             raise ValueError(f"unknown conversion fields {unknown}")
         backend, data_format = values.get("backend"), values.get("data_format")
@@ -173,6 +179,9 @@ class Conversion:
             raise TypeError("conversion 'backend' is not a string")
         if data_format is not None and data_format not in DATA_FORMATS:
             raise ValueError(f"conversion 'data_format' {data_format!r} is not one of {DATA_FORMATS}")
+        weight_names = values.get("weight_names")
+        if weight_names is not None and weight_names not in WEIGHT_NAMES:
+            raise ValueError(f"conversion 'weight_names' {weight_names!r} is not one of {WEIGHT_NAMES}")
         maps: dict[str, dict[str, Any]] = {}
         for key, kind in (("batchnorm_eps", (int, float)), ("fused", str), ("name_map", str)):
             entries = values.get(key, {})
@@ -183,8 +192,8 @@ class Conversion:
         matlab = values.get("matlab", False)
         if not isinstance(matlab, bool):
             raise TypeError("conversion 'matlab' is not a boolean")
-        return cls(backend, data_format, {k: float(v) for k, v in maps["batchnorm_eps"].items()}, dict(maps["fused"]),
-                   dict(maps["name_map"]), matlab)
+        return cls(backend, data_format, weight_names, {k: float(v) for k, v in maps["batchnorm_eps"].items()},
+                   dict(maps["fused"]), dict(maps["name_map"]), matlab)
 
 
 @dataclass

@@ -25,7 +25,7 @@ tensorflow), and ``<layer>.<index>`` where the backend named nothing (``caffe``)
 Metadata (``__metadata__``, string to string, as the format requires):
 ``backend`` and ``data_format`` as plain strings (left out when unset);
 ``source``, ``batchnorm_eps``, ``name_map``, ``fused`` and ``targets`` as JSON
-(see `conversion_metadata`); ``format`` is ``pt`` with backend torch, the value
+(see `conversion_metadata`); ``format`` is ``pt`` with PyTorch's names (backend torch), the value
 Hugging Face loaders check before they accept a file as PyTorch weights.
 
 Dtypes (F16, F32, F64, I64 and the integer types): a layer that no backend
@@ -90,26 +90,26 @@ _TORCH_RECURRENT_TARGETS = frozenset({"LSTM", "RNN", "GRU"})
 _TORCH_RECURRENT_WEIGHTS = frozenset({"weight_ih", "weight_hh", "bias_ih", "bias_hh"})
 
 
-def layer_tensors(layer: Layer) -> list[tuple[str, Blob]]:
+def layer_tensors(layer: Layer, torch_names: bool) -> list[tuple[str, Blob]]:
     """(name, array) of every tensor the layer contributes: its blobs, plus PyTorch's BatchNorm counter.
 
-    PyTorch conventions are recognised by the weight names torch_layout gives
-    (its BatchNorm has ``running_mean``, Keras' ``moving_mean``), not by the
-    backend's name, so a user's backend built on torch_layout gets them too.
+    ``torch_names``: the net has PyTorch's layouts and names (``Conversion.weight_names == "torch"``, set by the
+    torch_layout pass, so a user's backend built on it gets them too, whatever its name): nn.LSTM's ``_l0``
+    suffixes and BatchNorm's ``num_batches_tracked``.
     """
     names = list(layer.weight_names[: len(layer.blobs)])
     names += [str(i) for i in range(len(names), len(layer.blobs))]
-    if layer.target in _TORCH_RECURRENT_TARGETS:
+    if torch_names and layer.target in _TORCH_RECURRENT_TARGETS:
         names = [f"{n}_l0" if n in _TORCH_RECURRENT_WEIGHTS else n for n in names]
     tensors: list[tuple[str, Blob]] = [(f"{layer.name}.{n}", blob) for n, blob in zip(names, layer.blobs)]
-    if layer.target == "BatchNorm" and "running_mean" in names:
+    if torch_names and layer.target == "BatchNorm":
         tensors.append((f"{layer.name}.num_batches_tracked", np.zeros((), dtype=np.int64)))
     return tensors
 
 
 def _metadata(net: Net) -> dict[str, str]:
     metadata: dict[str, str] = {}
-    if net.conversion.backend == "torch":
+    if net.conversion.weight_names == "torch":
         metadata["format"] = "pt"
     for key, value in conversion_metadata(net).items():
         if isinstance(value, str):
@@ -132,8 +132,9 @@ def _header(net: Net) -> tuple[bytes, list[tuple[Blob, np.dtype[Any]]]]:
     """The padded header and the tensors in file order, each with the dtype written."""
     tensors: list[tuple[str, Blob, np.dtype[Any]]] = []
     seen: dict[str, Layer] = {}
+    torch_names = net.conversion.weight_names == "torch"
     for layer in net.layers:
-        for name, blob in layer_tensors(layer):
+        for name, blob in layer_tensors(layer, torch_names):
             if name in seen:
                 raise refuse_same_name(seen[name], layer, f"the tensor {shown_name(name)}")
             seen[name] = layer

@@ -28,3 +28,4 @@ def channels_first(net: Net, options: Options) -> None:
                provides=("layout", "keras_layout"))
 def keras_layout(net: Net, options: Options) -> None:
     run_layouts(net, options, "keras")
+    net.conversion.weight_names = "keras"

@@ -16,3 +16,4 @@ from caffeport.transforms.registry import Options, register_pass
 @register_pass("torch_layout", requires=("lstm_gates_ifgo", "batchnorm_fused"), provides=("layout", "torch_layout"))
 def torch_layout(net: Net, options: Options) -> None:
     run_layouts(net, options, "torch")
+    net.conversion.weight_names = "torch"

@@ -99,7 +99,9 @@ def test_safetensors_loads_strictly_into_a_torch_mirror_that_reproduces_caffe(na
 def test_safetensors_values_and_header_follow_the_format(name: str, tmp_path: Path) -> None:
     out, result = convert_reference(name, tmp_path, "safetensors")
     tensors = safetensors.numpy.load_file(out)
-    expected = {n: as_written(la, b) for la in result.net for n, b in safetensors_format.layer_tensors(la)}
+    torch_names = result.net.conversion.weight_names == "torch"
+    expected = {n: as_written(la, b) for la in result.net
+                for n, b in safetensors_format.layer_tensors(la, torch_names)}
     assert set(tensors) == set(expected)
     for key, blob in expected.items():
         same_bits(tensors[key], blob, key)
@@ -233,3 +235,26 @@ def test_safetensors_odd_blobs_round_trip(chunk_bytes: int, tmp_path: Path, monk
 def test_safetensors_refuses_duplicate_names(tmp_path: Path) -> None:
     with pytest.raises(ModelStructureError, match="'a'"):
         write_with(duplicate_names_net(), tmp_path / "dup.safetensors", "safetensors")
+
+
+def test_pytorch_conventions_follow_the_layout_pass_not_the_backend_name(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend of the user's own built on torch_layout gets nn.LSTM's ``_l0`` keys, BatchNorm's counter and the
+    ``pt`` format tag (the typed fact `Conversion.weight_names`); backend caffe gets none of them."""
+    from caffeport.transforms import BACKENDS, register_backend
+
+    monkeypatch.setitem(BACKENDS, "mine", [])  # removed again after the test
+    register_backend("mine", BACKENDS["torch"], replace=True)
+    model, proto = reference_files("e_recurrent")
+    for backend, torch_names in (("mine", True), ("caffe", False)):
+        out = tmp_path / f"{backend}.safetensors"
+        caffeport.convert(model, proto, out, format="safetensors", backend=backend)
+        with safetensors.safe_open(str(out), "np") as f:
+            keys, metadata = set(f.keys()), f.metadata()
+        assert ("lstm.weight_ih_l0" in keys) is torch_names, (backend, sorted(keys))
+        assert (metadata.get("format") == "pt") is torch_names, (backend, metadata)
+    res, res_proto = reference_files("b_resnet_block")
+    caffeport.convert(res, res_proto, tmp_path / "bn.safetensors", format="safetensors", backend="mine")
+    with safetensors.safe_open(str(tmp_path / "bn.safetensors"), "np") as f:
+        names = list(f.keys())
+    assert any(key.endswith(".num_batches_tracked") for key in names)
