@@ -31,7 +31,6 @@ from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters import load_exporters
 from caffeport.exporters.npz import check_member_name
 from caffeport.forward import net_outputs, run
-from caffeport.keras_model import check_weights_file, load_keras_model, read_weights_file
 from caffeport.layers.blobs import blob_problems
 from caffeport.onnx.preprocessing import preprocessing_from_options
 from caffeport.output import atomic_output, exit_on_termination_signals, guarded_stdout, interruption
@@ -122,6 +121,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 @command("check")
 def run_check(args: argparse.Namespace) -> int:
+    from caffeport.keras_model import check_weights_file, load_keras_model, read_weights_file  # (h5py: here)
+
     weights = read_weights_file(args.weights)  # a bad file fails before TensorFlow loads
     _cwd_on_path()
     model = load_keras_model(args.keras_model)

@@ -112,3 +112,20 @@ def test_non_ascii_names_under_an_ascii_output_encoding(tmp_path: Path) -> None:
     lines = result.stderr.decode("ascii").splitlines()
     assert len(lines) == 1 and lines[0].startswith("caffeport: error: "), lines
     assert "\\u043a\\u043e\\u043d\\u0432" in lines[0]
+
+
+def test_a_conversion_imports_only_what_its_format_needs(tmp_path: Path) -> None:
+    """h5py (about 25 ms and a ``uname -p`` child at import) only for the HDF5 formats and readers: an npz or ONNX
+    conversion of a caffemodel never loads it; keras-h5 does."""
+    model, proto = ROOT / "examples" / "mtcnn" / "det1.caffemodel", ROOT / "examples" / "mtcnn" / "det1.prototxt"
+    code = ("import runpy, sys\n"
+            "sys.argv = ['caffeport', 'convert', *sys.argv[1:], '-q']\n"
+            "try:\n    runpy.run_module('caffeport', run_name='__main__')\n"
+            "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print(sorted(m for m in ('h5py', 'onnx', 'torch', 'tensorflow', 'jax') if m in sys.modules))\n")
+    for fmt, suffix, loaded in (("npz", ".npz", "[]"), ("onnx", ".onnx", "[]"), ("keras-h5", ".h5", "['h5py']")):
+        done = subprocess.run([sys.executable, "-c", code, str(model), "-p", str(proto), "-f", fmt, "-o",
+                               str(tmp_path / f"m{suffix}")], capture_output=True, text=True, cwd=ROOT,
+                              timeout=HANG_SECONDS)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == loaded, (fmt, done.stdout)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import h5py
+from typing import TYPE_CHECKING, Any
 
 from caffeport.errors import CaffeportError, OutputError, option_error
 from caffeport.exporters.registry import (
@@ -35,7 +33,9 @@ from caffeport.exporters.registry import (
     register_exporter,
 )
 from caffeport.ir import Net, ReportEntry
-from caffeport.keras_model import AssignReport, assign_weights, is_keras3_model, load_keras_model
+
+if TYPE_CHECKING:
+    from caffeport.keras_model import AssignReport
 
 WEIGHTS_SUFFIX = ".weights.h5"
 MODEL_SUFFIX = ".keras"
@@ -56,6 +56,8 @@ def write_keras3(net: Net, path: Path, options: ExportOptions) -> None:
                            "concrete model. Pass {keras_model=}module.path:function (a function building the model, "
                            "layer names = Caffe layer names) or a saved .keras file; or use {format=keras-h5} for "
                            "by-name loading")
+    from caffeport.keras_model import assign_weights, is_keras3_model, load_keras_model  # (h5py: only here)
+
     check_output_name(path, options.save_model)
     model = load_keras_model(options.keras_model)
     if not is_keras3_model(model):
@@ -126,6 +128,8 @@ def _save(model: Any, path: Path, save_model: bool) -> None:
 def _add_metadata(net: Net, path: Path) -> None:
     """Record the conversion in the ``.weights.h5`` file Keras wrote, as the keras-h5 format does."""
     try:
+        import h5py
+
         with h5py.File(path, "r+") as f:
             f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
     except OSError as exc:

@@ -26,8 +26,8 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
@@ -47,6 +47,9 @@ from caffeport.output import interruption
 KERAS_VERSION = "2.15.0"
 _BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
 #: names per attribute of a list split as Keras splits it: 16 bytes each in the object header, 32 KiB in all, half
+if TYPE_CHECKING:
+    import h5py
+
 #: of HDF5's 64 KiB message limit (an attribute of 4,095 names fails, measured with HDF5 1.14)
 NAMES_PER_ATTRIBUTE = 2048
 #: how HDF5 reports a failed system call inside an h5py error's text
@@ -54,6 +57,8 @@ _HDF5_ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
 
 
 def _strings(values: list[str]) -> np.ndarray:
+    import h5py
+
     return np.array([v.encode("utf-8") for v in values], dtype=h5py.string_dtype("utf-8", None)) if values else \
         np.array([], dtype="S1")
 
@@ -141,6 +146,8 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     """
     names: list[str] = []
     placed: list[tuple[int, Blob, int]] = []
+    import h5py  # (here, not at start-up: h5py's import costs every other format about 25 ms)
+
     groups = _group_names(net, options)
     with _system_errors(path), h5py.File(path, "w") as f:
         for layer, layer_name in groups:
@@ -169,6 +176,8 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
 
 
 def _contiguous_unfilled() -> h5py.h5p.PropDCID:
+    import h5py
+
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_layout(h5py.h5d.CONTIGUOUS)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)

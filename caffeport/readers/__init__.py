@@ -29,12 +29,20 @@ from caffeport.ir import Net
 from caffeport.readers.blob_proto import decode_blob, nonfinite_counts
 from caffeport.readers.caffemodel import read_caffemodel
 from caffeport.readers.files import check_not_foreign, map_file, sniff, sniff_file
-from caffeport.readers.hdf5_snapshot import read_hdf5_snapshot
 from caffeport.readers.merge import merge
 from caffeport.readers.prototxt import read_prototxt
 from caffeport.shapes import infer_shapes
 
 PathLike = str | os.PathLike[str]
+
+
+def read_hdf5_snapshot(path: PathLike) -> Net:
+    """`caffeport.readers.hdf5_snapshot.read_hdf5_snapshot`, imported when a file is one: h5py's import costs
+    every other conversion about 25 ms of start-up (and a ``uname -p`` child, through ``platform``)."""
+    from caffeport.readers import hdf5_snapshot
+
+    return hdf5_snapshot.read_hdf5_snapshot(path)
+
 
 #: weights readers by sniffed file kind
 WEIGHTS_READERS: dict[str, Callable[[PathLike], Net]] = {
