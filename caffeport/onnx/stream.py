@@ -208,14 +208,13 @@ class Check:
     def wait(self) -> None:
         """The checker's verdict: returns when it accepts, raises ``AssertionError`` when it refuses."""
         assert self.path is not None, "Check.wait outside its with block"
-        child, self.child = self.child, None
+        child = self.child
         if child is not None:
             try:
                 _, err = child.communicate(timeout=CHECK_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                child.kill()
-                child.communicate()
                 raise AssertionError(f"onnx's checker did not finish in {CHECK_TIMEOUT_S} s") from None
+            self.child = None  # reaped; interrupted above, `__exit__` kills and reaps it
             reason = err.decode("utf-8", "replace").strip()
             if child.returncode == 0:
                 return
