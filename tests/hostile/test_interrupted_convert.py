@@ -48,13 +48,14 @@ def _partials(directory: Path, output: Path) -> list[Path]:
 
 
 def _convert_and_signal(model: Path, deploy: Path, out_dir: Path, sig: int, *, term_safe: bool = False,
-                        delay: float = 0.0) -> tuple[int, float]:
+                        delay: float = 0.0, output_name: str = "weights.h5",
+                        fmt: str = "keras-h5") -> tuple[int, float]:
     """Start a conversion, signal it ``delay`` s after its temporary file exists; returns (exit code, its size).
 
     The exit code and the conversion's stderr are both in any failure's message.
     """
-    output = out_dir / "weights.h5"
-    args = ["convert", str(model), "-p", str(deploy), "-o", str(output)]
+    output = out_dir / output_name
+    args = ["convert", str(model), "-p", str(deploy), "-f", fmt, "-o", str(output)]
     command = [sys.executable, "-c", TERM_SAFE_MAIN, *args] if term_safe else [sys.executable, "-m", "caffeport", *args]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + HANG_SECONDS
@@ -93,6 +94,19 @@ def test_sigint_mid_write_leaves_nothing(big_model: tuple[Path, Path], tmp_path:
     code, _ = _convert_and_signal(*big_model, tmp_path, signal.SIGINT, delay=delay)
     assert code == 130
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2])
+def test_sigint_mid_onnx_write_leaves_nothing_and_no_checker(big_model: tuple[Path, Path], tmp_path: Path,
+                                                             delay: float) -> None:
+    """-f onnx streams the weights while onnx's checker runs in a child process: Ctrl-C (sent to the process only,
+    so the child is not told by the terminal) ends both, exit 130, nothing published, no checker left behind."""
+    code, _ = _convert_and_signal(*big_model, tmp_path, signal.SIGINT, delay=delay, output_name="m.onnx", fmt="onnx")
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []
+    time.sleep(1)
+    left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "caffeport-onnx-check-" not in left, left
 
 
 def test_sigterm_mid_write_leaves_nothing(big_model: tuple[Path, Path], tmp_path: Path) -> None:
