@@ -63,7 +63,6 @@ from caffeport.onnx.proto import (
     Model,
     ValueInfo,
     make_node,
-    require_onnx,
     require_onnx_installed,
     to_model_proto,
 )
@@ -351,9 +350,8 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
     `build`'s model with its weights copied in and parsed by onnx; the arguments are `build`'s. The model must
     stay below protobuf's 2 GiB: `write_onnx` writes any size, streaming the weights.
     """
-    from caffeport.onnx.stream import fill, single_file_size
+    from caffeport.onnx.stream import fill, run_checker, single_file_size
 
-    onnx = require_onnx()
     model, lazy = build(net, opset=opset, dynamic_batch=dynamic_batch, ssd_heads=ssd_heads,
                         preprocessing=preprocessing)
     size = single_file_size(model, lazy)
@@ -363,10 +361,7 @@ def to_onnx(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
                                     "an external data file", path=net.prototxt_path or net.caffemodel_path)
     fill(model, lazy)
     proto = to_model_proto(model)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise AssertionError(f"caffeport built an ONNX model that onnx's checker refuses: {exc}") from exc
+    run_checker(proto)
     return proto
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from caffeport.blocks import Blob, Reshaped
 from caffeport.onnx.proto import FLOAT, Node, Tensor, make_node
-from caffeport.onnx.proto import require_onnx as require_onnx  # (re-exported: its home was here)
 
 #: the oldest opset the lowerings are written for: Softmax per axis, Split sizes and Unsqueeze axes as inputs
 MIN_OPSET = 13

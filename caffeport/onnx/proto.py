@@ -7,7 +7,7 @@ The exporter builds these small mutable records instead, with the field
 names of onnx's Python classes (``node.input``, ``graph.initializer``,
 ``tensor.raw_data`` ...), and encodes them with
 `caffeport.codec.wire`'s encoder. onnx itself still checks every exported
-model (`caffeport.onnx.stream.check`, in a child process that runs while the
+model (`caffeport.onnx.stream.Check`, in a child process that runs while the
 weights are written) and parses these bytes for the Python API's
 ``to_onnx`` (`to_model_proto`).
 

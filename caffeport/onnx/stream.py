@@ -51,6 +51,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -222,7 +223,7 @@ class Check:
                 raise _refused(reason)
             if child.returncode != _NO_ONNX:
                 raise AssertionError(f"onnx's checker failed (exit {child.returncode}): {reason[-2000:]}")
-        check_file(self.path)  # no child, or onnx not importable there: here
+        run_checker(str(self.path))  # no child, or onnx not importable there: here
 
     def __exit__(self, *exc: object) -> None:
         if self.child is not None:  # left without a verdict (an error, Ctrl-C): the check is moot
@@ -233,19 +234,14 @@ class Check:
             self.scratch.cleanup()
 
 
-def check_file(path: Path) -> None:
-    """``onnx.checker.check_model(path, full_check=True)`` in this process (imports onnx)."""
+def run_checker(model: Any) -> None:
+    """``onnx.checker.check_model(model, full_check=True)`` in this process (imports onnx): ``model`` an
+    ``onnx.ModelProto`` (`caffeport.onnx.export.to_onnx`) or a file's path (`Check` without a child)."""
     onnx = require_onnx()
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise _refused(str(exc)) from exc
-
-
-def check(model: Model, lazy: dict[str, Blob], location: str | None) -> None:
-    """`Check` at once: the checker's verdict on ``model`` (weights left out), waited for."""
-    with Check(model, lazy, location) as checking:
-        checking.wait()
 
 
 def _mark_external(tensor: Tensor, location: str, offset: int, length: int) -> None:
@@ -355,5 +351,5 @@ def _stream(fd: int, placed: list[tuple[int, Blob]], progress: ProgressCallback 
                              "weight into the ONNX file")
 
 
-__all__ = ["ALIGNMENT", "EXTERNAL_THRESHOLD", "MAX_PROTO_BYTES", "Check", "check", "check_file", "data_path_for",
-           "fill", "needs_external", "write", "write_external", "write_single"]
+__all__ = ["ALIGNMENT", "EXTERNAL_THRESHOLD", "MAX_PROTO_BYTES", "Check", "data_path_for",
+           "fill", "needs_external", "run_checker", "write", "write_external", "write_single"]

@@ -46,8 +46,9 @@ import numpy as np
 from caffeport.errors import CaffeportError, InputError
 from caffeport.forward import run
 from caffeport.ir import Net
-from caffeport.onnx.graph import TENSOR_MAP_KEY, require_onnx
+from caffeport.onnx.graph import TENSOR_MAP_KEY
 from caffeport.onnx.preprocessing import onnx_feeds
+from caffeport.onnx.proto import require_onnx
 from caffeport.verify import RTOL, Comparison, compare, comparison, layer_tops, table
 
 __all__ = ["RTOL", "Comparison", "compare", "external_data_files", "load_model", "run_onnx", "table", "tensor_pairs",

@@ -256,6 +256,8 @@ def test_a_model_the_checker_refuses_is_an_internal_error_and_not_written(
     with pytest.raises(AssertionError, match=r"onnx's checker refuses: .*NoSuchOp"):
         caffeport.convert(model_path, proto, tmp_path / "m.onnx", format="onnx", external_data=external or None)
     assert os.listdir(tmp_path) == []
+    with pytest.raises(AssertionError, match=r"onnx's checker refuses: .*NoSuchOp"):  # the in-memory model too
+        to_onnx(caffeport.read(model_path, proto))
 
 
 def test_the_checker_runs_beside_the_writing_in_a_child_process(tmp_path: Path,
@@ -289,8 +291,8 @@ def test_the_checker_runs_beside_the_writing_in_a_child_process(tmp_path: Path,
     assert done.stdout.strip() == "False"  # the converting process never imported onnx
     monkeypatch.setattr(stream.sys, "executable", "")
     checked = []
-    real_check = stream.check_file
-    monkeypatch.setattr(stream, "check_file", lambda path: checked.append(path) or real_check(path))
+    real_check = stream.run_checker
+    monkeypatch.setattr(stream, "run_checker", lambda path: checked.append(path) or real_check(path))
     caffeport.convert(model_path, proto, tmp_path / "c.onnx", format="onnx")
     assert len(checked) == 1
     files = [(tmp_path / f"{name}.onnx").read_bytes() for name in "abc"]
