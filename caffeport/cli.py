@@ -30,6 +30,7 @@ from caffeport.describe import table, to_json
 from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters import load_exporters
 from caffeport.exporters.npz import check_member_name
+from caffeport.exporters.registry import formats_with
 from caffeport.forward import net_outputs, run
 from caffeport.layers.blobs import blob_problems
 from caffeport.onnx.preprocessing import preprocessing_from_options
@@ -84,9 +85,6 @@ def _cwd_on_path() -> None:
 def run_convert(args: argparse.Namespace) -> int:
     # (an option the format does not read, --opset for -f npz, is refused by convert: the format lists its own)
     if args.mean is not None or args.scale is not None or args.swap_rb or args.bake_preprocessing or args.image_input:
-        from caffeport.exporters import load_exporters
-        from caffeport.exporters.registry import formats_with
-
         load_exporters(args.format)
         owners = formats_with("preprocessing")
         if args.format not in owners:

@@ -129,6 +129,23 @@ def _signals_deferred() -> Iterator[None]:
             handlers[sig](sig, None)
 
 
+def in_chain(exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+             ) -> BaseException | None:
+    """The first exception of ``kinds`` in ``exc``'s chain (``exc`` itself, then its ``__cause__`` and
+    ``__context__``, breadth first), or None; a cycle or a very long chain ends the walk."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 100:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
+
+
 def interruption(exc: BaseException) -> BaseException | None:
     """The Ctrl-C (``KeyboardInterrupt``) or signal exit (``SystemExit``) behind ``exc``, if one is in its chain.
 
@@ -138,19 +155,9 @@ def interruption(exc: BaseException) -> BaseException | None:
     interrupt. Reported as a write error it would turn Ctrl-C into exit 1;
     callers re-raise what this returns instead, so the user still gets 130
     (or 128 + the signal). Both ``__cause__`` and ``__context__`` are
-    followed, a cycle or a very long chain ends the walk.
+    followed (`in_chain`).
     """
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending and len(seen) < 100:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        if isinstance(current, (KeyboardInterrupt, SystemExit)):
-            return current
-        seen.add(id(current))
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    return None
+    return in_chain(exc, (KeyboardInterrupt, SystemExit))
 
 
 def block_deferred_signals() -> None:

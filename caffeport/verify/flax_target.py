@@ -36,6 +36,7 @@ import numpy as np
 
 from caffeport.errors import CaffeportError
 from caffeport.ir import Net
+from caffeport.output import in_chain
 from caffeport.verify import RTOL, Comparison, compare_model, pair_outputs
 from caffeport.verify.specs import load_target, spec_error
 
@@ -77,13 +78,7 @@ def _needs_values(jax: Any, error: BaseException) -> bool:
     """Whether ``error`` (or its cause) is jax refusing a traced value where concrete ones are needed: a model
     with a step outside jax (the generated DetectionOutput's numpy, a hand-written np.asarray) that runs
     without jit."""
-    refusals = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError)
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, refusals):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return in_chain(error, (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError)) is not None
 
 
 def load_model(spec: str) -> FlaxModel:
