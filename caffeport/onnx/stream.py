@@ -157,16 +157,20 @@ except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as ex
     sys.exit(3)
 """
 _REFUSED, _NO_ONNX = 3, 4
+#: the (empty) data file the checked structure's lazy weights point to, in the scratch folder
+_SCRATCH_DATA = "weights.data"
 #: how long the check may take before it counts as hung (it takes about a second)
 CHECK_TIMEOUT_S = 900
 
 
 def _checked_form(model: Model, lazy: dict[str, Blob]) -> Model:
-    """``model`` with its ``lazy`` weights as external data in ``weights.data`` (the model itself unchanged)."""
-    initializers = [Tensor(t.name, list(t.dims), FLOAT, data_location=EXTERNAL,
-                           external_data=[Entry("location", "weights.data"), Entry("offset", "0"),
-                                          Entry("length", str(_nbytes(lazy[t.name])))])
-                    if t.name in lazy else t for t in model.graph.initializer]
+    """``model`` with its ``lazy`` weights as external data in `_SCRATCH_DATA` (the model itself unchanged)."""
+    initializers = []
+    for tensor in model.graph.initializer:
+        if tensor.name in lazy:
+            tensor = Tensor(tensor.name, list(tensor.dims), FLOAT)
+            _mark_external(tensor, _SCRATCH_DATA, 0, _nbytes(lazy[tensor.name]))
+        initializers.append(tensor)
     graph = dataclasses.replace(model.graph, initializer=initializers)
     return dataclasses.replace(model, graph=graph)
 
@@ -186,7 +190,7 @@ class Check:
 
     def __init__(self, model: Model, lazy: dict[str, Blob], location: str | None) -> None:
         self.model = _checked_form(model, lazy) if lazy else model
-        self.location = location or "weights.data"
+        self.location = location or _SCRATCH_DATA
         self.child: subprocess.Popen[bytes] | None = None
         self.scratch: tempfile.TemporaryDirectory[str] | None = None
         self.path: Path | None = None
