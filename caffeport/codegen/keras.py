@@ -823,7 +823,7 @@ HELPERS = {
     eagerly, not under jit). The (1, 1, R, 7) top is held channels_last, as every 4-D top of this file:
     (1, R, 7, 1)."""
 
-    OPTIONS = ("num_classes", "share", "background", "kind", "in_target", "keep_top_k", "score_threshold",
+    OPTIONS = ("num_classes", "share", "background", "code_type", "in_target", "keep_top_k", "score_threshold",
                "nms_threshold", "eta", "top_k")
 
     def __init__(self, ranks, **kwargs):

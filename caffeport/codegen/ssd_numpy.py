@@ -21,22 +21,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from caffeport.codegen.common import quote
 from caffeport.codegen.registry import NotGenerated, number
 
 SSD_DETECTIONS = '''
-def ssd_decode(priors: np.ndarray, variances: np.ndarray, loc: np.ndarray, kind: str,
+def ssd_decode(priors: np.ndarray, variances: np.ndarray, loc: np.ndarray, code_type: str,
                in_target: bool) -> np.ndarray:
     """SSD's DecodeBBox (never clipped): loc (..., P, 4) against priors and variances (P, 4), float32."""
     f32 = np.float32
     px0, py0, px1, py1 = (priors[:, i] for i in range(4))
     var = np.ones_like(variances) if in_target else variances
     lx0, ly0, lx1, ly1 = (loc[..., i] for i in range(4))
-    if kind == "CORNER":
+    if code_type == "CORNER":
         out = [px0 + var[:, 0] * lx0, py0 + var[:, 1] * ly0, px1 + var[:, 2] * lx1, py1 + var[:, 3] * ly1]
-    elif kind == "CENTER_SIZE":
+    elif code_type == "CENTER_SIZE":
         pw, ph = px1 - px0, py1 - py0
         pcx, pcy = (px0 + px1) / f32(2), (py0 + py1) / f32(2)
         if in_target:  # Caffe leaves the variance out of these products altogether
@@ -90,7 +88,7 @@ def ssd_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_t
 
 
 def ssd_detections(loc: np.ndarray, conf: np.ndarray, prior: np.ndarray, *, num_classes: int, share: bool,
-                   background: int, kind: str, in_target: bool, keep_top_k: int, score_threshold: float,
+                   background: int, code_type: str, in_target: bool, keep_top_k: int, score_threshold: float,
                    nms_threshold: float, eta: float, top_k: int) -> np.ndarray:
     """SSD's DetectionOutput on float32 arrays in Caffe's order: the (R, 7) rows (image, label, score, xmin, ymin,
     xmax, ymax), per image by label, in NMS order; one row of -1 per image (its index first) when nothing is
@@ -101,7 +99,7 @@ def ssd_detections(loc: np.ndarray, conf: np.ndarray, prior: np.ndarray, *, num_
     count = flat_prior.size // 8
     priors = flat_prior[: count * 4].reshape(count, 4)
     variances = flat_prior[count * 4 : count * 8].reshape(count, 4)
-    boxes = ssd_decode(priors, variances, loc.reshape(num, count, num_loc, 4).transpose(0, 2, 1, 3), kind,
+    boxes = ssd_decode(priors, variances, loc.reshape(num, count, num_loc, 4).transpose(0, 2, 1, 3), code_type,
                        in_target)
     scores = conf.reshape(num, count, num_classes)
     rows = []
@@ -132,24 +130,20 @@ def ssd_detections(loc: np.ndarray, conf: np.ndarray, prior: np.ndarray, *, num_
 
 
 def ssd_arguments(params: dict[str, Any], bottoms: int) -> str:
-    """``ssd_detections``' keyword arguments for a DetectionOutput's params, as source text: checked (NotGenerated
-    for a form Caffe itself refuses or aborts on) and the thresholds rounded to float32, as the reference does."""
-    from caffeport.layers.detection_output import code_type
+    """``ssd_detections``' keyword arguments for a DetectionOutput's params, as source text: read as the reference
+    reads them (`caffeport.layers.detection_output.read_params`: defaults, thresholds rounded to float32) and
+    checked (NotGenerated for a form Caffe itself refuses or aborts on)."""
+    from caffeport.layers.detection_output import read_params
 
-    nms = params.get("nms_param") or {}
-    if params.get("num_classes") is None or bottoms < 3:
+    p = read_params(params)
+    if p["num_classes"] is None or bottoms < 3:
         raise NotGenerated("a DetectionOutput without num_classes or without loc, conf and prior bottoms")
-    share = bool(params.get("share_location", True))
-    background = int(params.get("background_label_id", 0))
-    if share and background == -1:
+    if p["share"] and p["background"] == -1:
         raise NotGenerated("share_location with background_label_id -1 (Caffe's CPU forward aborts)")
-    threshold = params.get("confidence_threshold")
-    score = float(-np.finfo(np.float32).max) if threshold is None else float(np.float32(threshold))
-    nms_threshold, eta = float(np.float32(nms.get("nms_threshold", 0.3))), float(np.float32(nms.get("eta", 1.0)))
-    if nms_threshold < 0 or not 0 < eta <= 1:
-        raise NotGenerated(f"nms_threshold {nms_threshold} / eta {eta} out of Caffe's range")
-    top_k = int(nms["top_k"]) if nms.get("top_k") is not None else -1
-    return (f"num_classes={int(params['num_classes'])}, share={share}, background={background}, "
-            f"kind={quote(code_type(params))}, in_target={bool(params.get('variance_encoded_in_target', False))}, "
-            f"keep_top_k={int(params.get('keep_top_k', -1))}, score_threshold={number(score)}, "
-            f"nms_threshold={number(nms_threshold)}, eta={number(eta)}, top_k={top_k}")
+    if p["nms_threshold"] < 0 or not 0 < p["eta"] <= 1:
+        raise NotGenerated(f"nms_threshold {p['nms_threshold']} / eta {p['eta']} out of Caffe's range")
+
+    def literal(value: object) -> str:
+        return quote(value) if isinstance(value, str) else number(value) if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key}={literal(value)}" for key, value in p.items())

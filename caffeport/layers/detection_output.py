@@ -72,6 +72,27 @@ def code_type(param: dict[str, Any]) -> str:
     return str(value)
 
 
+def read_params(param: dict[str, Any]) -> dict[str, Any]:
+    """``detection_output_param`` read with Caffe's defaults and the thresholds rounded to float32, as the forward
+    below reads it; the ONNX lowering and the generated Keras/Flax code read it here too. ``num_classes`` is None
+    when absent (each reader refuses that its own way); ``score_threshold`` is -FLT_MAX without a
+    ``confidence_threshold``; ``top_k`` and ``keep_top_k`` -1 when unset."""
+    nms = param.get("nms_param") or {}
+    threshold = param.get("confidence_threshold")
+    return {
+        "num_classes": None if param.get("num_classes") is None else int(param["num_classes"]),
+        "share": bool(param.get("share_location", True)),
+        "background": int(param.get("background_label_id", 0)),
+        "code_type": code_type(param),
+        "in_target": bool(param.get("variance_encoded_in_target", False)),
+        "keep_top_k": int(param.get("keep_top_k", -1)),
+        "score_threshold": -float(_FLT_MAX) if threshold is None else float(np.float32(threshold)),
+        "nms_threshold": float(np.float32(nms.get("nms_threshold", 0.3))),
+        "eta": float(np.float32(nms.get("eta", 1.0))),
+        "top_k": int(nms["top_k"]) if nms.get("top_k") is not None else -1,
+    }
+
+
 def decode_boxes(priors: np.ndarray, variances: np.ndarray, loc: np.ndarray, kind: str,
                  variance_in_target: bool) -> np.ndarray:
     """Decoded (..., P, 4) boxes from loc predictions (..., P, 4) against priors and variances (P, 4), float32."""
@@ -172,24 +193,16 @@ class DetectionOutput(LayerType):
         return super().unsupported(layer)
 
     def forward(self, layer: Layer, bottoms: list[np.ndarray]) -> list[np.ndarray]:
-        p = self.params_of(layer)
-        nms = p.get("nms_param") or {}
-        if p.get("num_classes") is None:
+        p = read_params(self.params_of(layer))
+        if p["num_classes"] is None:
             raise ModelStructureError("detection_output_param has no num_classes", layer=layer.name)
         if len(bottoms) < 3:
             raise ModelStructureError("DetectionOutput needs loc, conf and prior bottoms", layer=layer.name)
-        num_classes = int(p["num_classes"])
-        share = bool(p.get("share_location", True))
+        num_classes, share, background, kind = p["num_classes"], p["share"], p["background"], p["code_type"]
         num_loc = 1 if share else num_classes
-        background = int(p.get("background_label_id", 0))
-        kind = code_type(p)
-        variance_in_target = bool(p.get("variance_encoded_in_target", False))
-        keep_top_k = int(p.get("keep_top_k", -1))
-        threshold = p.get("confidence_threshold")
-        score_threshold = -_FLT_MAX if threshold is None else np.float32(threshold)
-        nms_threshold = float(np.float32(nms.get("nms_threshold", 0.3)))
-        eta = float(np.float32(nms.get("eta", 1.0)))
-        top_k = int(nms["top_k"]) if nms.get("top_k") is not None else -1
+        variance_in_target, keep_top_k, top_k = p["in_target"], p["keep_top_k"], p["top_k"]
+        score_threshold = np.float32(p["score_threshold"])
+        nms_threshold, eta = p["nms_threshold"], p["eta"]
         if nms_threshold < 0:
             raise ModelStructureError(f"nms_threshold {nms_threshold} must be non-negative", layer=layer.name)
         if not 0 < eta <= 1:

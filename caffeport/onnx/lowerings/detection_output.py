@@ -57,30 +57,14 @@ import numpy as np
 
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer
-from caffeport.layers.detection_output import code_type
+from caffeport.layers.detection_output import read_params
 from caffeport.layers.fields import channels, legacy_hw
 from caffeport.onnx.lowerings.registry import Context, Lowering, lowering
 
-_FLT_MAX = float(np.finfo(np.float32).max)
-
 
 def _params(layer: Layer) -> dict[str, Any]:
-    """The reference's reading of ``detection_output_param`` (the same defaults and float32 roundings)."""
-    p = layer.param("detection_output_param")
-    nms = p.get("nms_param") or {}
-    threshold = p.get("confidence_threshold")
-    return {
-        "num_classes": None if p.get("num_classes") is None else int(p["num_classes"]),
-        "share": bool(p.get("share_location", True)),
-        "background": int(p.get("background_label_id", 0)),
-        "code_type": code_type(p),
-        "in_target": bool(p.get("variance_encoded_in_target", False)),
-        "keep_top_k": int(p.get("keep_top_k", -1)),
-        "score_threshold": -_FLT_MAX if threshold is None else float(np.float32(threshold)),
-        "nms_threshold": float(np.float32(nms.get("nms_threshold", 0.3))),
-        "eta": float(np.float32(nms.get("eta", 1.0))),
-        "top_k": int(nms["top_k"]) if nms.get("top_k") is not None else -1,
-    }
+    """The reference's reading of ``detection_output_param`` (`caffeport.layers.detection_output.read_params`)."""
+    return read_params(layer.param("detection_output_param"))
 
 
 @lowering("DetectionOutput")
