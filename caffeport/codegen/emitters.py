@@ -481,24 +481,21 @@ def lstm(code: LayerCode) -> None:
 
 @emits("DetectionOutput")
 def detection_output(code: LayerCode) -> None:
-    """`caffe_detection_output`: SSD's decode, per-class NMS and keep_top_k, step by step in the file."""
-    from caffeport.layers.detection_output import code_type
+    """`caffe_detection_output`: SSD's decode, per-class NMS and keep_top_k, step by step in the file; the params
+    as the reference reads them (`caffeport.layers.detection_output.read_params`)."""
+    from caffeport.layers.detection_output import read_params
 
-    p = code.params()
-    nms = p.get("nms_param") or {}
-    if p.get("num_classes") is None:
+    p = read_params(code.params())
+    if p["num_classes"] is None:
         raise NotGenerated("detection_output_param has no num_classes")
     if len(code.bottoms) < 3:
         raise NotGenerated("DetectionOutput without its priors bottom")
-    threshold = p.get("confidence_threshold")
-    top_k = nms.get("top_k")
+    threshold = code.params().get("confidence_threshold")
     options = ", ".join([
-        f"num_classes={int(p['num_classes'])}", f"share_location={bool(p.get('share_location', True))}",
-        f"background_label_id={int(p.get('background_label_id', 0))}", f'code_type="{code_type(p)}"',
-        f"variance_encoded_in_target={bool(p.get('variance_encoded_in_target', False))}",
-        f"keep_top_k={int(p.get('keep_top_k', -1))}",
-        f"confidence_threshold={'-FLT_MAX' if threshold is None else number(threshold)}",
-        f"nms_threshold={number(nms.get('nms_threshold', 0.3))}", f"eta={number(nms.get('eta', 1.0))}",
-        f"top_k={-1 if top_k is None else int(top_k)}"])
+        f"num_classes={p['num_classes']}", f"share_location={p['share']}",
+        f"background_label_id={p['background']}", f'code_type="{p["code_type"]}"',
+        f"variance_encoded_in_target={p['in_target']}", f"keep_top_k={p['keep_top_k']}",
+        f"confidence_threshold={'-FLT_MAX' if threshold is None else number(p['score_threshold'])}",
+        f"nms_threshold={number(p['nms_threshold'])}", f"eta={number(p['eta'])}", f"top_k={p['top_k']}"])
     code.helpers.add("caffe_detection_output")
     code.assign(f"caffe_detection_output({', '.join(code.bottoms[:3])}, {options})")
