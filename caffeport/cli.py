@@ -235,6 +235,7 @@ def run_verify(args: argparse.Namespace) -> int:
     net = read(args.model, args.prototxt)
     if args.matlab:  # the reference for a model converted with --matlab: the rewritten net, row-major inputs
         net = transform(net, "caffe", Options(matlab=True))
+    _cwd_on_path()  # a module:callable spec names a module of the folder the user stands in
     if args.torch is not None:  # torch and keras are imported only for their own flag
         from caffeport.verify.torch_target import load_model, verify
         model = load_model(args.torch)
@@ -327,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "with --force.",
         epilog="backends: tensorflow (Keras channels_last, default), cntk (same), channels_first, theano "
         "(channels_first with flipped kernels), torch (Caffe layouts, PyTorch names), caffe (raw blobs), "
-        "pycaffe (raw blobs in the shapes Caffe's layers hold).",
+        "pycaffe (raw blobs in the shapes Caffe's layers hold). The code formats lay the weights out themselves: "
+        "torch-code and flax-code take torch; keras-code takes tensorflow (NHWC, default) or channels_first (NCHW).",
     )
     p.add_argument("model", help="the .caffemodel (binary or HDF5 snapshot)")
     p.add_argument("-p", "--prototxt", help="deploy prototxt (recommended)")

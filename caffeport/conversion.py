@@ -195,7 +195,8 @@ def convert(
     pool = ThreadPoolExecutor(1, thread_name_prefix="caffeport-check", initializer=block_deferred_signals)
     try:
         checked = pool.submit(nonfinite_warnings, net, threads=1, stop=stop)
-        converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown, matlab=matlab))
+        converted = transform(net, backend, Options(depthwise=depthwise, skip_unknown=skip_unknown, matlab=matlab),
+                              passes=exporter.passes.get(backend))
         target = None
         if output is not None:
             try:

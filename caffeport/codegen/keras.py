@@ -3,11 +3,11 @@
 The framework-neutral parts are shared with the torch-code generator
 (`caffeport.codegen.common`: identifier names, stubs' params, line wrapping,
 the sources' sha256; `caffeport.codegen.registry`: float literals): only the
-per-layer code and the file's frame differ. The net comes after the torch backend (Caffe's
-layouts, BatchNorm's scale factor divided out and a Scale folded in); this
-module reorders the weights to Keras' channels_last layouts itself.
+per-layer code and the file's frame differ. The net keeps Caffe's layouts (the
+torch passes: BatchNorm's scale factor divided out and a Scale folded in);
+this module reorders the weights to Keras' layouts itself.
 
-The file builds a functional ``keras.Model`` with NHWC inputs named after the
+The file builds a functional ``keras.Model`` with inputs named after the
 Caffe inputs, one Keras layer per Caffe layer named after it (plus the
 padding/permute/reshape layers Caffe's rules need, named ``<layer>_pad``,
 ``<layer>_nchw`` etc.: `KerasCode.sub` makes those names unique, after every
@@ -17,20 +17,24 @@ keyed by the net's output tops. Weights are in ``weights.h5`` (one group per
 weighted layer, datasets ``0, 1, ...`` in ``set_weights`` order, written with
 h5py) and loaded by ``load_model``.
 
-Layouts: a 4-D top is held channels_last (Caffe axis order 0, 2, 3, 1);
-a top of any other rank is held in Caffe's own order. Caffe's axis fields
-(Concat, Softmax, Slice, Crop, Normalize) are mapped to the held axes
-(`nhwc_axis`); layers that reorder memory (Reshape, Flatten, InnerProduct
-over a 4-D blob, Embed) put a 4-D input back in NCHW, apply Caffe's C-order
-rule and hold the result again; a Permute is Caffe's order composed with
-both held layouts, one Keras Permute. The batch axis never moves (Keras
-keeps it first), so a Permute or Reshape moving it is not generated. Shapes
-are the prototxt's: Reshape, Crop and Interp sizes are literal, and PriorBox
-is a constant computed at export by the reference's own forward.
+Layouts (`Layout`, from the net's ``conversion.data_format``): a 4-D top is
+held channels_last (Caffe axis order 0, 2, 3, 1; the default) or channels_first
+(Caffe's own NCHW, ``--backend channels_first``); a top of any other rank is
+held in Caffe's own order. Caffe's axis fields (Concat, Softmax, Slice, Crop,
+Normalize) are mapped to the held axes (`Layout.axis`); layers that reorder
+memory (Reshape, Flatten, InnerProduct over a 4-D blob, Embed) put a 4-D input
+back in NCHW, apply Caffe's C-order rule and hold the result again; a Permute
+is Caffe's order composed with both held layouts, one Keras Permute. Keras'
+image layers and this file's image helpers are given ``data_format`` when it
+is not the default. Convolution kernels are (h, w, in, out) in both layouts,
+as Keras stores them. The batch axis never moves (Keras keeps it first), so a
+Permute or Reshape moving it is not generated. Shapes are the prototxt's:
+Reshape, Crop and Interp sizes are literal, and PriorBox is a constant
+computed at export by the reference's own forward.
 
-A layer type without an emitter here (DetectionOutput, among others), or a
-form an emitter refuses, becomes a ``NotGenerated`` layer that raises
-NotImplementedError naming the layer, its type and its params.
+A layer type without an emitter here, or a form an emitter refuses, becomes a
+``NotGenerated`` layer that raises NotImplementedError naming the layer, its
+type and its params.
 '''
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class KerasCode:
     #: (Keras layer name, arrays in set_weights order)
     tensors: list[tuple[str, list[np.ndarray]]] = field(default_factory=list)
     recorded: bool = True
+    layout: Layout = field(default_factory=lambda: CHANNELS_LAST)
 
     @property
     def x(self) -> str:
@@ -136,19 +141,40 @@ def _emits(*types: str) -> Callable[[KerasEmitter], KerasEmitter]:
     return register
 
 
-#: a 4-D top is held channels_last: Keras axis j is Caffe axis TO_NHWC[j]; every other rank is held in Caffe's order
+#: a 4-D top held channels_last: Keras axis j is Caffe axis TO_NHWC[j]
 TO_NHWC = (0, 2, 3, 1)
-TO_NCHW = (0, 3, 1, 2)
 
 
-def nhwc_axis(axis: int, ndim: int) -> int:
-    """Caffe's NCHW axis in the channels_last tensor (4-D: C is last, H and W move up one; else unchanged)."""
-    return {0: 0, 1: 3, 2: 1, 3: 2}[axis] if ndim == 4 else axis
+@dataclass(frozen=True)
+class Layout:
+    """How the generated model holds a 4-D top: channels_last (NHWC, Keras' default, the only form Keras'
+    TensorFlow backend convolves on a CPU) or channels_first (Caffe's own NCHW, `--backend channels_first`: for
+    Keras' JAX and torch backends and GPUs). A top of any other rank is held in Caffe's order either way."""
+
+    data_format: str = "channels_last"
+
+    @property
+    def channels_last(self) -> bool:
+        return self.data_format == "channels_last"
+
+    def held(self, ndim: int) -> tuple[int, ...]:
+        """Keras axis j of a top of ``ndim`` Caffe axes is Caffe axis ``held(ndim)[j]``."""
+        return TO_NHWC if ndim == 4 and self.channels_last else tuple(range(ndim))
+
+    def axis(self, axis: int, ndim: int) -> int:
+        """Caffe's axis ``axis`` of an ``ndim``-D top in the held tensor (channels_last: C last, H and W up one)."""
+        return self.held(ndim).index(axis)
+
+    def option(self) -> str:
+        """The ``data_format`` keyword of Keras' image layers and this file's image helpers ("" for the default)."""
+        return "" if self.channels_last else f', data_format="{self.data_format}"'
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """A Caffe shape as the model holds it."""
+        return tuple(int(shape[a]) for a in self.held(len(shape)))
 
 
-def _held(ndim: int) -> tuple[int, ...]:
-    """Keras axis j of a top of ``ndim`` Caffe axes is Caffe axis ``_held(ndim)[j]``."""
-    return TO_NHWC if ndim == 4 else tuple(range(ndim))
+CHANNELS_LAST = Layout()
 
 
 def _f32(blob: object) -> np.ndarray:
@@ -170,13 +196,14 @@ def _permute(code: KerasCode, x: str, order: tuple[int, ...], name: str) -> str:
 
 
 def _caffe_order(code: KerasCode, x: str, ndim: int) -> str:
-    """A held top in Caffe's own axis order (a 4-D one transposed back to NCHW)."""
-    return _permute(code, x, TO_NCHW, code.sub("nchw")) if ndim == 4 else x
+    """A held top in Caffe's own axis order (a channels_last 4-D one transposed back to NCHW)."""
+    held = code.layout.held(ndim)
+    return _permute(code, x, tuple(held.index(i) for i in range(ndim)), code.sub("nchw"))
 
 
 def _held_order(code: KerasCode, x: str, ndim: int) -> str:
-    """A tensor in Caffe's axis order made the held form of its rank (4-D: channels_last)."""
-    return _permute(code, x, TO_NHWC, code.sub("nhwc")) if ndim == 4 else x
+    """A tensor in Caffe's axis order made the held form of its rank (4-D channels_last: NHWC)."""
+    return _permute(code, x, code.layout.held(ndim), code.sub("nhwc"))
 
 
 def _reshaped(code: KerasCode, x: str, shape: tuple[int, ...], top: tuple[int, ...], name: str,
@@ -217,18 +244,18 @@ def convolution(code: KerasCode) -> None:
     bias = bool(p.get("bias_term", True))
     weight = np.asarray(code.layer.blobs[0])
     weight = _f32(weight.reshape(weight.shape[0], -1, *window.kernel)).transpose(2, 3, 1, 0)
-    x = code.x
+    x, data_format = code.x, code.layout.option()
     if any(window.pad):
-        x = f"layers.ZeroPadding2D({_pair(window.pad)}, name={_q(code.sub('pad'))})({x})"
+        x = f"layers.ZeroPadding2D({_pair(window.pad)}{data_format}, name={_q(code.sub('pad'))})({x})"
     strided, dilated = any(s != 1 for s in window.stride), any(d != 1 for d in window.dilation)
     options = f", strides={_pair(window.stride)}" if strided and not dilated else ""
     options += f", dilation_rate={_pair(window.dilation)}" if dilated else ""
     options += f", groups={groups}" if groups != 1 else ""
     options += "" if bias else ", use_bias=False"
-    x = f"layers.Conv2D({weight.shape[3]}, {_pair(window.kernel)}{options}, name={_q(code.name)})({x})"
+    x = f"layers.Conv2D({weight.shape[3]}, {_pair(window.kernel)}{options}{data_format}, name={_q(code.name)})({x})"
     if strided and dilated:  # Keras refuses both: the stride-1 output sampled every stride rows/columns is Caffe's
         code.helpers.add("CaffeSubsample")
-        x = f"CaffeSubsample({_pair(window.stride)}, name={_q(code.sub('stride'))})({x})"
+        x = f"CaffeSubsample({_pair(window.stride)}{data_format}, name={_q(code.sub('stride'))})({x})"
     code.assign(x)
     code.tensors.append((code.name, [weight, _f32(code.layer.blobs[1])] if bias else [weight]))
 
@@ -251,13 +278,13 @@ def pooling(code: KerasCode) -> None:
         raise NotGenerated(f"pool {method} with {len(code.tops)} top(s) over a {len(code.shape)}-D input")
     if p.get("global_pooling", False):
         kind = "GlobalMaxPooling2D" if method == "MAX" else "GlobalAveragePooling2D"
-        code.assign(f"layers.{kind}(keepdims=True, name={_q(code.name)})({code.x})")
+        code.assign(f"layers.{kind}(keepdims=True{code.layout.option()}, name={_q(code.name)})({code.x})")
         return
     window = pool_window(code.layer)
     ceil = not rounds_down(code.layer)
     code.helpers.add("CaffePool2D")
     code.assign(f'CaffePool2D("{method}", {_pair(window.kernel)}, {_pair(window.stride)}, {_pair(window.pad)}, '
-                f"ceil={ceil}, name={_q(code.name)})({code.x})")
+                f"ceil={ceil}{code.layout.option()}, name={_q(code.name)})({code.x})")
 
 
 @_emits("InnerProduct")
@@ -306,9 +333,9 @@ def permute(code: KerasCode) -> None:
     """
     ndim = len(code.shape)
     order = full_order(code.layer, ndim)
-    held_in = _held(ndim)
+    held_in = code.layout.held(ndim)
     inverse = [held_in.index(i) for i in range(ndim)]
-    total = tuple(inverse[order[j]] for j in _held(ndim))
+    total = tuple(inverse[order[j]] for j in code.layout.held(ndim))
     code.assign(_permute(code, code.x, total, code.name))
     _named_identity(code)
 
@@ -327,7 +354,7 @@ def crop(code: KerasCode) -> None:
     axis = axis_index(code.layer, code.params().get("axis", 2), len(code.shape))
     if axis == 0:
         raise NotGenerated("a Crop of the batch axis")
-    held = _held(len(code.shape))
+    held = code.layout.held(len(code.shape))
     starts = [offsets[a] if a >= axis else 0 for a in held]
     sizes = [int(reference[a]) if a >= axis else None for a in held]
     code.helpers.add("CaffeCrop")
@@ -359,6 +386,7 @@ def deconvolution(code: KerasCode) -> None:
     if any(k < s for k, s in zip(window.kernel, window.stride, strict=True)):
         options += ", output_padding=(0, 0)"  # else Keras makes in * stride rows when kernel < stride
     options += "" if bias else ", use_bias=False"
+    options += code.layout.option()
     bias_blob = _f32(code.layer.blobs[1]).reshape(-1) if bias else None
 
     def tensors(g: int) -> list[np.ndarray]:
@@ -372,16 +400,17 @@ def deconvolution(code: KerasCode) -> None:
         parts = code.local("groups")
         code.helpers.add("CaffeSlice")
         points = [cin * g for g in range(1, groups)]
-        code.body.append(f"{parts} = CaffeSlice(3, {points}, name={_q(code.sub('split'))})({code.x})")
+        channels = code.layout.axis(1, 4)
+        code.body.append(f"{parts} = CaffeSlice({channels}, {points}, name={_q(code.sub('split'))})({code.x})")
         outs = []
         for g in range(groups):
             name = code.sub(f"g{g}")
             outs.append(f"layers.Conv2DTranspose({cout}, {_pair(window.kernel)}{options}, name={_q(name)})"
                         f"({parts}[{g}])")
             code.tensors.append((name, tensors(g)))
-        x = f"layers.Concatenate(axis=-1, name={_q(code.name)})([{', '.join(outs)}])"
+        x = f"layers.Concatenate(axis={channels}, name={_q(code.name)})([{', '.join(outs)}])"
     if any(window.pad):
-        x = f"layers.Cropping2D({_pair(window.pad)}, name={_q(code.sub('crop'))})({x})"
+        x = f"layers.Cropping2D({_pair(window.pad)}{code.layout.option()}, name={_q(code.sub('crop'))})({x})"
     code.assign(x)
 
 
@@ -415,13 +444,14 @@ def power(code: KerasCode) -> None:
 
 @_emits("PReLU")
 def prelu(code: KerasCode) -> None:
-    """Per-channel slopes: alpha shared over H and W (shape (1, 1, C)); ``channel_shared`` over every axis."""
+    """Per-channel slopes: alpha shared over every axis after the batch but the channel one (Caffe's axis 1: 4-D
+    NHWC, alpha (1, 1, C); NCHW (C, 1, 1)); ``channel_shared``: one slope shared over every axis."""
     shared = bool(code.params().get("channel_shared", False))
     ndim = len(code.shape)
     slopes = _f32(code.layer.blobs[0]).reshape(-1)
-    axes = list(range(1, ndim)) if shared else list(range(1, ndim - 1))
-    alpha_shape = [1 if i + 1 in axes else code.shape[1] for i in range(ndim - 1)]
-    alpha = np.broadcast_to(slopes, alpha_shape).astype(np.float32) if not shared else slopes.reshape(alpha_shape)
+    channel = code.layout.axis(1, ndim)
+    axes = [a for a in range(1, ndim) if shared or a != channel]
+    alpha = slopes.reshape([1 if a in axes else code.shape[1] for a in range(1, ndim)])
     option = f"shared_axes={axes}, " if axes else ""
     code.assign(f"layers.PReLU({option}name={_q(code.name)})({code.x})")
     code.tensors.append((code.name, [np.ascontiguousarray(alpha)]))
@@ -429,7 +459,7 @@ def prelu(code: KerasCode) -> None:
 
 @_emits("Softmax")
 def softmax(code: KerasCode) -> None:
-    axis = nhwc_axis(axis_index(code.layer, code.params().get("axis", 1), len(code.shape)), len(code.shape))
+    axis = code.layout.axis(axis_index(code.layer, code.params().get("axis", 1), len(code.shape)), len(code.shape))
     code.assign(f"layers.Softmax(axis={axis - len(code.shape)}, name={_q(code.name)})({code.x})")
 
 
@@ -439,7 +469,7 @@ def batch_norm(code: KerasCode) -> None:
     p = code.params()
     if p.get("use_global_stats") is False or len(code.layer.blobs) != 4:
         raise NotGenerated("batch statistics or a BatchNorm without a folded Scale")
-    axis = nhwc_axis(1, len(code.shape)) - len(code.shape)
+    axis = code.layout.axis(1, len(code.shape)) - len(code.shape)
     code.assign(f"layers.BatchNormalization(axis={axis}, epsilon={number(p.get('eps', 1e-5))}, "
                 f"name={_q(code.name)})({code.x})")
     code.tensors.append((code.name, [_f32(b) for b in code.layer.blobs]))
@@ -452,17 +482,16 @@ def identity(code: KerasCode) -> None:
     code.assign(f"layers.Identity(name={_q(code.name)})({code.x})")
 
 
-def _broadcast_held(shape: tuple[int, ...], start: int, factor: tuple[int, ...]) -> tuple[int, ...]:
+def _broadcast_held(layout: Layout, shape: tuple[int, ...], start: int, factor: tuple[int, ...]) -> tuple[int, ...]:
     """The shape that broadcasts a factor spanning Caffe axes ``start``.. over the held form of ``shape``."""
-    full = [1] * start + list(factor) + [1] * (len(shape) - start - len(factor))
-    return tuple(full[a] for a in _held(len(shape)))
+    return layout.shape((1,) * start + tuple(factor) + (1,) * (len(shape) - start - len(factor)))
 
 
 @_emits("Scale", "Bias")
 def scale(code: KerasCode) -> None:
     """Scale (``x * factor (+ bias)``) and Bias (``x + bias``), the operand spanning Caffe axes ``axis``.. .
 
-    A learned operand (`CaffeScale`) is stored already shaped to broadcast over the held (channels_last) input:
+    A learned operand (`CaffeScale`) is stored already shaped to broadcast over the held input:
     Caffe's (outer, dim, inner) view is that broadcast. A second bottom as the operand (`CaffeAlong`) is taken
     back to Caffe's order, reshaped to span its axes and held again; it must start at the batch axis (a Keras
     tensor always has one), so only ``axis: 0`` is generated for that form.
@@ -479,17 +508,19 @@ def scale(code: KerasCode) -> None:
         op = "add" if code.layer.type == "Bias" else "mul"
         full = tuple((*factor, *[1] * (ndim - len(factor))))
         code.helpers.add("CaffeAlong")
-        code.assign(f'CaffeAlong("{op}", {full[1:]}, {len(factor) == 4}, {ndim == 4}, name={_q(code.name)})'
+        nhwc = code.layout.channels_last
+        code.assign(f'CaffeAlong("{op}", {full[1:]}, {nhwc and len(factor) == 4}, {nhwc and ndim == 4}, '
+                    f"name={_q(code.name)})"
                     f"([{code.x}, {code.bottoms[1]}])")
         return
     shape = broadcast_shape(code.layer, p, code.shape)
     assert shape is not None
     factor = tuple(int(d) for d in shape if d is not None)
     start = axis_index(code.layer, p.get("axis", 1), ndim) if factor else 0
-    held = _broadcast_held(code.shape, start, factor)
+    held = _broadcast_held(code.layout, code.shape, start, factor)
     blobs = [_f32(b).reshape(factor) for b in code.layer.blobs]
     arrays = [np.ascontiguousarray(b.reshape([1] * start + list(factor) + [1] * (ndim - start - len(factor)))
-                                   .transpose(_held(ndim))).reshape(held) for b in blobs]
+                                   .transpose(code.layout.held(ndim))).reshape(held) for b in blobs]
     mode = "add" if code.layer.type == "Bias" else "mul_add" if bias else "mul"
     code.helpers.add("CaffeScale")
     code.assign(f'CaffeScale("{mode}", {held}, name={_q(code.name)})({code.x})')
@@ -518,13 +549,13 @@ def concat(code: KerasCode) -> None:
     if len(code.bottoms) == 1:
         code.assign(f"layers.Identity(name={_q(code.name)})({code.x})")
         return
-    code.assign(f"layers.Concatenate(axis={nhwc_axis(axis, len(code.shape))}, name={_q(code.name)})"
+    code.assign(f"layers.Concatenate(axis={code.layout.axis(axis, len(code.shape))}, name={_q(code.name)})"
                 f"([{', '.join(code.bottoms)}])")
 
 
 @_emits("Slice")
 def slice_layer(code: KerasCode) -> None:
-    """`CaffeSlice`: the bottom cut along the (channels_last) axis at Caffe's slice points (equal parts if none)."""
+    """`CaffeSlice`: the bottom cut along the held axis at Caffe's slice points (equal parts if none)."""
     from caffeport.layers.slice import slice_axis
 
     p = code.params()
@@ -533,7 +564,7 @@ def slice_layer(code: KerasCode) -> None:
     points = [int(v) for v in p.get("slice_point", [])] or [size // count * i for i in range(1, count)]
     code.helpers.add("CaffeSlice")
     code.body.append(f"{', '.join(code.tops)}{',' if count == 1 else ''} = CaffeSlice("
-                     f"{nhwc_axis(axis, len(code.shape))}, {points}, name={_q(code.name)})({code.x})")
+                     f"{code.layout.axis(axis, len(code.shape))}, {points}, name={_q(code.name)})({code.x})")
 
 
 @_emits("Split")
@@ -548,7 +579,7 @@ def split(code: KerasCode) -> None:
 def embed(code: KerasCode) -> None:
     """`CaffeEmbed`: each input value, truncated to an int, selects a row of the (input_dim, num_output) weight,
     plus the bias; the top is the input's Caffe shape with num_output appended (a 4-D input is put back in NCHW
-    order first, a 3-D one gives a 4-D top held channels_last)."""
+    order first, a 3-D one gives a 4-D top, held as `Layout` says)."""
     p = code.params()
     ndim = len(code.shape)
     bias = bool(p.get("bias_term", True))
@@ -589,12 +620,13 @@ def detection_output(code: KerasCode) -> None:
     options = ssd_arguments(code.params(), len(code.bottoms))
     ranks = [len(s) for s in code.layer.bottom_shapes[:3]]  # type: ignore[arg-type]
     code.helpers |= {"CaffeDetectionOutput", "ssd_detections"}
-    code.assign(f"CaffeDetectionOutput({ranks}, {options}, name={_q(code.name)})([{', '.join(code.bottoms[:3])}])")
+    code.assign(f"CaffeDetectionOutput({ranks}, {options}{code.layout.option()}, name={_q(code.name)})"
+                f"([{', '.join(code.bottoms[:3])}])")
 
 
 @_emits("LRN")
 def lrn(code: KerasCode) -> None:
-    """`CaffeLRN` on the channels_last input: ACROSS_CHANNELS ``x * (k + alpha / size * window sum of x^2)^-beta``
+    """`CaffeLRN` on the held input: ACROSS_CHANNELS ``x * (k + alpha / size * window sum of x^2)^-beta``
     over a zero-padded channel window, WITHIN_CHANNEL ``x * (1 + alpha * avg(x^2))^-beta`` over a size x size
     zero-padded spatial window divided by ``size^2`` (``k`` unused there), as `caffeport.layers.lrn` states."""
     p = code.params()
@@ -605,7 +637,7 @@ def lrn(code: KerasCode) -> None:
         raise NotGenerated(f"norm_region {region} over a {len(code.shape)}-D input")
     code.helpers.add("CaffeLRN")
     code.assign(f'CaffeLRN("{region}", {size}, {number(p.get("alpha", 1.0))}, {number(p.get("beta", 0.75))}, '
-                f"{number(p.get('k', 1.0))}, name={_q(code.name)})({code.x})")
+                f"{number(p.get('k', 1.0))}{code.layout.option()}, name={_q(code.name)})({code.x})")
 
 
 @_emits("Normalize")
@@ -619,7 +651,7 @@ def normalize(code: KerasCode) -> None:
     shared = bool(p.get("channel_shared", True))
     weight = _f32(code.layer.blobs[0]).reshape(-1)[: 1 if shared else None]
     code.helpers.add("CaffeNormalize")
-    code.assign(f"CaffeNormalize({bool(p.get('across_spatial', True))}, {nhwc_axis(1, ndim)}, {weight.size}, "
+    code.assign(f"CaffeNormalize({bool(p.get('across_spatial', True))}, {code.layout.axis(1, ndim)}, {weight.size}, "
                 f"{number(p.get('eps', 1e-10))}, name={_q(code.name)})({code.x})")
     code.tensors.append((code.name, [weight]))
 
@@ -636,7 +668,8 @@ def interp(code: KerasCode) -> None:
     h_eff, w_eff, out_h, out_w = interp_size(code.layer, code.shape[2], code.shape[3])
     start = -ints(p.get("pad_beg"))[-1] if ints(p.get("pad_beg")) else 0
     code.helpers.add("CaffeInterp")
-    code.assign(f"CaffeInterp({start}, ({h_eff}, {w_eff}), ({out_h}, {out_w}), name={_q(code.name)})({code.x})")
+    code.assign(f"CaffeInterp({start}, ({h_eff}, {w_eff}), ({out_h}, {out_w}){code.layout.option()}, "
+                f"name={_q(code.name)})({code.x})")
 
 
 @_emits("PriorBox")
@@ -647,8 +680,7 @@ def prior_box(code: KerasCode) -> None:
     bottoms = [np.zeros(shape, np.float32) for shape in shapes]  # type: ignore[arg-type]
     (priors,) = layer_type("PriorBox").forward(code.layer, bottoms)
     priors = _f32(priors)
-    if priors.ndim == 4:
-        priors = np.ascontiguousarray(priors.transpose(TO_NHWC))
+    priors = np.ascontiguousarray(priors.transpose(code.layout.held(priors.ndim)))
     code.helpers.add("CaffeConstant")
     code.assign(f"CaffeConstant({tuple(priors.shape)}, name={_q(code.name)})([{', '.join(code.bottoms)}])")
     code.tensors.append((code.name, [priors]))
@@ -667,11 +699,12 @@ HELPERS = {
     "CaffePool2D": '''class CaffePool2D(keras.layers.Layer):
     """Caffe's pooling: output size ceil((size + 2 pad - kernel) / stride) + 1, the last window starting inside the
     padded input; MAX ignores padding; AVE divides each window by its size clipped to the padded input (not the
-    input), as Caffe counts it."""
+    input), as Caffe counts it. ``data_format`` as Keras' own pooling layers take it."""
 
-    def __init__(self, method, kernel, stride, pad, ceil=True, **kwargs):
+    def __init__(self, method, kernel, stride, pad, ceil=True, data_format="channels_last", **kwargs):
         super().__init__(**kwargs)
         self.method, self.kernel, self.stride, self.pad, self.ceil = method, kernel, stride, pad, ceil
+        self.data_format, self.rows = data_format, 1 if data_format == "channels_last" else 2
 
     def _sizes(self, size, axis):
         k, s, p = self.kernel[axis], self.stride[axis], self.pad[axis]
@@ -684,18 +717,22 @@ HELPERS = {
         return out, (out - 1) * s + k - size - p, count
 
     def compute_output_shape(self, shape):
-        return (shape[0], self._sizes(shape[1], 0)[0], self._sizes(shape[2], 1)[0], shape[3])
+        shape, r = list(shape), self.rows
+        shape[r : r + 2] = self._sizes(shape[r], 0)[0], self._sizes(shape[r + 1], 1)[0]
+        return tuple(shape)
 
     def call(self, x):
-        (_, extra_h, count_h), (_, extra_w, count_w) = self._sizes(x.shape[1], 0), self._sizes(x.shape[2], 1)
-        pads = [[0, 0], [self.pad[0], max(extra_h, 0)], [self.pad[1], max(extra_w, 0)], [0, 0]]
+        r = self.rows
+        (_, extra_h, count_h), (_, extra_w, count_w) = self._sizes(x.shape[r], 0), self._sizes(x.shape[r + 1], 1)
+        pads = [[0, 0]] * 4
+        pads[r : r + 2] = [self.pad[0], max(extra_h, 0)], [self.pad[1], max(extra_w, 0)]
         if self.method == "MAX":
             x = keras.ops.pad(x, pads, constant_values=-3.4e38)
-            return keras.ops.max_pool(x, self.kernel, self.stride, padding="valid")
+            return keras.ops.max_pool(x, self.kernel, self.stride, padding="valid", data_format=self.data_format)
         x = keras.ops.pad(x, pads)
-        mean = keras.ops.average_pool(x, self.kernel, self.stride, padding="valid")
+        mean = keras.ops.average_pool(x, self.kernel, self.stride, padding="valid", data_format=self.data_format)
         scale = (self.kernel[0] * self.kernel[1]) / np.outer(count_h, count_w).astype("float32")
-        return mean * scale[None, :, :, None]''',
+        return mean * keras.ops.convert_to_tensor(scale[None, :, :, None] if r == 1 else scale[None, None])''',
     "CaffeCrop": '''class CaffeCrop(keras.layers.Layer):
     """Caffe's Crop: per axis after the batch, ``size`` values from ``start`` (None: the axis kept whole)."""
 
@@ -709,14 +746,15 @@ HELPERS = {
         return x[tuple(window)]''',
     "CaffeSubsample": '''class CaffeSubsample(keras.layers.Layer):
     """Every ``stride``-th row and column from the first: a strided convolution from its stride-1 output (Keras'
-    Conv2D takes no stride with a dilation)."""
+    Conv2D takes no stride with a dilation); ``data_format`` as Keras' Conv2D takes it."""
 
-    def __init__(self, stride, **kwargs):
+    def __init__(self, stride, data_format="channels_last", **kwargs):
         super().__init__(**kwargs)
-        self.stride = stride
+        self.stride, self.data_format = stride, data_format
 
     def call(self, x):
-        return x[:, :: self.stride[0], :: self.stride[1], :]''',
+        (sh, sw) = self.stride
+        return x[:, ::sh, ::sw, :] if self.data_format == "channels_last" else x[:, :, ::sh, ::sw]''',
     "CaffePower": '''class CaffePower(keras.layers.Layer):
     """Caffe's Power: ``(shift + scale * x) ** power``; ``constant`` (given when ``power * scale`` is 0) whatever
     the input, as Caffe does not read it then."""
@@ -732,7 +770,7 @@ HELPERS = {
         y = y + self.shift if self.shift != 0 else y
         return keras.ops.power(y, self.power) if self.power != 1 else keras.ops.copy(y)''',
     "CaffeScale": '''class CaffeScale(keras.layers.Layer):
-    """Caffe's Scale / Bias with learned operands, stored shaped to broadcast over the (channels_last) input:
+    """Caffe's Scale / Bias with learned operands, stored shaped to broadcast over the (held) input:
     ``mul`` is ``x * w``, ``mul_add`` ``x * w + b``, ``add`` ``x + b``."""
 
     def __init__(self, mode, shape, **kwargs):
@@ -748,19 +786,19 @@ HELPERS = {
         return y + self.operands[1] if self.mode == "mul_add" else y''',
     "CaffeAlong": '''class CaffeAlong(keras.layers.Layer):
     """Caffe's two-bottom Scale (``mul``) / Bias (``add``) from axis 0: the operand taken to Caffe's order
-    (NCHW when it is 4-D), reshaped to span the input's first axes (``shape``: Caffe's dims after the batch),
-    then channels_last again when the input is 4-D."""
+    (from NHWC when ``operand_nhwc``), reshaped to span the input's first axes (``shape``: Caffe's dims after the
+    batch), then NHWC again when the input is (``input_nhwc``)."""
 
-    def __init__(self, op, shape, operand_4d, input_4d, **kwargs):
+    def __init__(self, op, shape, operand_nhwc, input_nhwc, **kwargs):
         super().__init__(**kwargs)
-        self.op, self.shape, self.operand_4d, self.input_4d = op, tuple(shape), operand_4d, input_4d
+        self.op, self.shape, self.operand_nhwc, self.input_nhwc = op, tuple(shape), operand_nhwc, input_nhwc
 
     def call(self, inputs):
         x, f = inputs
-        if self.operand_4d:
+        if self.operand_nhwc:
             f = keras.ops.transpose(f, (0, 3, 1, 2))
         f = keras.ops.reshape(f, (-1, *self.shape))
-        if self.input_4d:
+        if self.input_nhwc:
             f = keras.ops.transpose(f, (0, 2, 3, 1))
         return x * f if self.op == "mul" else x + f''',
     "CaffeSum": '''class CaffeSum(keras.layers.Layer):
@@ -820,53 +858,65 @@ HELPERS = {
     "ssd_detections": SSD_DETECTIONS.strip("\n"),
     "CaffeDetectionOutput": '''class CaffeDetectionOutput(keras.layers.Layer):
     """SSD's DetectionOutput, computed by ``ssd_detections`` with numpy on the eager values (so the model must run
-    eagerly, not under jit). The (1, 1, R, 7) top is held channels_last, as every 4-D top of this file:
-    (1, R, 7, 1)."""
+    eagerly, not under jit). 4-D inputs and the (1, 1, R, 7) top are held as ``data_format`` says, as every 4-D
+    top of this file: channels_last, (1, R, 7, 1); channels_first, Caffe's (1, 1, R, 7)."""
 
     OPTIONS = ("num_classes", "share", "background", "code_type", "in_target", "keep_top_k", "score_threshold",
                "nms_threshold", "eta", "top_k")
 
-    def __init__(self, ranks, **kwargs):
+    def __init__(self, ranks, data_format="channels_last", **kwargs):
         self.options = {key: kwargs.pop(key) for key in self.OPTIONS}  # ssd_detections' arguments
         super().__init__(**kwargs)
-        self.ranks = ranks
+        self.ranks, self.nhwc = ranks, data_format == "channels_last"
 
     def compute_output_shape(self, shapes):
-        return (1, None, 7, 1)
+        return (1, None, 7, 1) if self.nhwc else (1, 1, None, 7)
 
     def call(self, inputs):
         loc, conf, prior = (keras.ops.convert_to_numpy(x).astype(np.float32) for x in inputs[:3])
-        loc, conf, prior = (np.transpose(x, (0, 3, 1, 2)) if rank == 4 else x
+        loc, conf, prior = (np.transpose(x, (0, 3, 1, 2)) if rank == 4 and self.nhwc else x
                             for x, rank in zip((loc, conf, prior), self.ranks))
         rows = ssd_detections(loc, conf, prior, **self.options)
-        return keras.ops.convert_to_tensor(rows[None, :, :, None])''',
+        return keras.ops.convert_to_tensor(rows[None, :, :, None] if self.nhwc else rows[None, None])''',
     "CaffeLRN": '''class CaffeLRN(keras.layers.Layer):
-    """Caffe's LRN of a channels_last input, ``p = (size - 1) // 2``. ACROSS_CHANNELS: ``x * (k + alpha / size *
-    sum of x^2 over channels c-p..c+p)^-beta``, channels outside counting 0. WITHIN_CHANNEL: ``x * (1 + alpha *
-    avg)^-beta``, avg the size x size zero-padded window sum of x^2 divided by ``size^2`` (``k`` unused)."""
+    """Caffe's LRN, ``p = (size - 1) // 2``. ACROSS_CHANNELS: ``x * (k + alpha / size * sum of x^2 over
+    channels c-p..c+p)^-beta``, channels outside counting 0. WITHIN_CHANNEL: ``x * (1 + alpha * avg)^-beta``, avg
+    the size x size zero-padded window sum of x^2 divided by ``size^2`` (``k`` unused). ``data_format`` as Keras'
+    image layers take it."""
 
-    def __init__(self, region, size, alpha, beta, k, **kwargs):
+    def __init__(self, region, size, alpha, beta, k, data_format="channels_last", **kwargs):
         super().__init__(**kwargs)
         self.region, self.size, self.alpha, self.beta, self.k = region, size, alpha, beta, k
+        self.channels, self.rows = (3, 1) if data_format == "channels_last" else (1, 2)
+
+    @staticmethod
+    def _window(x, axis, start, size):
+        """``x`` cut to ``size`` entries from ``start`` along ``axis``."""
+        index = [slice(None)] * 4
+        index[axis] = slice(start, start + size)
+        return x[tuple(index)]
 
     def call(self, x):
         p, size = (self.size - 1) // 2, self.size
         square = x * x
+        pads = [[0, 0] for _ in range(4)]
         if self.region == "ACROSS_CHANNELS":
-            channels = x.shape[3]
-            padded = keras.ops.pad(square, [[0, 0], [0, 0], [0, 0], [p, p]])
+            c = self.channels
+            pads[c] = [p, p]
+            padded = keras.ops.pad(square, pads)
             scale = keras.ops.full_like(x, self.k)
             for tap in range(size):
-                scale = scale + (self.alpha / size) * padded[:, :, :, tap : tap + channels]
+                scale = scale + (self.alpha / size) * self._window(padded, c, tap, x.shape[c])
             return x * keras.ops.power(scale, -self.beta)
         if self.alpha * self.beta == 0:
             return keras.ops.copy(x)
-        height, width = x.shape[1], x.shape[2]
-        padded = keras.ops.pad(square, [[0, 0], [p, p], [p, p], [0, 0]])
+        r = self.rows
+        pads[r] = pads[r + 1] = [p, p]
+        padded = keras.ops.pad(square, pads)
         total = keras.ops.zeros_like(x)
         for dy in range(size):
             for dx in range(size):
-                total = total + padded[:, dy : dy + height, dx : dx + width, :]
+                total = total + self._window(self._window(padded, r, dy, x.shape[r]), r + 1, dx, x.shape[r + 1])
         return x * keras.ops.power(self.alpha * (total / float(size * size)) + 1.0, -self.beta)''',
     "CaffeNormalize": '''class CaffeNormalize(keras.layers.Layer):
     """SSD's Normalize: ``x / sqrt(sum x^2 + eps)`` over the whole sample (``across_spatial``) or over the channel
@@ -886,14 +936,15 @@ HELPERS = {
         scale = keras.ops.reshape(self.scale, (-1,) + (1,) * (len(x.shape) - 1 - self.axis))
         return y * scale''',
     "CaffeInterp": '''class CaffeInterp(keras.layers.Layer):
-    """DeepLab/PSPNet's Interp of a channels_last input: the ``size`` window from row and column ``start`` (the
-    crop of non-positive pads), then per axis ``r = (in - 1) / (out - 1)`` in float32, output ``y`` reading rows
-    ``int(r * y)`` and the next (the last row twice) weighted ``1 - f`` and ``f``: corner-aligned bilinear, in
-    Caffe's order of operations; a crop already of the output size is copied."""
+    """DeepLab/PSPNet's Interp: the ``size`` window from row and column ``start`` (the crop of non-positive
+    pads), then per axis ``r = (in - 1) / (out - 1)`` in float32, output ``y`` reading rows ``int(r * y)`` and the
+    next (the last row twice) weighted ``1 - f`` and ``f``: corner-aligned bilinear, in Caffe's order of
+    operations; a crop already of the output size is copied. ``data_format`` as Keras' image layers take it."""
 
-    def __init__(self, start, size, out, **kwargs):
+    def __init__(self, start, size, out, data_format="channels_last", **kwargs):
         super().__init__(**kwargs)
         self.start, self.size, self.out = start, tuple(size), tuple(out)
+        self.rows = 1 if data_format == "channels_last" else 2
 
     @staticmethod
     def _taps(size_in, size_out):
@@ -905,20 +956,28 @@ HELPERS = {
         return low, high, np.float32(1.0) - w_high, w_high
 
     def compute_output_shape(self, shape):
-        return (shape[0], *self.out, shape[3])
+        shape, r = list(shape), self.rows
+        shape[r : r + 2] = self.out
+        return tuple(shape)
 
     def call(self, x):
-        (h, w), s = self.size, self.start
-        x = x[:, s : s + h, s : s + w, :]
+        (h, w), s, r = self.size, self.start, self.rows
+        index = [slice(None)] * 4
+        index[r : r + 2] = slice(s, s + h), slice(s, s + w)
+        x = x[tuple(index)]
         if self.size == self.out:
             return keras.ops.copy(x)
         y0, y1, ly0, ly1 = self._taps(h, self.out[0])
         x0, x1, lx0, lx1 = self._taps(w, self.out[1])
-        rows0, rows1 = keras.ops.take(x, y0, axis=1), keras.ops.take(x, y1, axis=1)
-        lx0, lx1 = lx0[None, None, :, None], lx1[None, None, :, None]
-        top = keras.ops.take(rows0, x0, axis=2) * lx0 + keras.ops.take(rows0, x1, axis=2) * lx1
-        bottom = keras.ops.take(rows1, x0, axis=2) * lx0 + keras.ops.take(rows1, x1, axis=2) * lx1
-        return ly0[None, :, None, None] * top + ly1[None, :, None, None] * bottom''',
+
+        def along(weights, axis):  # the weights shaped to broadcast along ``axis``
+            return keras.ops.convert_to_tensor(weights.reshape([-1 if a == axis else 1 for a in range(4)]))
+
+        rows0, rows1 = keras.ops.take(x, y0, axis=r), keras.ops.take(x, y1, axis=r)
+        lx0, lx1 = along(lx0, r + 1), along(lx1, r + 1)
+        top = keras.ops.take(rows0, x0, axis=r + 1) * lx0 + keras.ops.take(rows0, x1, axis=r + 1) * lx1
+        bottom = keras.ops.take(rows1, x0, axis=r + 1) * lx0 + keras.ops.take(rows1, x1, axis=r + 1) * lx1
+        return along(ly0, r) * top + along(ly1, r) * bottom''',
     "CaffeConstant": '''class CaffeConstant(keras.layers.Layer):
     """A top that depends only on its bottoms' shapes (SSD's PriorBox), computed when this file was made for the
     prototxt's input sizes and loaded from the weights file; the bottoms are taken only to place it in the graph."""
@@ -959,6 +1018,7 @@ class KerasModel:
     outputs: list[str] = field(default_factory=list)
     #: what the README adds about the conversion (``--matlab``), or nothing
     note: str = ""
+    layout: Layout = CHANNELS_LAST
 
 
 #: types a backend splits off another layer (the torch backend: RNN's output weights); written with that layer
@@ -970,9 +1030,14 @@ def _emit(code: KerasCode) -> str | None:
 
 
 def generate(net: Net) -> KerasModel:
-    """The ``model.py`` of ``net`` (transformed with the torch backend) and the weights it loads."""
+    """The ``model.py`` of ``net`` and the weights it loads.
+
+    ``net`` keeps Caffe's layouts (the torch passes, see `caffeport.exporters.keras_code`); its
+    ``conversion.data_format`` says how the model holds 4-D tops (`Layout`; None: channels_last).
+    """
     if not net.inputs or any(not shape for shape in net.inputs.values()):
         raise CaffeportError("keras-code needs the net's input shapes: give the deploy prototxt")
+    layout = Layout(net.conversion.data_format or CHANNELS_LAST.data_format)
     caffe_names = {new: old for old, new in net.conversion.name_map.items()}
     names, variables = _Names(), _Names()  # Keras layer names; the variables holding the tops
     for taken in ("keras", "layers", "np", "h5py", "Path", "tops", "outputs", "build_model", "load_model", "WEIGHTS",
@@ -985,10 +1050,9 @@ def generate(net: Net) -> KerasModel:
     rewrites = dict.fromkeys(net.inputs, 1)
     body: list[str] = []
     helpers: set[str] = set()
-    model = KerasModel(source="", inputs=dict(net.inputs))
+    model = KerasModel(source="", inputs=dict(net.inputs), layout=layout)
     for name, shape in net.inputs.items():
-        nhwc = (*shape[2:], shape[1]) if len(shape) == 4 else tuple(shape[1:])
-        body.append(f"{current[name]} = keras.Input(shape={tuple(nhwc)}, name={_q(name)})")
+        body.append(f"{current[name]} = keras.Input(shape={layout.shape(tuple(shape))[1:]}, name={_q(name)})")
     for layer in net.layers:
         caffe_name = caffe_names.get(layer.name, layer.name)
         if _fed(net, layer):
@@ -1006,12 +1070,14 @@ def generate(net: Net) -> KerasModel:
             rewrites[top] = rewrites.get(top, 0) + 1
         tops = [variables(t) if rewrites[t] == 1 else variables(f"{t}\n{rewrites[t]}") for t in layer.tops]
         code = KerasCode(layer=layer, caffe_name=caffe_name, name=names(caffe_name),
-                         bottoms=[current[b] for b in layer.bottoms], tops=tops, names=names, variables=variables)
+                         bottoms=[current[b] for b in layer.bottoms], tops=tops, names=names, variables=variables,
+                         layout=layout)
         reason = _emit(code)
         if reason is not None:
             model.stubs.append(f"{caffe_name!r} ({layer.type}): {reason}")
             code = KerasCode(layer=layer, caffe_name=caffe_name, name=code.name, bottoms=code.bottoms,
-                             tops=code.tops, names=names, variables=variables, helpers={"NotGenerated"})
+                             tops=code.tops, names=names, variables=variables, helpers={"NotGenerated"},
+                             layout=layout)
             params = repr(_stub_params(layer))
             code.body.append(f"stub = NotGenerated({_q(caffe_name)}, {_q(layer.type)}, {_q(reason)}, {params}, "
                              f"name={_q(code.name)})")
@@ -1040,13 +1106,15 @@ def generate(net: Net) -> KerasModel:
 def _file(net: Net, model: KerasModel, body: list[str], current: dict[str, str], helpers: list[str]) -> str:
     sources = "\n".join(f"    {name}  sha256 {digest}" for name, digest in model.sources) or "    (none recorded)"
     stubs = "\n".join(f"    {line}" for line in model.stubs) or "    none"
-    inputs = ", ".join(f"{name} {tuple(shape)} (NCHW in Caffe)" for name, shape in net.inputs.items())
+    layout = model.layout
+    inputs = ", ".join(f"{name} {layout.shape(tuple(shape))}" for name, shape in net.inputs.items())
+    held = "NHWC" if layout.channels_last else "NCHW"
     usage = textwrap.fill(
-        f"``model = load_model()`` builds the keras.Model (channels_last: NHWC inputs {inputs}) and loads the weights "
-        f"beside this file ({WEIGHTS_FILE}); it returns a dict keyed by the net's output tops "
+        f"``model = load_model()`` builds the keras.Model ({layout.data_format}: {held} inputs {inputs}) and loads "
+        f"the weights beside this file ({WEIGHTS_FILE}); it returns a dict keyed by the net's output tops "
         f"({', '.join(model.outputs)}). ``load_model(return_all=True)`` also outputs every top as "
-        '``"<layer>/<top>"`` (4-D tops NHWC, the others in Caffe\'s axis order), the keys of '
-        "``caffeport run --all-layers``. " + matlab_note(net), 110, break_long_words=False)
+        f'``"<layer>/<top>"`` (4-D tops {held}, the others in Caffe\'s axis order), the keys of '
+        "``caffeport run --all-layers``. " + _backend_note(layout) + matlab_note(net), 110, break_long_words=False)
     doc = f'''"""The Caffe net {net.name or '(unnamed)'!r} as a Keras 3 functional model.
 
 Generated by caffeport {__version__} (``caffeport convert -f keras-code``).
@@ -1093,6 +1161,14 @@ This file needs only keras, numpy and h5py.
     return text
 
 
+def _backend_note(layout: Layout) -> str:
+    """What a channels_first model needs: Keras' TensorFlow backend convolves only NHWC on a CPU."""
+    if layout.channels_last:
+        return ""
+    return ("Keras' TensorFlow backend runs channels_first convolutions only on a GPU: on a CPU, run this model "
+            "under Keras' JAX or torch backend (KERAS_BACKEND=jax or torch). ")
+
+
 def _inputs_list(net: Net, current: dict[str, str]) -> str:
     return "[" + ", ".join(current[name] for name in net.inputs) + "]"
 
@@ -1101,7 +1177,8 @@ def readme(model: KerasModel) -> str:
     """The folder's short README."""
     sources = "\n".join(f"- `{name}`: sha256 `{digest}`" for name, digest in model.sources)
     stubs = "\n".join(f"- {line}" for line in model.stubs) or "none"
-    nhwc = [tuple((*s[2:], s[1])) if len(s) == 4 else tuple(s) for s in model.inputs.values()]
+    held = [model.layout.shape(tuple(s)) for s in model.inputs.values()]
+    notes = "\n\n".join(note for note in (_backend_note(model.layout).strip(), model.note) if note)
     return f"""# Keras model
 
 Generated by caffeport {__version__} (`caffeport convert -f keras-code`) from:
@@ -1116,12 +1193,12 @@ import numpy as np
 from model import load_model
 
 model = load_model()
-outputs = model([{", ".join(f"np.zeros({s}, 'float32')" for s in nhwc)}])
+outputs = model([{", ".join(f"np.zeros({s}, 'float32')" for s in held)}])
 ```
 
-Inputs are NHWC (channels_last); outputs a dict keyed by the net's output tops
-({", ".join(f"`{o}`" for o in model.outputs)}).
-{chr(10) + model.note + chr(10) if model.note else ""}
+Inputs are {"NHWC" if model.layout.channels_last else "NCHW"} ({model.layout.data_format}); outputs a dict keyed by \
+the net's output tops ({", ".join(f"`{o}`" for o in model.outputs)}).
+{chr(10) + notes + chr(10) if notes else ""}
 Layers without generated code (calling them raises NotImplementedError):
 
 {stubs}

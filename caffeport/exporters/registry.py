@@ -16,6 +16,7 @@ from typing import Any
 from caffeport.errors import CaffeportError, ModelStructureError, option_error
 from caffeport.ir import Layer, Net
 from caffeport.readers.files import model_file, naming_file
+from caffeport.transforms.registry import check_passes
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class Exporter:
     check: OutputCheck | None = None
     #: what its users must do with Caffe's BatchNorm eps (None: the eps values are stored with the weights)
     eps: EpsTarget | None = None
+    #: backend names whose passes this format defines itself (a code generator lays the weights out itself, so
+    #: keras-code's ``channels_first`` keeps Caffe's layouts and records only the data format); the others mean
+    #: their `caffeport.transforms.BACKENDS` entry
+    passes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 EXPORTERS: dict[str, Exporter] = {}
@@ -109,17 +114,19 @@ RAW_BACKENDS = ("caffe", "pycaffe")
 def register_exporter(
     name: str, *, suffix: str, default_backend: str, description: str, backends: tuple[str, ...] | None = None,
     other_suffixes: tuple[str, ...] = (), directory: bool = False, options: tuple[str, ...] = (),
-    check: OutputCheck | None = None, eps: EpsTarget | None = None,
+    check: OutputCheck | None = None, eps: EpsTarget | None = None, passes: dict[str, tuple[str, ...]] | None = None,
 ) -> Callable[[Writer], Writer]:
     unknown = sorted(set(options) - set(FORMAT_OPTIONS))
     if unknown:
         raise ValueError(f"exporter {name!r}: {', '.join(unknown)} are not among the format options {FORMAT_OPTIONS}")
+    for backend, names in (passes or {}).items():
+        check_passes(f"{name}'s {backend}", names)
 
     def register(write: Writer) -> Writer:
         if name in EXPORTERS:
             raise ValueError(f"an exporter named {name!r} is already registered")
         EXPORTERS[name] = Exporter(name, _naming_model(write), suffix, default_backend, description, backends,
-                                   other_suffixes, directory, tuple(options), check, eps)
+                                   other_suffixes, directory, tuple(options), check, eps, dict(passes or {}))
         return write
 
     return register

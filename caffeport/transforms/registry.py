@@ -73,20 +73,30 @@ def check_order(name: str, passes: Sequence[str]) -> None:
         established.update(facts.provides)
 
 
-def register_backend(name: str, passes: Sequence[str], *, replace: bool = False) -> None:
-    """Define backend ``name`` as the passes ``passes``, run in that order (checked against their facts)."""
+def check_passes(name: str, passes: Sequence[str]) -> None:
+    """Raise `ValueError` when backend ``name``'s ``passes`` name an unregistered pass or run in a wrong order."""
     unknown = [p for p in passes if p not in PASSES]
     if unknown:
         raise ValueError(f"backend {name!r} names unregistered passes: {', '.join(unknown)}")
     check_order(name, passes)
+
+
+def register_backend(name: str, passes: Sequence[str], *, replace: bool = False) -> None:
+    """Define backend ``name`` as the passes ``passes``, run in that order (checked against their facts)."""
+    check_passes(name, passes)
     if name in BACKENDS and not replace:
         raise ValueError(f"backend {name!r} already exists (pass replace=True to redefine it)")
     BACKENDS[name] = list(passes)
 
 
-def transform(net: Net, backend: str = "tensorflow", options: Options | None = None) -> Net:
-    """A new net with ``backend``'s passes applied; ``net`` itself is left as it was."""
-    if backend not in BACKENDS:
+def transform(net: Net, backend: str = "tensorflow", options: Options | None = None,
+              passes: Sequence[str] | None = None) -> Net:
+    """A new net with ``backend``'s passes applied; ``net`` itself is left as it was.
+
+    ``passes``: the passes to run under the name ``backend`` instead of its `BACKENDS` entry (a format that
+    defines what a backend name means for it, `caffeport.exporters.registry.Exporter.passes`).
+    """
+    if passes is None and backend not in BACKENDS:
         raise CaffeportError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
     options = options or Options()
     if options.depthwise not in ("depthwise", "grouped"):
@@ -95,7 +105,7 @@ def transform(net: Net, backend: str = "tensorflow", options: Options | None = N
         check_net(net)  # weights that do not fit their layers are refused, as Caffe refuses them
         result = _copy_structure(net)
         result.conversion.backend = backend
-        for name in [*_option_passes(options), *BACKENDS[backend]]:
+        for name in [*_option_passes(options), *(BACKENDS[backend] if passes is None else passes)]:
             PASSES[name](result, options)
     return result
 

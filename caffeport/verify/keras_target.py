@@ -10,9 +10,10 @@ that layout, and every 4-D tensor of a channels-last model is transposed
 NHWC -> NCHW before it is compared. Caffe inputs go to the Keras inputs by
 name when every Keras input is named after one, else in order.
 
-Pairing: a Keras layer named like a Caffe layer (the Caffe name, or with
+Pairing: a Keras layer named like a Caffe layer (the Caffe name; with
 characters outside ``[A-Za-z0-9_.-]`` made ``_``, as caffeport names the
-converted layers) gives that layer's top (a layer with several outputs: its
+converted layers; or made an identifier, as ``-f keras-code`` names them)
+gives that layer's top (a layer with several outputs: its
 tops in order), read through one sub-model over the wanted layer outputs. A
 layer Keras cannot give one output for (it is called twice) and a top without a
 layer of its name are "not exposed". The model's own outputs pair with the
@@ -32,7 +33,7 @@ from caffeport.errors import CaffeportError, for_cli
 from caffeport.forward import net_outputs
 from caffeport.ir import Net
 from caffeport.keras_model import load_keras_model
-from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, output_keys
+from caffeport.verify import RTOL, Comparison, compare_model, identifier, layer_tops, output_keys
 
 
 def load_model(spec: str) -> Any:
@@ -89,7 +90,7 @@ def run_model(net: Net, model: Any, inputs: Mapping[str, np.ndarray], *, all_lay
     pairs: list[tuple[str, str]] = []  # (key, keras layer name), one per sub-model output
     tensors: list[Any] = []
     for layer_name, keys in tops_of.items():
-        for candidate in dict.fromkeys((layer_name, _layer_name(layer_name))):
+        for candidate in dict.fromkeys((layer_name, _layer_name(layer_name), identifier(layer_name))):
             try:
                 layer = model.get_layer(candidate)
                 produced = layer.output

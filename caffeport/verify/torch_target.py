@@ -25,7 +25,6 @@ A top with no counterpart is "not exposed", never a failure.
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ import numpy as np
 
 from caffeport.errors import CaffeportError
 from caffeport.ir import Net
-from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, pair_outputs
+from caffeport.verify import RTOL, Comparison, compare_model, identifier, layer_tops, pair_outputs
 from caffeport.verify.specs import load_target, spec_error
 
 
@@ -55,10 +54,6 @@ def load_model(spec: str) -> Any:
     return model
 
 
-def _identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name, flags=re.ASCII)
-
-
 def _records_tops(model: Any) -> bool:
     try:
         return "return_all" in inspect.signature(model.forward).parameters
@@ -76,7 +71,7 @@ def hooked_modules(net: Net, model: Any) -> dict[str, tuple[str, Any]]:
     found: dict[str, tuple[str, Any]] = {}
     for layer in net.layers:
         names = [layer.name, name_map.get(layer.name, "") if isinstance(name_map, dict) else "",
-                 _identifier(layer.name)]
+                 identifier(layer.name)]
         for candidate in filter(None, names):
             path = candidate if candidate in modules else None
             if path is None and len(by_last.get(candidate, [])) == 1:

@@ -24,12 +24,14 @@ from tests.proof.reference_nets import assert_close
 Case = tuple[str, str, dict[str, tuple[int, ...]]]
 
 
-def _generate(tmp_path: Path, name: str, body: str, inputs: dict[str, tuple[int, ...]]) -> tuple[Path, caffeport.Net]:
+def _generate(tmp_path: Path, name: str, body: str, inputs: dict[str, tuple[int, ...]],
+              data_format: str = "channels_last") -> tuple[Path, caffeport.Net]:
     folder = tmp_path / name
     folder.mkdir()
     caffemodel, prototxt = build(folder, body, inputs)
     out = folder / "model"
-    result = caffeport.convert(caffemodel, prototxt, out, format="keras-code")
+    backend = "channels_first" if data_format == "channels_first" else None
+    result = caffeport.convert(caffemodel, prototxt, out, format="keras-code", backend=backend)
     assert not [w for w in result.warnings if "keras-code" in w], (name, result.warnings)  # nothing stubbed
     ruff_check(out / "model.py")
     source = (out / "model.py").read_text()
@@ -42,12 +44,12 @@ def _values(net: caffeport.Net) -> dict[str, np.ndarray]:
     return {k: rng.uniform(-2.0, 2.0, size=shape).astype(np.float32) for k, shape in net.inputs.items()}
 
 
-def check_all(tmp_path: Path, cases: list[Case]) -> dict[str, str]:
+def check_all(tmp_path: Path, cases: list[Case], data_format: str = "channels_last") -> dict[str, str]:
     """Generate each case, run them all standalone, compare every top with the reference; the sources by name."""
-    generated = [(name, *_generate(tmp_path, name, body, inputs)) for name, body, inputs in cases]
+    generated = [(name, *_generate(tmp_path, name, body, inputs, data_format)) for name, body, inputs in cases]
     runs = [(out, _values(net), list(net.inputs)) for _, out, net in generated]
-    for (name, _, net), (_, values, _), (got, plain) in zip(generated, runs, run_keras_generated(runs),
-                                                               strict=True):
+    results = run_keras_generated(runs, data_format=data_format)
+    for (name, _, net), (_, values, _), (got, plain) in zip(generated, runs, results, strict=True):
         want = caffeport.run(net, values, all_layers=True)
         assert plain == sorted(caffeport.forward.net_outputs(net)), name
         folded = _folded_batchnorms(net)
@@ -106,15 +108,17 @@ RESHAPES = """
 """
 
 
+AXES: list[Case] = [("eltwise", ELTWISE, {"data": (2, 3, 5, 7)}),
+                    ("reshapes", RESHAPES, {"data": (2, 4, 3, 6), "ref": (2, 3, 4, 3)})]
+
+
 def test_eltwise_coefficients_permute_reshape_flatten_crop_concat_softmax_axes(tmp_path: Path) -> None:
-    sources = check_all(tmp_path, [("eltwise", ELTWISE, {"data": (2, 3, 5, 7)}),
-                                   ("reshapes", RESHAPES, {"data": (2, 4, 3, 6), "ref": (2, 3, 4, 3)})])
+    sources = check_all(tmp_path, AXES)
     assert "CaffeSum([0.5, -1.0, 2.0]" in sources["eltwise"] and "CaffeSum([1.0, -1.0]" in sources["eltwise"]
     assert "CaffeCrop(" in sources["reshapes"] and "layers.Permute(" in sources["reshapes"]
 
 
-def test_power_lrn_normalize_and_interp(tmp_path: Path) -> None:
-    sources = check_all(tmp_path, [("pointwise", """
+POINTWISE: list[Case] = [("pointwise", """
         layer { name: "pow" type: "Power" bottom: "data" top: "pow" power_param { power: 2 scale: 0.5 shift: 1 } }
         layer { name: "cube" type: "Power" bottom: "data" top: "cube" power_param { power: 3 scale: -1.5 } }
         layer { name: "shifted" type: "Power" bottom: "data" top: "shifted" power_param { shift: -0.25 } }
@@ -145,13 +149,16 @@ def test_power_lrn_normalize_and_interp(tmp_path: Path) -> None:
         layer { name: "sized" type: "Interp" bottom: "norm" top: "sized" interp_param { height: 11 width: 4 } }
         layer { name: "both" type: "Interp" bottom: "norm" top: "both"
           interp_param { shrink_factor: 2 zoom_factor: 3 } }
-    """, {"data": (2, 5, 7, 9)})])
+    """, {"data": (2, 5, 7, 9)})]
+
+
+def test_power_lrn_normalize_and_interp(tmp_path: Path) -> None:
+    sources = check_all(tmp_path, POINTWISE)
     assert "CaffeLRN(" in sources["pointwise"] and "CaffePower(" in sources["pointwise"]
     assert "CaffeInterp(" in sources["normalize"] and "CaffeNormalize(" in sources["normalize"]
 
 
-def test_grouped_convolutions_deconvolutions_standalone_scale_bias_and_prior_box(tmp_path: Path) -> None:
-    sources = check_all(tmp_path, [("deconv", """
+GROUPED: list[Case] = [("deconv", """
         layer { name: "up" type: "Deconvolution" bottom: "data" top: "up"
           convolution_param { num_output: 6 kernel_size: 4 stride: 2 pad: 1 group: 2 } }
         layer { name: "up3" type: "Deconvolution" bottom: "up" top: "up3"
@@ -190,7 +197,11 @@ def test_grouped_convolutions_deconvolutions_standalone_scale_bias_and_prior_box
         layer { name: "priors2" type: "PriorBox" bottom: "data" bottom: "data" top: "priors2"
           prior_box_param { min_size: 3 offset: 0.25 step: 2 } }
         layer { name: "all" type: "Concat" bottom: "priors" bottom: "priors2" top: "all" concat_param { axis: 2 } }
-    """, {"data": (1, 3, 9, 11)})])
+    """, {"data": (1, 3, 9, 11)})]
+
+
+def test_grouped_convolutions_deconvolutions_standalone_scale_bias_and_prior_box(tmp_path: Path) -> None:
+    sources = check_all(tmp_path, GROUPED)
     assert "Conv2DTranspose(" in sources["deconv"] and '"up_g1"' in sources["deconv"]
     assert "CaffeScale(" in sources["scale"] and "CaffeAlong(" in sources["scale"]
     assert "CaffeConstant(" in sources["priors"]
@@ -264,3 +275,16 @@ def test_detection_output_code_types_separate_locations_keep_top_k_eta_and_no_de
     nothing passes (one row of -1 per image). 27 priors from a PriorBox; loc and conf are random inputs."""
     sources = check_all(tmp_path, [("detections", DETECTIONS, DETECTION_INPUTS)])
     assert sources["detections"].count("= CaffeDetectionOutput(") == 3
+
+
+def test_every_layer_form_held_channels_first(tmp_path: Path) -> None:
+    """``--backend channels_first``: the same nets generated NCHW throughout (Keras' image layers and this
+    file's helpers given ``data_format``, no Permute to NHWC and back around a Flatten or InnerProduct), run
+    under Keras' JAX backend, equal the reference top by top. A helper reading NHWC axes of an NCHW tensor gives
+    other values or shapes (the sizes are odd and distinct)."""
+    cases = [*AXES, *POINTWISE, *GROUPED, ("detections", DETECTIONS, DETECTION_INPUTS)]
+    sources = check_all(tmp_path, cases, data_format="channels_first")
+    for name in ("pointwise", "deconv", "priors"):
+        assert 'data_format="channels_first"' in sources[name], name
+    assert "layers.Permute(" not in sources["eltwise"] and '"ip_axis_nchw"' not in sources["reshapes"]
+    assert "CaffeLRN(" in sources["pointwise"] and "CaffeInterp(" in sources["normalize"]

@@ -39,9 +39,9 @@ def _model_inputs(name: str, net: caffeport.Net) -> dict[str, np.ndarray]:
     return _inputs(net)
 
 
-def _generate(name: str, out: Path) -> tuple[caffeport.Net, caffeport.ConvertResult]:
+def _generate(name: str, out: Path, backend: str | None = None) -> tuple[caffeport.Net, caffeport.ConvertResult]:
     model, proto = _files(SHARED[name])
-    result = caffeport.convert(model, proto, out, format="keras-code")
+    result = caffeport.convert(model, proto, out, format="keras-code", backend=backend)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.py", "weights.h5"]
     ruff_check(out / "model.py")
     source = (out / "model.py").read_text()
@@ -49,16 +49,18 @@ def _generate(name: str, out: Path) -> tuple[caffeport.Net, caffeport.ConvertRes
     return caffeport.read(model, proto), result
 
 
-@pytest.mark.parametrize("group", sorted(GROUPS))
-def test_generated_keras_models_match_the_reference_top_by_top(group: str, tmp_path: Path) -> None:
+def _check_models(names: list[str], tmp_path: Path, data_format: str = "channels_last") -> None:
+    """Generate ``names`` for ``data_format``, run them in one interpreter, compare every top with the reference."""
     nets, runs = [], []
-    for name in GROUPS[group]:
-        net, result = _generate(name, tmp_path / name)
+    for name in names:
+        net, result = _generate(name, tmp_path / name, "channels_first" if data_format == "channels_first" else None)
         assert not [w for w in result.warnings if "keras-code" in w], name  # nothing stubbed
+        assert result.backend == ("channels_first" if data_format == "channels_first" else "tensorflow")
         inputs = _model_inputs(name, net)
         nets.append((name, net, inputs))
         runs.append((tmp_path / name, inputs, list(net.inputs)))
-    for (name, net, inputs), (got, plain) in zip(nets, run_keras_generated(runs), strict=True):
+    for (name, net, inputs), (got, plain) in zip(nets, run_keras_generated(runs, data_format=data_format),
+                                                 strict=True):
         want = caffeport.run(net, inputs, all_layers=True)
         assert plain == sorted(caffeport.forward.net_outputs(net)), name
         folded = _folded_batchnorms(net)
@@ -67,6 +69,34 @@ def test_generated_keras_models_match_the_reference_top_by_top(group: str, tmp_p
         for key in sorted(expected):
             assert_close(f"{name} {key}", got[key], want[key])
         assert len(expected) >= len(net.layers) - len(folded)
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_generated_keras_models_match_the_reference_top_by_top(group: str, tmp_path: Path) -> None:
+    _check_models(GROUPS[group], tmp_path)
+
+
+def test_channels_first_models_match_the_reference_top_by_top(tmp_path: Path) -> None:
+    """``--backend channels_first``: every shared model generated NCHW (Caffe's own layout: inputs, PReLU
+    alphas (C, 1, 1), the InnerProducts after a 4-D blob without a transpose) and run under Keras' JAX backend
+    (one interpreter: JAX's CPU convolutions take either layout) equals the reference top by top, yunet's
+    detections on the photo included."""
+    (tmp_path / "shared").mkdir()
+    _check_models([name for group in sorted(GROUPS) for name in GROUPS[group]], tmp_path / "shared",
+                  data_format="channels_first")
+    net, _ = _generate("yunet", tmp_path / "yunet", "channels_first")
+    source = (tmp_path / "yunet" / "model.py").read_text()
+    assert 'keras.Input(shape=(3, 240, 320), name="data")' in source
+    assert 'CaffeDetectionOutput([2, 2, 3], ' in source and 'data_format="channels_first"' in source
+    inputs = {"data": _astronaut((320, 240))}
+    ((got, plain),) = run_keras_generated([(tmp_path / "yunet", inputs, list(net.inputs))],
+                                          data_format="channels_first")
+    want = caffeport.run(net, inputs, all_layers=True)
+    assert plain == ["detection_out"]
+    assert set(got) == set(want), sorted(set(got) ^ set(want))
+    assert got["detection_out"].shape == want["detection_out"].shape and want["detection_out"].shape[2] > 5
+    for key in sorted(want):
+        assert_close(f"yunet {key}", got[key], want[key])
 
 
 def test_the_comparison_catches_keras_pooling_in_place_of_caffes(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from tests.codegen.test_torch_code_output import _files as _tree
 
 def test_written_whole_through_the_cli_with_the_sources_named(tmp_path: Path) -> None:
     exporter = load_exporters("keras-code")["keras-code"]
-    assert exporter.directory and exporter.backends == ("torch",)
+    assert exporter.directory and exporter.backends == ("tensorflow", "channels_first")
     result = _cli("convert", str(MODEL), "-p", str(PROTO), "-f", "keras-code", "-o", str(tmp_path / "pnet"))
     assert result.returncode == 0, result.stderr
     assert _tree(tmp_path) == ["pnet", "pnet/README.md", "pnet/model.py", "pnet/weights.h5"]

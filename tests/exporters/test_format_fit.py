@@ -19,7 +19,8 @@ PROTO = ROOT / "examples" / "mtcnn" / "det1.prototxt"
 
 
 @pytest.mark.parametrize(("format", "backend"), [("flax", "torch"), ("flax", "channels_first"), ("flax", "caffe"),
-                                                 ("keras-h5", "torch"), ("caffe", "tensorflow"), ("caffe", "torch")])
+                                                 ("keras-h5", "torch"), ("caffe", "tensorflow"), ("caffe", "torch"),
+                                                 ("keras-code", "torch"), ("keras-code", "theano")])
 def test_a_backend_whose_layout_the_format_would_misplace_is_refused(tmp_path: Path, format: str,
                                                                       backend: str) -> None:
     suffix = load_exporters()[format].suffix
@@ -42,6 +43,27 @@ def test_every_declared_pair_converts(tmp_path: Path) -> None:
         for backend in sorted(BACKENDS):
             caffeport.convert(MODEL, PROTO, tmp_path / f"{name}-{backend}{load_exporters()[name].suffix}",
                               format=name, backend=backend)
+
+
+def test_a_format_defines_what_its_backends_run(tmp_path: Path) -> None:
+    """keras-code's generator lays the weights out itself: its ``channels_first`` keeps Caffe's kernels (the
+    torch passes) and records the data format, where the Keras weight formats' ``channels_first`` makes Keras
+    kernels; a format's pass list is checked when it registers, as a backend's is."""
+    from caffeport.exporters.registry import register_exporter
+
+    with pytest.raises(ValueError, match="names unregistered passes: no_such_pass"):
+        register_exporter("y", suffix=".y", default_backend="tensorflow", description="",
+                          passes={"tensorflow": ("no_such_pass",)})
+    code = caffeport.convert(MODEL, PROTO, tmp_path / "code", format="keras-code", backend="channels_first")
+    weights = caffeport.convert(MODEL, PROTO, tmp_path / "w.h5", format="keras-h5", backend="channels_first")
+    assert code.backend == weights.backend == "channels_first"
+    assert code.net.conversion.data_format == weights.net.conversion.data_format == "channels_first"
+    conv1 = {result.format: next(layer for layer in result.net.layers if layer.name == "conv1")
+             for result in (code, weights)}
+    assert conv1["keras-code"].blobs[0].shape == (10, 3, 3, 3)  # Caffe's (out, in, h, w)
+    assert conv1["keras-h5"].blobs[0].shape == (3, 3, 3, 10)  # Keras' (h, w, in, out)
+    default = caffeport.convert(MODEL, PROTO, tmp_path / "code-nhwc", format="keras-code")
+    assert default.backend == "tensorflow" and default.net.conversion.data_format == "channels_last"
 
 
 @pytest.mark.parametrize(("name", "format", "says"), [("w.h5", "safetensors", "keras-h5"),

@@ -11,6 +11,8 @@ found on ``sys.path`` from the working directory).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -69,9 +71,46 @@ def test_generated_keras_code_verifies_every_layer(tmp_path: Path) -> None:
     result = verify_cli(DET1, "-p", DET1_PROTO, "--keras", "model:load_model", "--input",
                      f"data={square_input(tmp_path, 12)}", "--all-layers", cwd=out)
     assert result.returncode == 0, result.stdout + result.stderr
-    for key in ("conv1/conv1", "pool1/pool1", "conv4-2/conv4-2", "prob1/prob1"):
+    for key in ("conv1/conv1", "pool1/pool1", "conv4-1/conv4-1", "conv4-2/conv4-2", "prob1/prob1"):
         assert line_of(result.stdout, key).rstrip().endswith("ok"), key
     assert "FAIL" not in result.stdout
+
+
+def test_generated_channels_first_keras_code_verifies_and_a_softmax_over_the_last_axis_is_named(
+        tmp_path: Path) -> None:
+    """``-f keras-code --backend channels_first`` under Keras' torch backend (TensorFlow's convolves NCHW only on
+    a GPU): verify sees the (3, 12, 12) input, feeds NCHW and compares every layer untransposed. The same model
+    with prob1's Softmax over the last axis (Keras' default, the usual slip in an NCHW port) is named, exit 1."""
+    out = tmp_path / "det1nchw"
+    caffeport.convert(DET1, DET1_PROTO, out, format="keras-code", backend="channels_first")
+    torch_backend = {"KERAS_BACKEND": "torch"}
+    args = (DET1, "-p", DET1_PROTO, "--keras", "model:load_model", "--input", f"data={square_input(tmp_path, 12)}",
+            "--all-layers")
+    result = verify_cli(*args, cwd=out, env=torch_backend)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for key in ("conv1/conv1", "PReLU1/conv1", "pool1/pool1", "conv4-1/conv4-1", "conv4-2/conv4-2", "prob1/prob1"):
+        assert line_of(result.stdout, key).rstrip().endswith("ok"), key
+    source = (out / "model.py").read_text()
+    last_axis = source.replace('layers.Softmax(axis=-3, name="prob1")', 'layers.Softmax(axis=-1, name="prob1")')
+    assert last_axis != source
+    (out / "model.py").write_text(last_axis)
+    result = verify_cli(*args, cwd=out, env=torch_backend)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL" in line_of(result.stdout, "prob1/prob1")
+    assert line_of(result.stdout, "conv4-1/conv4-1").rstrip().endswith("ok")  # Keras layer conv4_1, paired
+
+
+def test_the_console_script_finds_the_generated_module_in_the_working_directory(tmp_path: Path) -> None:
+    """``caffeport verify --keras model:load_model`` run as the console script from the generated folder (whose
+    ``sys.path`` starts with the script's directory, not the working one) imports the folder's model.py."""
+    out = tmp_path / "det1code"
+    caffeport.convert(DET1, DET1_PROTO, out, format="keras-code")
+    script = Path(sys.executable).with_name("caffeport")
+    result = subprocess.run([str(script), "verify", str(DET1), "-p", str(DET1_PROTO), "--keras", "model:load_model",
+                             "--input", f"data={square_input(tmp_path, 12)}"], capture_output=True, text=True,
+                            cwd=out, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert line_of(result.stdout, "prob1/prob1").rstrip().endswith("ok")
 
 
 @pytest.mark.parametrize("size", [12, 25])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,11 @@ MTCNN = Path(__file__).resolve().parents[2].parent / "shared" / "caffe-models" /
 DET1, DET1_PROTO = MTCNN / "det1.caffemodel", MTCNN / "det1.prototxt"
 
 
-def verify_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``caffeport verify ARGS`` as a user runs it, from ``cwd`` (where a ``module:callable`` is looked up)."""
+def verify_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``caffeport verify ARGS`` as a user runs it, from ``cwd`` (where a ``module:callable`` is looked up), with
+    ``env`` added to the environment."""
     return subprocess.run([sys.executable, "-m", "caffeport", "verify", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=900)
+                          text=True, cwd=cwd, timeout=900, env={**os.environ, **(env or {})})
 
 
 def square_input(tmp_path: Path, size: int) -> Path:
