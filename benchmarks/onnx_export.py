@@ -12,14 +12,20 @@ on a generated VGG16 (553 MB: one .onnx file, and the same with
 written as ``.onnx`` + ``.onnx.data`` without being asked. The widefc part
 needs about 9 GB free in the work directory (model, output, dd's copy, and
 room to spare); without it the script fails saying so (``--skip-large``
-leaves it out on purpose). ``python -c 'import onnx'`` is timed too: the fixed
-start-up cost every ONNX conversion pays, whatever the model's size.
+leaves it out on purpose). ``python -c 'import onnx'`` is timed too: what the
+checker's child would pay if it imported the onnx package (it loads onnx's C++
+checker alone, `caffeport.onnx.stream`), and what the Python API's
+``to_onnx`` and a check without a child still pay.
 
 Measuring uses `benchmarks/run.py`'s ``run_child`` (wall from spawn to reap,
 CPU and ``ru_maxrss`` from ``os.wait4``, VmHWM sampled from /proc). The
 machine is shared and noisy: the table gives medians (min-max) and ratios.
 
     python benchmarks/onnx_export.py --repeat 5 --workdir /tmp/bench-onnx --out benchmarks/RESULTS.md
+
+``--baseline DIR`` (a folder with another checkout's ``caffeport/``, e.g.
+``git archive REV caffeport | tar -x -C DIR``) adds that checkout's onnx and
+safetensors conversions to the same rounds, for a before/after side by side.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ def _peak_mib(runs: list[bench.Run]) -> str:
     return f"{max(peaks) / 1024:.1f}" + ("" if exact else "*")
 
 
-def rows_for(model: bench.Model, workdir: Path, caffeport: Path, *, external_too: bool) -> list[Row]:
+def rows_for(model: bench.Model, workdir: Path, caffeport: Path, *, external_too: bool,
+             baseline: Path | None = None) -> list[Row]:
     copy = workdir / "copy"
     dd = ["dd", f"if={model.caffemodel}", f"of={copy}", f"bs={bench.DD_BLOCK}", "status=none"]
     out = workdir / f"{model.name}.onnx"
@@ -80,6 +87,10 @@ def rows_for(model: bench.Model, workdir: Path, caffeport: Path, *, external_too
     tensors = workdir / f"{model.name}.safetensors"
     rows.append(Row(model, "convert -f safetensors", [*convert[:5], "-f", "safetensors", "-o", str(tensors),
                                                        "--force", "-q"], [tensors]))
+    if baseline is not None:  # another checkout's caffeport, interleaved with this one's: before and after
+        before = ["env", f"PYTHONPATH={baseline}", sys.executable, "-m", "caffeport"]
+        rows += [Row(model, f"{row.label} (baseline)", [*before, *row.command[1:]], row.outputs)
+                 for row in rows[2:] if row.label in ("convert -f onnx", "convert -f safetensors")]
     return rows
 
 
@@ -107,7 +118,7 @@ def measure(rows: list[Row], repeat: int, env: dict[str, str]) -> dict[str, str]
             if done.returncode != 0:
                 raise SystemExit(f"onnx_export.py: {shlex.join(row.command)} failed:\n{done.stderr.strip()}")
             row.runs.append(done)
-            if index == repeat - 1 and row.label.startswith("convert -f onnx"):
+            if index == repeat - 1 and row.label.startswith("convert -f onnx") and "baseline" not in row.label:
                 written[row.label] = check_output(row, env)
             for path in row.outputs:
                 bench.remove(path)
@@ -151,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=bench.ROOT / "benchmarks" / "RESULTS.md",
                         help=f"Markdown file whose {SECTION!r} section is replaced")
     parser.add_argument("--skip-large", action="store_true", help=f"leave out {LARGE} (past 2 GiB)")
+    parser.add_argument("--baseline", type=Path, help="a folder holding another checkout's caffeport/ package "
+                        "(e.g. from `git archive REV caffeport`): its onnx and safetensors conversions are rows "
+                        "of the same interleaved rounds")
     args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "caffeport" / "__init__.py").is_file():
+        raise SystemExit(f"onnx_export.py: --baseline {args.baseline} holds no caffeport/ package")
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if not args.skip_large:
@@ -167,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     imports = [bench.run_child([sys.executable, "-c", "import onnx"], env) for _ in range(args.repeat)]
     vgg = bench.ensure_model("vgg16", workdir, env)
     bench.warm_up(vgg, env)
-    rows = rows_for(vgg, workdir, caffeport, external_too=True)
+    baseline = None if args.baseline is None else args.baseline.resolve()
+    rows = rows_for(vgg, workdir, caffeport, external_too=True, baseline=baseline)
     written = {(vgg.name, label): text for label, text in measure(rows, args.repeat, env).items()}
     if not args.skip_large:
         large = bench.ensure_model(LARGE, workdir, env)
         bench.warm_up(large, env)
-        large_rows = rows_for(large, workdir, caffeport, external_too=False)
+        large_rows = rows_for(large, workdir, caffeport, external_too=False, baseline=baseline)
         written.update({(large.name, label): text
                         for label, text in measure(large_rows, args.large_repeat, env).items()})
         rows += large_rows
@@ -190,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         table(rows, written), "",
         f"`python -c 'import onnx'` alone (onnx, numpy, ml_dtypes): {_median_range([r.wall_s for r in imports])} s "
         f"wall, {statistics.median(r.cpu_s for r in imports):.2f} s CPU, peak RSS {_peak_mib(imports)} MiB; "
-        "every ONNX conversion pays it, whatever the model's size.", "",
+        "what a conversion would pay whatever the model's size if the checker's child imported onnx (it loads "
+        "onnx's C++ checker alone), and what `caffeport.to_onnx` still pays.", "",
     ])
     write_section(args.out, section)
     print(f"\n{table(rows, written)}\n\nwrote the section {SECTION!r} of {args.out}")

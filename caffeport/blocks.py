@@ -376,27 +376,46 @@ def _may_be_mapped(run: np.ndarray) -> bool:
     return base is not None and not (isinstance(base, np.ndarray) and base.base is None)
 
 
+#: a run that is a view of the model's map and larger than this is copied into the output by the kernel
+COPY_IN_KERNEL_ABOVE = 64 << 10
+
+
 def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
     """Write each contiguous run at its byte position; runs that meet in the file go in one vectored write.
 
     A transpose with reordered rows hands out its target rows one by one, in
     source order; sorted, the rows that meet in the file (a whole group of
     the flatten reorder) become a single ``pwritev``, as cheap as one
-    contiguous write, instead of one system call each.
+    contiguous write, instead of one system call each. A run that is the
+    model's own bytes (a view of its map, stored as written: the common case
+    for the torch and caffe layouts) is copied by the kernel
+    (`caffeport.mapped.SourceFile.copy_to`) when above `COPY_IN_KERNEL_ABOVE`:
+    measured on VGG16 to safetensors, 9% less wall time, 18% less CPU and 15
+    MiB less peak RSS than writing it from the map (benchmarks/RESULTS.md);
+    smaller runs join their neighbours' vectored write.
     """
     ordered = sorted(runs, key=lambda item: item[0])
+    sources = [_kernel_source(run) for _, run in ordered]
     i = 0
     while i < len(ordered):
         position, run = ordered[i]
+        source = sources[i]
+        i += 1
+        if source is not None and source.copy_to(fd, run.nbytes, position):
+            continue
         buffers = [memoryview(run).cast("B")]
         end = position + run.nbytes
-        i += 1
-        while i < len(ordered) and ordered[i][0] == end and len(buffers) < _IOV_MAX:
+        while i < len(ordered) and ordered[i][0] == end and sources[i] is None and len(buffers) < _IOV_MAX:
             run = ordered[i][1]
             buffers.append(memoryview(run).cast("B"))
             end += run.nbytes
             i += 1
         _pwritev_all(fd, buffers, position)
+
+
+def _kernel_source(run: np.ndarray) -> SourceFile | None:
+    """Where in the model file the kernel can copy ``run`` from (a contiguous view of its map, large enough)."""
+    return pread_source(run, COPY_IN_KERNEL_ABOVE) if run.flags.c_contiguous else None
 
 
 _IOV_MAX = 1024

@@ -5,11 +5,14 @@ Streaming code needs three things about such a view: releasing its pages from
 this process once used (they stay in the OS page cache, so peak RSS does not
 grow with the model), the byte range it covers, and the file and offset it
 came from, so a strided gather can ``pread`` exactly the bytes it needs
-instead of touching the map (see `caffeport.tiled_transpose`).
+instead of touching the map (see `caffeport.tiled_transpose`), and a writer
+can have the kernel copy a view's bytes into the output (`SourceFile.copy_to`)
+instead of writing them from the map.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import weakref
@@ -23,6 +26,10 @@ from caffeport.errors import InputFileError
 _PAGE = mmap.PAGESIZE
 #: views spanning more than this of a model map are gathered with pread rather than read through the map
 PREAD_ABOVE = 16 << 20
+#: what ``copy_file_range`` says when the kernel cannot copy between the two files (another file system on
+#: Linux 5.19+, an old kernel, a file system without it): the caller writes the bytes itself
+_NO_KERNEL_COPY = frozenset(getattr(errno, name) for name in ("EXDEV", "ENOSYS", "EOPNOTSUPP", "EINVAL", "EBADF")
+                            if hasattr(errno, name))
 
 
 def mapping_of(array: np.ndarray) -> mmap.mmap | None:
@@ -106,12 +113,40 @@ class SourceFile:
                                      "converted (was it changed meanwhile?)", path=self.path)
             buffer, position = buffer[got:], position + got
 
+    def copy_to(self, fd: int, count: int, position: int) -> bool:
+        """Copy ``count`` bytes from the view's offset to byte ``position`` of ``fd`` inside the kernel.
 
-def pread_source(array: np.ndarray) -> SourceFile | None:
+        ``copy_file_range`` moves the bytes from the page cache of the model
+        to that of the output: no page of the map is touched and nothing
+        passes through this process (a write from the map faults every page
+        in, then copies it). False when the kernel cannot copy between these
+        two files (`_NO_KERNEL_COPY`, or no ``os.copy_file_range``): nothing
+        was written and the caller writes the bytes itself. A model that ends
+        early is an `InputFileError`, as in `read_into`; a refused write (the
+        disk full) the OSError a write would raise.
+        """
+        if not hasattr(os, "copy_file_range"):
+            return False
+        done = 0
+        while done < count:
+            try:
+                got = os.copy_file_range(self.fd, fd, count - done, self.offset + done, position + done)
+            except OSError as exc:
+                if done == 0 and exc.errno in _NO_KERNEL_COPY:
+                    return False
+                raise
+            if got <= 0:
+                raise InputFileError(f"the file ended at byte {self.offset + done:,} while its weights were being "
+                                     "converted (was it changed meanwhile?)", path=self.path)
+            done += got
+        return True
+
+
+def pread_source(array: np.ndarray, above: int | None = None) -> SourceFile | None:
     """The model file to read a view from with pread, or None to read the view through the map (or memory).
 
-    Only views onto a map made by `map_file` that span more than
-    `PREAD_ABOVE` bytes are read with pread: touching a large strided view
+    Only views onto a map made by `map_file` that span more than ``above``
+    bytes (`PREAD_ABOVE`) are read with pread: touching a large strided view
     through the map would map whole page-cache folios, and with them far
     more than is read. The descriptor belongs to the map and lives as long
     as it (and so as long as the view): callers do not close it.
@@ -119,7 +154,7 @@ def pread_source(array: np.ndarray) -> SourceFile | None:
     owner = mapping_of(array)
     found = mapped_file(owner) if owner is not None else None
     low, high = byte_extent(array)
-    if owner is None or found is None or high - low <= PREAD_ABOVE:
+    if owner is None or found is None or high - low <= (PREAD_ABOVE if above is None else above):
         return None
     return SourceFile(found.fd, found.path, low - map_address(owner))
 

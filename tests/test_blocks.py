@@ -169,3 +169,67 @@ def test_streamed_keras_h5_is_exact_when_piece_buffers_are_reused(tmp_path: Path
             for name, blob in zip(layer.weight_names, reference.layer(layer.name).blobs):
                 np.testing.assert_array_equal(f[layer.name][f"{layer.name}/{name}:0"][()],
                                               np.asarray(blob, dtype=np.float32))
+
+
+# ------------------------------------------------------------------ the model's own bytes copied by the kernel
+
+LENET = models_dir() / "caffe-reference" / "a_lenet"
+
+
+def _lenet(tmp_path: Path, name: str, format: str) -> bytes:
+    out = tmp_path / name
+    caffeport.convert(LENET / "a_lenet.caffemodel", LENET / "deploy.prototxt", out, format=format)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize(("format", "suffix"), [("safetensors", ".safetensors"), ("onnx", ".onnx")])
+def test_runs_of_the_models_bytes_are_copied_by_the_kernel_giving_the_same_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, format: str, suffix: str) -> None:
+    """LeNet's ip1 kernel (1.6 MB, stored as written by both the torch and caffe layouts) goes through
+    ``copy_file_range`` from the model's descriptor; the file equals the one written from the map when the
+    kernel refuses the copy (EXDEV: another file system) and when the platform has no copy_file_range."""
+    import errno
+    import os
+
+    copied: list[tuple[int, int]] = []
+    real = os.copy_file_range
+
+    def counting(src: int, dst: int, count: int, offset_src: int, offset_dst: int) -> int:
+        copied.append((count, offset_src))
+        return real(src, dst, count, offset_src, offset_dst)
+
+    monkeypatch.setattr(os, "copy_file_range", counting)
+    in_kernel = _lenet(tmp_path, f"kernel{suffix}", format)
+    assert sum(count for count, _ in copied) >= 500 * 800 * 4, copied
+    ip1 = np.asarray(caffeport.read(LENET / "a_lenet.caffemodel").layer("ip1").blobs[0])
+    assert ip1.tobytes() in in_kernel
+
+    def refused(*args: object) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    assert _lenet(tmp_path, f"refused{suffix}", format) == in_kernel
+    monkeypatch.delattr(os, "copy_file_range")
+    assert _lenet(tmp_path, f"written{suffix}", format) == in_kernel
+
+
+def test_a_model_that_ends_during_the_copy_and_a_full_disk_are_clear_errors_leaving_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """copy_file_range copying nothing (the model shrank meanwhile) is an InputFileError naming the model; a
+    refused copy (ENOSPC) an OutputError naming the output; neither leaves a file."""
+    import errno
+    import os
+
+    from caffeport.errors import InputFileError, OutputError
+
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)
+    with pytest.raises(InputFileError, match=r"a_lenet\.caffemodel.*the file ended at byte .* while its weights"):
+        _lenet(tmp_path, "shrank.safetensors", "safetensors")
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    with pytest.raises(OutputError, match=r"full\.safetensors.*No space left on device"):
+        _lenet(tmp_path, "full.safetensors", "safetensors")
+    assert not list(tmp_path.iterdir())

@@ -31,11 +31,12 @@ the checker reads, only their dims and types, which shape inference uses),
 so the check costs no memory for the weights even for a single file, where
 the path-based checker would parse the whole file. The check runs in a child
 Python process (`Check`), started before the weights are written and waited
-for after: importing onnx takes about a second of CPU (its ml_dtypes alone
-0.7 s), longer than writing a 553 MB VGG16, and on two cores it runs beside
-the writing instead of before it (benchmarks/RESULTS.md, "ONNX export").
-Without a usable interpreter for the child (or onnx not importable there),
-the check runs in this process. What it does not check, the size of each
+for after, so that on two cores it runs beside the writing. The child calls
+onnx's C++ checker, the one ``onnx.checker`` wraps, without importing the onnx
+package (`_LOAD_CHECKER`: the import takes over a second, its ml_dtypes
+alone 0.9 s, longer than writing a 553 MB VGG16; benchmarks/RESULTS.md, "ONNX
+export"). Without a usable interpreter for the child, or where that core
+cannot be reached, the check runs in this process with ``onnx.checker``. What it does not check, the size of each
 ``raw_data``, is right by construction and counted as the values are
 written. A checker failure is an internal error (``AssertionError``) and
 nothing is published.
@@ -144,19 +145,47 @@ def write(model: Model, lazy: dict[str, Blob], path: PathLike, *, external_data:
 
 
 #: what the checking child runs: exit 0 (accepted), 3 (refused: the reason on stderr), 4 (no onnx there)
-_CHECK_SCRIPT = """
+#: how the child reaches onnx's C++ checker without the onnx package. ``onnx.checker.check_model(path, ...)`` is
+#: a thin wrapper around ``onnx.onnx_cpp2py_export.checker.check_model_path``, but ``import onnx`` takes over a
+#: second (ml_dtypes' extension alone 0.9 s, measured), longer than writing a VGG16, while the extension alone
+#: loads in 10 ms. ``checker_core()`` is None when onnx is not installed or is laid out otherwise.
+_LOAD_CHECKER = """
+import importlib.machinery
+import importlib.util
+import os
 import sys
+
+
+def checker_core():
+    spec = importlib.util.find_spec("onnx")
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
+        for name in sorted(os.listdir(folder)):
+            if name.startswith("onnx_cpp2py_export.") and name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+                loader = importlib.machinery.ExtensionFileLoader("onnx.onnx_cpp2py_export", os.path.join(folder, name))
+                module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+                loader.exec_module(module)
+                return module
+    return None
+"""
+#: the child: onnx's checker with full_check (shape inference) on the structure's path; exit 3 with the reason
+#: when it refuses, 4 when its C++ core cannot be reached or called so (then the parent checks with onnx.checker)
+_CHECK_SCRIPT = _LOAD_CHECKER + """
 try:
-    import onnx
-except ImportError:
+    core = checker_core()
+    check = core.checker.check_model_path
+    refusals = (core.checker.ValidationError, core.shape_inference.InferenceError)
+except Exception:
     sys.exit(4)
 try:
-    onnx.checker.check_model(sys.argv[1], full_check=True)
-except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    check(sys.argv[1], True, False, False)  # full_check, skip_opset_compatibility_check, check_custom_domain
+except refusals as exc:
     sys.stderr.write(str(exc))
     sys.exit(3)
+except TypeError:  # another onnx's signature
+    sys.exit(4)
 """
-_REFUSED, _NO_ONNX = 3, 4
+_REFUSED, _CHECK_HERE = 3, 4
 #: the (empty) data file the checked structure's lazy weights point to, in the scratch folder
 _SCRATCH_DATA = "weights.data"
 #: how long the check may take before it counts as hung (it takes about a second)
@@ -225,9 +254,9 @@ class Check:
                 return
             if child.returncode == _REFUSED:
                 raise _refused(reason)
-            if child.returncode != _NO_ONNX:
+            if child.returncode != _CHECK_HERE:
                 raise AssertionError(f"onnx's checker failed (exit {child.returncode}): {reason[-2000:]}")
-        run_checker(str(self.path))  # no child, or onnx not importable there: here
+        run_checker(str(self.path))  # no child, or onnx's C++ checker not reachable there: here, with onnx
 
     def __exit__(self, *exc: object) -> None:
         if self.child is not None:  # left without a verdict (an error, Ctrl-C): the check is moot

@@ -299,6 +299,44 @@ def test_the_checker_runs_beside_the_writing_in_a_child_process(tmp_path: Path,
     assert files[0] == files[1] == files[2]
 
 
+def test_the_child_checks_with_onnxs_cpp_checker_without_importing_onnx(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child loads onnx's C++ checker (what onnx.checker.check_model calls) without the onnx package and
+    ml_dtypes (over a second to import); its verdict and reason are onnx.checker's, for a model it accepts and
+    one it refuses. Where that core cannot be reached (no onnx on the child's path), it says so (exit 4) and the
+    parent checks with onnx.checker itself."""
+    import onnx
+
+    import caffeport.onnx.stream as stream
+
+    probe = stream._LOAD_CHECKER + "core = checker_core(); print(core.__name__, 'onnx' in sys.modules, " \
+        "'ml_dtypes' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert done.stdout.split() == ["onnx.onnx_cpp2py_export", "False", "False"], done.stderr
+    model_path, proto = _files("lenet-v2")
+    good = to_onnx(caffeport.read(model_path, proto))
+    bad = onnx.ModelProto.FromString(good.SerializeToString())
+    bad.graph.node[1].op_type = "NoSuchOp"
+    for name, model in (("good", good), ("bad", bad)):
+        onnx.save(model, tmp_path / f"{name}.onnx")
+    checked = [subprocess.run([sys.executable, "-c", stream._CHECK_SCRIPT, str(tmp_path / f"{name}.onnx")],
+                              capture_output=True, text=True, timeout=600) for name in ("good", "bad")]
+    assert [c.returncode for c in checked] == [0, stream._REFUSED], checked[1].stderr
+    onnx.checker.check_model(tmp_path / "good.onnx", full_check=True)
+    with pytest.raises(onnx.checker.ValidationError) as refused:
+        onnx.checker.check_model(tmp_path / "bad.onnx", full_check=True)
+    assert checked[1].stderr == str(refused.value) and "NoSuchOp" in checked[1].stderr
+    no_onnx = subprocess.run([sys.executable, "-S", "-c", stream._CHECK_SCRIPT, str(tmp_path / "good.onnx")],
+                             capture_output=True, text=True, timeout=600)
+    assert no_onnx.returncode == stream._CHECK_HERE, no_onnx.stderr
+    monkeypatch.setattr(stream, "_CHECK_SCRIPT", "import sys; sys.exit(4)")
+    here: list[str] = []
+    real_check = stream.run_checker
+    monkeypatch.setattr(stream, "run_checker", lambda path: here.append(path) or real_check(path))
+    caffeport.convert(model_path, proto, tmp_path / "fallback.onnx", format="onnx")
+    assert len(here) == 1 and (tmp_path / "fallback.onnx").exists()
+
+
 def test_model_file_not_published_removes_its_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both files or neither: the data file is published first and taken back if the model file cannot follow."""
     import caffeport.output as output
