@@ -88,7 +88,8 @@ def rows_for(model: bench.Model, workdir: Path, caffeport: Path, *, external_too
     rows.append(Row(model, "convert -f safetensors", [*convert[:5], "-f", "safetensors", "-o", str(tensors),
                                                        "--force", "-q"], [tensors]))
     if baseline is not None:  # another checkout's caffeport, interleaved with this one's: before and after
-        before = ["env", f"PYTHONPATH={baseline}", sys.executable, "-m", "caffeport"]
+        # run from the baseline's folder: ``python -m`` puts the working directory first on sys.path
+        before = ["env", "-C", str(baseline), f"PYTHONPATH={baseline}", sys.executable, "-m", "caffeport"]
         rows += [Row(model, f"{row.label} (baseline)", [*before, *row.command[1:]], row.outputs)
                  for row in rows[2:] if row.label in ("convert -f onnx", "convert -f safetensors")]
     return rows
