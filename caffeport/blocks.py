@@ -390,9 +390,10 @@ def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
     model's own bytes (a view of its map, stored as written: the common case
     for the torch and caffe layouts) is copied by the kernel
     (`caffeport.mapped.SourceFile.copy_to`) when above `COPY_IN_KERNEL_ABOVE`:
-    measured on VGG16 to safetensors, 9% less wall time, 18% less CPU and 15
-    MiB less peak RSS than writing it from the map (benchmarks/RESULTS.md);
-    smaller runs join their neighbours' vectored write.
+    VGG16 to safetensors took 0.71 s wall, 0.74 s CPU and 39 MiB peak RSS
+    against 1.07 s, 1.18 s and 56 MiB written from the map, interleaved
+    (benchmarks/RESULTS.md, "ONNX export"); smaller runs join their
+    neighbours' vectored write.
     """
     ordered = sorted(runs, key=lambda item: item[0])
     sources = [_kernel_source(run) for _, run in ordered]
@@ -415,7 +416,9 @@ def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
 
 def _kernel_source(run: np.ndarray) -> SourceFile | None:
     """Where in the model file the kernel can copy ``run`` from (a contiguous view of its map, large enough)."""
-    return pread_source(run, COPY_IN_KERNEL_ABOVE) if run.flags.c_contiguous else None
+    if run.nbytes <= COPY_IN_KERNEL_ABOVE or not run.flags.c_contiguous:  # (thousands of a transpose's rows)
+        return None
+    return pread_source(run, COPY_IN_KERNEL_ABOVE)
 
 
 _IOV_MAX = 1024

@@ -112,6 +112,10 @@ def check_format_fits(exporter: Exporter, backend: str, output: PathLike | None)
     Flax's tree; ``-o w.h5 -f safetensors`` would give a safetensors file a Keras
     name that every tool then misreads.
     """
+    if exporter.passes and backend not in exporter.backends:  # the format's own backends: not a layout question
+        raise option_error(CaffeportError, "format {name} takes {backend=}NAME from {fits}, not {chosen} (it lays "
+                           "out the weights itself)",
+                           fill={"name": exporter.name, "chosen": backend, "fits": ", ".join(exporter.backends)})
     if exporter.backends is not None and backend not in exporter.backends:
         raise option_error(CaffeportError, "format {name} does not write the {chosen} backend's layout: choose "
                            "{backend=}NAME from {fits} (or another format: {format=safetensors} and {format=npz} "

@@ -133,7 +133,9 @@ class MatchReport:
         return not self.missing_weights and not self.unused_weights
 
 
-#: Conversion.data_format values: the layout a backend's weights are for (None: Caffe's own)
+#: Conversion.data_format values: how the converted model holds 4-D tensors (None: Caffe's own NCHW). With
+#: ``weight_names`` "keras" the weights are laid out for it; a code format (keras-code) keeps Caffe's kernels
+#: (``weight_names`` "torch") and lays them out itself
 DATA_FORMATS = ("channels_last", "channels_first")
 #: Conversion.weight_names values: the framework whose layouts and weight names the layout pass gave
 WEIGHT_NAMES = ("keras", "torch")
@@ -149,7 +151,7 @@ class Conversion:
 
     #: the backend whose passes ran (None: a net as read)
     backend: str | None = None
-    #: the tensor layout the weights are for: one of `DATA_FORMATS`, or None (Caffe's own, NCHW)
+    #: how the converted model holds 4-D tensors: one of `DATA_FORMATS`, or None (Caffe's own, NCHW)
     data_format: str | None = None
     #: whose layouts and weight names the layers have: one of `WEIGHT_NAMES` (set by the layout pass), or None
     weight_names: str | None = None

@@ -385,7 +385,7 @@ def _pair(model: Any, sources: dict[str, _Source], eps: dict[str, float] | None 
 
 
 def _net_sources(net: Net) -> dict[str, _Source]:
-    if net.layers and not net.conversion.data_format:
+    if net.layers and net.conversion.weight_names != "keras":
         raise CaffeportError("the weights are not in a Keras layout: convert with a Keras backend "
                              "(tensorflow, cntk, channels_first or theano)")
     return {layer.name: _Source(list(layer.weight_names[: len(layer.blobs)]),

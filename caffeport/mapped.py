@@ -136,6 +136,8 @@ class SourceFile:
                     return False
                 raise
             if got <= 0:
+                if done == 0 and os.fstat(self.fd).st_size >= self.offset + count:
+                    return False  # a kernel or file system that copies nothing between these files (as EXDEV)
                 raise InputFileError(f"the file ended at byte {self.offset + done:,} while its weights were being "
                                      "converted (was it changed meanwhile?)", path=self.path)
             done += got

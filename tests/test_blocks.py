@@ -209,20 +209,28 @@ def test_runs_of_the_models_bytes_are_copied_by_the_kernel_giving_the_same_file(
 
     monkeypatch.setattr(os, "copy_file_range", refused)
     assert _lenet(tmp_path, f"refused{suffix}", format) == in_kernel
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)  # some file systems copy nothing, unchanged file
+    assert _lenet(tmp_path, f"nothing{suffix}", format) == in_kernel
     monkeypatch.delattr(os, "copy_file_range")
     assert _lenet(tmp_path, f"written{suffix}", format) == in_kernel
 
 
 def test_a_model_that_ends_during_the_copy_and_a_full_disk_are_clear_errors_leaving_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """copy_file_range copying nothing (the model shrank meanwhile) is an InputFileError naming the model; a
+    """copy_file_range stopping short (the model shrank meanwhile) is an InputFileError naming the model; a
     refused copy (ENOSPC) an OutputError naming the output; neither leaves a file."""
     import errno
     import os
 
     from caffeport.errors import InputFileError, OutputError
 
-    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)
+    real, calls = os.copy_file_range, []
+
+    def short(src: int, dst: int, count: int, offset_src: int, offset_dst: int) -> int:
+        calls.append(count)
+        return real(src, dst, min(count, 4096), offset_src, offset_dst) if len(calls) == 1 else 0
+
+    monkeypatch.setattr(os, "copy_file_range", short)
     with pytest.raises(InputFileError, match=r"a_lenet\.caffemodel.*the file ended at byte .* while its weights"):
         _lenet(tmp_path, "shrank.safetensors", "safetensors")
 

@@ -25,8 +25,8 @@ Normalize) are mapped to the held axes (`Layout.axis`); layers that reorder
 memory (Reshape, Flatten, InnerProduct over a 4-D blob, Embed) put a 4-D input
 back in NCHW, apply Caffe's C-order rule and hold the result again; a Permute
 is Caffe's order composed with both held layouts, one Keras Permute. Keras'
-image layers and this file's image helpers are given ``data_format`` when it
-is not the default. Convolution kernels are (h, w, in, out) in both layouts,
+image layers and this file's image helpers are always given ``data_format``
+(without it a Keras layer follows the user's ``keras.json``). Convolution kernels are (h, w, in, out) in both layouts,
 as Keras stores them. The batch axis never moves (Keras keeps it first), so a
 Permute or Reshape moving it is not generated. Shapes are the prototxt's:
 Reshape, Crop and Interp sizes are literal, and PriorBox is a constant
@@ -166,8 +166,9 @@ class Layout:
         return self.held(ndim).index(axis)
 
     def option(self) -> str:
-        """The ``data_format`` keyword of Keras' image layers and this file's image helpers ("" for the default)."""
-        return "" if self.channels_last else f', data_format="{self.data_format}"'
+        """The ``data_format`` keyword of Keras' image layers and this file's image helpers, always given: a
+        layer without it follows the user's ``keras.json`` (``image_data_format``), which may say otherwise."""
+        return f', data_format="{self.data_format}"'
 
     def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """A Caffe shape as the model holds it."""

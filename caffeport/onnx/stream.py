@@ -144,7 +144,6 @@ def write(model: Model, lazy: dict[str, Blob], path: PathLike, *, external_data:
 # the check
 
 
-#: what the checking child runs: exit 0 (accepted), 3 (refused: the reason on stderr), 4 (no onnx there)
 #: how the child reaches onnx's C++ checker without the onnx package. ``onnx.checker.check_model(path, ...)`` is
 #: a thin wrapper around ``onnx.onnx_cpp2py_export.checker.check_model_path``, but ``import onnx`` takes over a
 #: second (ml_dtypes' extension alone 0.9 s, measured), longer than writing a VGG16, while the extension alone

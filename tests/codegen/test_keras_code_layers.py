@@ -280,11 +280,14 @@ def test_detection_output_code_types_separate_locations_keep_top_k_eta_and_no_de
 def test_every_layer_form_held_channels_first(tmp_path: Path) -> None:
     """``--backend channels_first``: the same nets generated NCHW throughout (Keras' image layers and this
     file's helpers given ``data_format``, no Permute to NHWC and back around a Flatten or InnerProduct), run
-    under Keras' JAX backend, equal the reference top by top. A helper reading NHWC axes of an NCHW tensor gives
+    under Keras' torch backend, equal the reference top by top. A helper reading NHWC axes of an NCHW tensor gives
     other values or shapes (the sizes are odd and distinct)."""
     cases = [*AXES, *POINTWISE, *GROUPED, ("detections", DETECTIONS, DETECTION_INPUTS)]
     sources = check_all(tmp_path, cases, data_format="channels_first")
     for name in ("pointwise", "deconv", "priors"):
         assert 'data_format="channels_first"' in sources[name], name
-    assert "layers.Permute(" not in sources["eltwise"] and '"ip_axis_nchw"' not in sources["reshapes"]
+    (tmp_path / "nhwc").mkdir()
+    held = check_all(tmp_path / "nhwc", AXES)["reshapes"]  # the same net channels_last: permuted around them
+    for helper in ('"ip_axis_nchw"', '"flat_nchw"', '"reshape0_nchw"', '"reshape4_nhwc"'):
+        assert helper in held and helper not in sources["reshapes"], helper
     assert "CaffeLRN(" in sources["pointwise"] and "CaffeInterp(" in sources["normalize"]

@@ -79,7 +79,7 @@ def test_generated_keras_models_match_the_reference_top_by_top(group: str, tmp_p
 def test_channels_first_models_match_the_reference_top_by_top(tmp_path: Path) -> None:
     """``--backend channels_first``: every shared model generated NCHW (Caffe's own layout: inputs, PReLU
     alphas (C, 1, 1), the InnerProducts after a 4-D blob without a transpose) and run under Keras' JAX backend
-    (one interpreter: JAX's CPU convolutions take either layout) equals the reference top by top, yunet's
+    (one interpreter; TensorFlow's convolves NCHW only on a GPU) equals the reference top by top, yunet's
     detections on the photo included."""
     (tmp_path / "shared").mkdir()
     _check_models([name for group in sorted(GROUPS) for name in GROUPS[group]], tmp_path / "shared",
@@ -104,7 +104,8 @@ def test_the_comparison_catches_keras_pooling_in_place_of_caffes(tmp_path: Path)
     'valid' pooling dividing every window by the whole kernel) gives CIFAR-10's clipped last windows other values."""
     net, _ = _generate("cifar10-v2", tmp_path / "m")
     source = (tmp_path / "m" / "model.py").read_text()
-    naive = source.replace('CaffePool2D("AVE", (3, 3), (2, 2), (0, 0), ceil=True, name="pool2")',
+    naive = source.replace('CaffePool2D("AVE", (3, 3), (2, 2), (0, 0), ceil=True, data_format="channels_last", '
+                           'name="pool2")',
                            '(lambda x: layers.AveragePooling2D((3, 3), (2, 2), name="pool2")'
                            '(layers.ZeroPadding2D(((0, 1), (0, 1)))(x)))')
     assert naive != source

@@ -20,7 +20,7 @@ PROTO = ROOT / "examples" / "mtcnn" / "det1.prototxt"
 
 @pytest.mark.parametrize(("format", "backend"), [("flax", "torch"), ("flax", "channels_first"), ("flax", "caffe"),
                                                  ("keras-h5", "torch"), ("caffe", "tensorflow"), ("caffe", "torch"),
-                                                 ("keras-code", "torch"), ("keras-code", "theano")])
+                                                 ])
 def test_a_backend_whose_layout_the_format_would_misplace_is_refused(tmp_path: Path, format: str,
                                                                       backend: str) -> None:
     suffix = load_exporters()[format].suffix
@@ -43,6 +43,14 @@ def test_every_declared_pair_converts(tmp_path: Path) -> None:
         for backend in sorted(BACKENDS):
             caffeport.convert(MODEL, PROTO, tmp_path / f"{name}-{backend}{load_exporters()[name].suffix}",
                               format=name, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "theano"])
+def test_a_backend_a_format_does_not_define_is_refused_naming_its_own(tmp_path: Path, backend: str) -> None:
+    with pytest.raises(CaffeportError, match=f"format keras-code takes backend=NAME from tensorflow, "
+                                             f"channels_first, not {backend} "):
+        caffeport.convert(MODEL, PROTO, tmp_path / "code", format="keras-code", backend=backend)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_format_defines_what_its_backends_run(tmp_path: Path) -> None:
