@@ -201,3 +201,36 @@ def test_convert_cli_exits_130_for_any_caffeport_error_made_of_a_ctrl_c(tmp_path
                      "-o", str(tmp_path / "w.h5")])
     assert code == 130
     assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_cli_exits_130_when_python_wraps_the_ctrl_c_in_another_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in a loop of Ctrl-C tests on -f onnx: an interrupt while a lazily imported module defines a
+    dataclass reaches the CLI as ``RuntimeError: Error calling __set_name__`` caused by the KeyboardInterrupt; it
+    is the interrupt: exit 130 and one line, not a traceback and exit 1."""
+    from caffeport import cli
+    from caffeport.exporters import load_exporters
+    from tests.conftest import models_dir
+
+    def importing_writer(net: object, path: Path, options: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'constants' in 'Context'") from exc
+
+    exporters = load_exporters()
+    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=importing_writer))
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    code = cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
+                     "-o", str(tmp_path / "w.h5")])
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "caffeport: interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+    def failing_writer(net: object, path: Path, options: object) -> None:
+        raise RuntimeError("a bug, no interrupt")
+
+    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=failing_writer))
+    with pytest.raises(RuntimeError, match="a bug, no interrupt"):  # anything else is still a bug's traceback
+        cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
+                  "-o", str(tmp_path / "w.h5")])
