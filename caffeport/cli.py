@@ -542,24 +542,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         with guarded_stdout():  # caffeport inspect M > /dev/full: one line, exit 1
             return COMMANDS[args.command](args)
-    except CaffeportError as exc:
-        if isinstance(interruption(exc), KeyboardInterrupt):  # a Ctrl-C a library reported as an error: 130
-            return _interrupted()
-        print(f"caffeport: error: {for_cli(exc)}", file=sys.stderr)  # options as flags: --force, not force=True
-        return 1
     except KeyboardInterrupt:
-        return _interrupted()
+        print("caffeport: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # a Ctrl-C that Python or a library wrapped (RuntimeError from __set_name__, ...)
+    except Exception as exc:
+        # a Ctrl-C that a library reported as an error, or that Python wrapped (RuntimeError from __set_name__)
         if isinstance(interruption(exc), KeyboardInterrupt):
-            return _interrupted()
-        raise
-
-
-def _interrupted() -> int:
-    print("caffeport: interrupted", file=sys.stderr)
-    return 130
+            print("caffeport: interrupted", file=sys.stderr)
+            return 130
+        if not isinstance(exc, CaffeportError):
+            raise
+        print(f"caffeport: error: {for_cli(exc)}", file=sys.stderr)  # options as flags: --force, not force=True
+        return 1
 
 
 if __name__ == "__main__":

@@ -180,13 +180,23 @@ def test_the_writeback_thread_blocks_ctrl_c(tmp_path: Path, monkeypatch: pytest.
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the main thread's mask is untouched"
 
 
+def _convert_lenet_with_writer(monkeypatch: pytest.MonkeyPatch, writer: object, output: Path) -> int:
+    """``caffeport convert`` of LeNet to ``output`` through the CLI, with ``writer`` as the keras-h5 writer."""
+    from caffeport import cli
+    from caffeport.exporters import load_exporters
+    from tests.conftest import models_dir
+
+    exporters = load_exporters()
+    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=writer))
+    folder = models_dir() / "caffe-reference" / "a_lenet"
+    return cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
+                     "-o", str(output)])
+
+
 def test_convert_cli_exits_130_for_any_caffeport_error_made_of_a_ctrl_c(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's backstop: a CaffeportError raised while a KeyboardInterrupt unwound is the interrupt, exit 130."""
-    from caffeport import cli
     from caffeport.errors import OutputError
-    from caffeport.exporters import load_exporters
-    from tests.conftest import models_dir
 
     def reporting_writer(net: object, path: Path, options: object) -> None:
         try:
@@ -194,12 +204,7 @@ def test_convert_cli_exits_130_for_any_caffeport_error_made_of_a_ctrl_c(tmp_path
         except KeyboardInterrupt:
             raise OutputError("cannot flush it", path=path)  # noqa: B904
 
-    exporters = load_exporters()
-    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=reporting_writer))
-    folder = models_dir() / "caffe-reference" / "a_lenet"
-    code = cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
-                     "-o", str(tmp_path / "w.h5")])
-    assert code == 130
+    assert _convert_lenet_with_writer(monkeypatch, reporting_writer, tmp_path / "w.h5") == 130
     assert list(tmp_path.iterdir()) == []
 
 
@@ -208,9 +213,6 @@ def test_convert_cli_exits_130_when_python_wraps_the_ctrl_c_in_another_error(
     """Found in a loop of Ctrl-C tests on -f onnx: an interrupt while a lazily imported module defines a
     dataclass reaches the CLI as ``RuntimeError: Error calling __set_name__`` caused by the KeyboardInterrupt; it
     is the interrupt: exit 130 and one line, not a traceback and exit 1."""
-    from caffeport import cli
-    from caffeport.exporters import load_exporters
-    from tests.conftest import models_dir
 
     def importing_writer(net: object, path: Path, options: object) -> None:
         try:
@@ -218,19 +220,12 @@ def test_convert_cli_exits_130_when_python_wraps_the_ctrl_c_in_another_error(
         except KeyboardInterrupt as exc:
             raise RuntimeError("Error calling __set_name__ on 'Field' instance 'constants' in 'Context'") from exc
 
-    exporters = load_exporters()
-    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=importing_writer))
-    folder = models_dir() / "caffe-reference" / "a_lenet"
-    code = cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
-                     "-o", str(tmp_path / "w.h5")])
-    assert code == 130
+    assert _convert_lenet_with_writer(monkeypatch, importing_writer, tmp_path / "w.h5") == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "caffeport: interrupted"
     assert list(tmp_path.iterdir()) == []
 
     def failing_writer(net: object, path: Path, options: object) -> None:
         raise RuntimeError("a bug, no interrupt")
 
-    monkeypatch.setitem(exporters, "keras-h5", dataclasses.replace(exporters["keras-h5"], write=failing_writer))
     with pytest.raises(RuntimeError, match="a bug, no interrupt"):  # anything else is still a bug's traceback
-        cli.main(["convert", str(folder / "a_lenet.caffemodel"), "-p", str(folder / "deploy.prototxt"),
-                  "-o", str(tmp_path / "w.h5")])
+        _convert_lenet_with_writer(monkeypatch, failing_writer, tmp_path / "w.h5")

@@ -26,9 +26,10 @@ memory (Reshape, Flatten, InnerProduct over a 4-D blob, Embed) put a 4-D input
 back in NCHW, apply Caffe's C-order rule and hold the result again; a Permute
 is Caffe's order composed with both held layouts, one Keras Permute. Keras'
 image layers and this file's image helpers are always given ``data_format``
-(without it a Keras layer follows the user's ``keras.json``). Convolution kernels are (h, w, in, out) in both layouts,
-as Keras stores them. The batch axis never moves (Keras keeps it first), so a
-Permute or Reshape moving it is not generated. Shapes are the prototxt's:
+(without it a Keras layer follows the user's ``keras.json``). Convolution
+kernels are (h, w, in, out) in both layouts, as Keras stores them. The batch
+axis never moves (Keras keeps it first), so a Permute or Reshape moving it is
+not generated. Shapes are the prototxt's:
 Reshape, Crop and Interp sizes are literal, and PriorBox is a constant
 computed at export by the reference's own forward.
 
@@ -1019,7 +1020,7 @@ class KerasModel:
     outputs: list[str] = field(default_factory=list)
     #: what the README adds about the conversion (``--matlab``), or nothing
     note: str = ""
-    layout: Layout = CHANNELS_LAST
+    layout: Layout = field(default_factory=lambda: CHANNELS_LAST)
 
 
 #: types a backend splits off another layer (the torch backend: RNN's output weights); written with that layer
