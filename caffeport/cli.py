@@ -519,6 +519,9 @@ def _robust_output() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: exit 0, 1 for bad input (one line), 2 for a usage error, 130 when interrupted.
 
+    130 is returned, not exited with: the ``caffeport`` entry point
+    (`caffeport.__main__`) then ends the process by SIGINT, as a shell expects.
+
     Everything after the imports runs inside the ``try``, building the parser
     (which loads the exporters) included, so Ctrl-C is one line at any point;
     an interrupt during the imports themselves is caught by the entry point in

@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``caffe-weight-converter`` command: 0 on success, 1 (and one line on stderr) on bad input."""
+    """The ``caffe-weight-converter`` command: 0 on success, 1 (and one line on stderr) on bad input, 130 after
+    Ctrl-C (returned: the entry point, `caffeport.__main__.weight_converter`, then ends the process by SIGINT)."""
     exit_on_termination_signals()  # SIGTERM & co. unwind like Ctrl-C, so a partial output is removed
     args = build_parser().parse_args(argv)
     try:

@@ -101,7 +101,9 @@ def _signals_deferred() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    # Python runs the handlers of signals already received when pthread_sigmask returns, so a Ctrl-C can raise
+    # from it after the mask is set: the mask is read first (a raise there changes nothing), set inside the try
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     noted: list[int] = []
     handlers: dict[int, Any] = {}
     holding = [True]
@@ -113,6 +115,7 @@ def _signals_deferred() -> Iterator[None]:
             handlers[signum](signum, frame)
 
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
         if threading.current_thread() is threading.main_thread():
             for sig in _DEFERRED:
                 handler = signal.getsignal(sig)
@@ -122,9 +125,11 @@ def _signals_deferred() -> Iterator[None]:
         yield
     finally:
         holding[0] = False
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        try:  # a signal now goes through note to its real handler: one raising here still restores the mask
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         for sig in noted:
             handlers[sig](sig, None)
 

@@ -8,9 +8,11 @@ so the test follows the declaration rather than an old installed script.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,12 +25,12 @@ from tests.hostile.hostile_helpers import HANG_SECONDS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def console_script() -> list[str]:
-    """The ``caffeport`` console script as pip writes it, from pyproject.toml's [project.scripts]."""
+def console_script(name: str = "caffeport") -> list[str]:
+    """The console script ``name`` as pip writes it, from pyproject.toml's [project.scripts]."""
     text = (ROOT / "pyproject.toml").read_text()
     scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
-    found = re.search(r'^caffeport\s*=\s*"([\w.]+):(\w+)"', scripts, re.MULTILINE)
-    assert found, "pyproject.toml declares no caffeport console script"
+    found = re.search(rf'^{re.escape(name)}\s*=\s*"([\w.]+):(\w+)"', scripts, re.MULTILINE)
+    assert found, f"pyproject.toml declares no {name} console script"
     module, func = found.groups()
     return [sys.executable, "-c", f"import sys; from {module} import {func}; sys.exit({func}())"]
 
@@ -64,25 +66,59 @@ sys.meta_path.insert(0, SlowNumpy())
 '''
 
 
-@pytest.mark.parametrize("start", sorted(STARTS))
-def test_ctrl_c_during_the_imports_is_one_line_and_exit_130(start: str, tmp_path: Path) -> None:
+def _signal_during_the_imports(command: list[str], tmp_path: Path, *, group: bool = False,
+                               ) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with `SLOW_NUMPY`; SIGINT it (its whole process group with ``group``, as a terminal's
+    Ctrl-C does) as soon as it has said "importing numpy"; its status, stdout and the rest of stderr."""
     (tmp_path / "sitecustomize.py").write_text(SLOW_NUMPY)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    process = subprocess.Popen([*STARTS[start], "inspect", "examples/mtcnn/det1.prototxt"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=group)
     try:
         ready, _, _ = select.select([process.stderr], [], [], HANG_SECONDS)
         assert ready, "the process never reached import numpy"
         assert process.stderr.readline() == "importing numpy\n"
-        process.send_signal(signal.SIGINT)
+        if group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=HANG_SECONDS)
     finally:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         process.kill()
         process.wait()
-    assert "Traceback" not in stderr, stderr
-    assert stderr == "caffeport: interrupted\n"
-    assert stdout == ""
-    assert process.returncode == 130
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_ctrl_c_during_the_imports_is_one_line_and_a_death_by_sigint(start: str, tmp_path: Path) -> None:
+    """The one line, no traceback, and the process ends by SIGINT (what a shell reports as 130)."""
+    result = _signal_during_the_imports([*STARTS[start], "inspect", "examples/mtcnn/det1.prototxt"], tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == "caffeport: interrupted\n"
+    assert result.stdout == ""
+    assert result.returncode == -signal.SIGINT
+
+
+def test_the_weight_converter_script_ends_by_sigint_too(tmp_path: Path) -> None:
+    model = ROOT / "examples" / "mtcnn"
+    result = _signal_during_the_imports([*console_script("caffe-weight-converter"), str(tmp_path / "out"),
+                                         str(model / "det1.prototxt"), str(model / "det1.caffemodel")], tmp_path)
+    assert result.stderr == "caffe-weight-converter: interrupted\n", result.stderr
+    assert result.returncode == -signal.SIGINT
+
+
+def test_ctrl_c_stops_the_shell_script_that_runs_caffeport(tmp_path: Path) -> None:
+    """Why the entry point dies by SIGINT instead of exiting 130: bash, which gets the terminal's SIGINT too,
+    waits for the foreground command and stops the script only if the command died of it; after a command
+    that exits 130 (it handled the Ctrl-C) the script goes on, a loop with its next model."""
+    script = f"{shlex.join(STARTS['python -m caffeport'])} inspect examples/mtcnn/det1.prototxt; echo went on"
+    result = _signal_during_the_imports(["bash", "-c", script], tmp_path, group=True)
+    assert result.stdout == "", "the script went on after the Ctrl-C"
+    assert result.stderr == "caffeport: interrupted\n"
+    assert result.returncode == -signal.SIGINT
 
 
 #: "konv1" in Cyrillic letters

@@ -159,6 +159,33 @@ def test_a_signal_taken_by_another_thread_waits_for_the_end_of_a_deferred_block(
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the mask is restored"
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="no signal masks here")
+def test_a_ctrl_c_raised_as_the_block_sets_the_mask_leaves_the_mask_as_it_was(monkeypatch: pytest.MonkeyPatch,
+                                                                              ) -> None:
+    """CPython runs the handlers of signals already received as ``pthread_sigmask`` returns, so a Ctrl-C can
+    come out of the call that blocks the signals, after it blocked them. That KeyboardInterrupt must not leave
+    them blocked in the main thread: a program that called caffeport would no longer see Ctrl-C at all."""
+    import signal
+
+    real = signal.pthread_sigmask
+    raised: list[bool] = []
+
+    def ctrl_c_as_it_blocks(how: int, mask: object) -> set[int]:
+        previous = real(how, mask)
+        if how == signal.SIG_BLOCK and signal.SIGINT in set(mask) and not raised:  # as CPython would, once
+            raised.append(True)
+            raise KeyboardInterrupt
+        return previous
+
+    before = real(signal.SIG_BLOCK, [])
+    monkeypatch.setattr(signal, "pthread_sigmask", ctrl_c_as_it_blocks)
+    with pytest.raises(KeyboardInterrupt), output._signals_deferred():
+        pytest.fail("the block ran although the Ctrl-C came first")
+    assert raised
+    assert real(signal.SIG_BLOCK, []) == before, "the mask is as it was before the block"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="sync_file_range is Linux's; elsewhere nothing is started")
 def test_the_writeback_thread_blocks_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import signal

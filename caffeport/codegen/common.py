@@ -22,16 +22,27 @@ from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Net
 from caffeport.layers import LAYER_TYPES, layer_type
 
-__all__ = ["LINE_LENGTH", "Names", "comment", "fed", "matlab_note", "quote", "sha256", "shapes_known", "stub_params",
-           "wrapped"]
+__all__ = ["LINE_LENGTH", "Names", "comment", "fed", "identifier", "matlab_note", "quote", "sha256", "shapes_known",
+           "stub_params", "wrapped"]
 
 _NOT_IDENTIFIER = re.compile(r"\W|^(?=\d)")
 #: the generated file keeps to this project's line length, so ``ruff check`` passes with its rules too
 LINE_LENGTH = 120
 
 
+def identifier(name: str) -> str:
+    """``name`` made an identifier the way every generated model makes it: each character that cannot be in one
+    becomes ``_`` and a leading digit gets a ``_`` before it (``conv4-1`` -> ``conv4_1``, ``245`` -> ``_245``).
+
+    `Names` builds on it (and also steers clear of keywords, builtins and
+    names already given); ``caffeport verify`` pairs a model's layers with
+    Caffe's through it, so both follow one rule.
+    """
+    return _NOT_IDENTIFIER.sub("_", name) or "_"
+
+
 class Names:
-    """Python identifiers for Caffe names: unique, never a keyword, a builtin or one of ``taken``."""
+    """Python identifiers for Caffe names (`identifier`): unique, never a keyword, a builtin or one of ``taken``."""
 
     def __init__(self, taken: frozenset[str] = frozenset()) -> None:
         self.taken = taken
@@ -41,7 +52,7 @@ class Names:
     def __call__(self, name: str) -> str:
         if name in self.given:
             return self.given[name]
-        base = _NOT_IDENTIFIER.sub("_", name) or "_"
+        base = identifier(name)
         if keyword.iskeyword(base) or base in self.taken or hasattr(builtins, base):
             base += "_"
         candidate, n = base, 1

@@ -19,7 +19,6 @@ error.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,12 +91,6 @@ def comparison(key: str, tensor: str, want: np.ndarray, value: np.ndarray | None
     passed = value is not None and value.shape == want.shape and bool(rel <= rtol)
     return Comparison(key, tensor, tuple(want.shape), None if value is None else tuple(value.shape), max_abs, rel,
                       passed, output, layer.name if layer else "", layer.type if layer else "", True, missing)
-
-
-def identifier(name: str) -> str:
-    """A Caffe name as a generated model's attribute or layer name has it when the name is not an identifier
-    (``conv4-1`` -> ``conv4_1``, `caffeport.codegen.common.Names`), and as hand-written ports usually name it."""
-    return re.sub(r"\W", "_", name, flags=re.ASCII)
 
 
 def fed(net: Net, layer: Layer) -> bool:

@@ -12,7 +12,8 @@ name when every Keras input is named after one, else in order.
 
 Pairing: a Keras layer named like a Caffe layer (the Caffe name; with
 characters outside ``[A-Za-z0-9_.-]`` made ``_``, as caffeport names the
-converted layers; or made an identifier, as ``-f keras-code`` names them)
+converted layers; or made an identifier as ``-f keras-code`` names them, `caffeport.codegen.common.identifier`:
+``245`` -> ``_245``)
 gives that layer's top (a layer with several outputs: its
 tops in order), read through one sub-model over the wanted layer outputs. A
 layer Keras cannot give one output for (it is called twice) and a top without a
@@ -29,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from caffeport.codegen.common import identifier
 from caffeport.errors import CaffeportError, for_cli
 from caffeport.forward import net_outputs
 from caffeport.ir import Net
 from caffeport.keras_model import load_keras_model
-from caffeport.verify import RTOL, Comparison, compare_model, identifier, layer_tops, output_keys
+from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, output_keys
 
 
 def load_model(spec: str) -> Any:

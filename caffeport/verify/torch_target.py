@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from caffeport.codegen.common import identifier
 from caffeport.errors import CaffeportError
 from caffeport.ir import Net
-from caffeport.verify import RTOL, Comparison, compare_model, identifier, layer_tops, pair_outputs
+from caffeport.verify import RTOL, Comparison, compare_model, layer_tops, pair_outputs
 from caffeport.verify.specs import load_target, spec_error
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import caffeport
+from tests.conftest import models_dir
 from tests.verify.verify_helpers import DET1, DET1_PROTO, line_of, save_blobs, square_input, verify_cli
 
 PNET = '''
@@ -74,6 +75,21 @@ def test_generated_keras_code_verifies_every_layer(tmp_path: Path) -> None:
     for key in ("conv1/conv1", "pool1/pool1", "conv4-1/conv4-1", "conv4-2/conv4-2", "prob1/prob1"):
         assert line_of(result.stdout, key).rstrip().endswith("ok"), key
     assert "FAIL" not in result.stdout
+
+
+def test_generated_keras_code_of_numbered_layers_verifies_every_layer(tmp_path: Path) -> None:
+    """UltraFace's layers are named by number ("245"): the generated model calls that one ``_245`` (an identifier
+    cannot start with a digit) and verify pairs the two through the same rule, so none is "not exposed"."""
+    folder = models_dir() / "ultraface-rfb320"
+    model, deploy = folder / "RFB-320.caffemodel", folder / "RFB-320.prototxt"
+    out = tmp_path / "ultraface"
+    caffeport.convert(model, deploy, out, format="keras-code")
+    assert 'name="_245"' in (out / "model.py").read_text()
+    result = verify_cli(model, "-p", deploy, "--keras", "model:load_model", "--random", "0", "--all-layers", cwd=out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert line_of(result.stdout, "245/245").split()[0] == "_245"
+    assert line_of(result.stdout, "245/245").rstrip().endswith("ok")
+    assert "not exposed" not in result.stdout
 
 
 def test_generated_channels_first_keras_code_verifies_and_a_softmax_over_the_last_axis_is_named(
