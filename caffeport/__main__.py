@@ -8,7 +8,7 @@ themselves and catch it around that import, so an interrupt at any moment is
 the command's one line. Both console scripts point here for the same reason.
 
 Ctrl-C's end. Once the command has cleaned up and printed its line (its
-``main`` returns `INTERRUPTED`), the process ends by SIGINT's default action
+``main`` returns `caffeport.output.INTERRUPTED`), the process ends by SIGINT's default action
 rather than with exit status 130. A shell shows ``$?`` 130 either way, but
 only a death by SIGINT tells a shell script that runs caffeport in a loop
 that the user meant to stop the script: bash waits for the foreground command
@@ -27,37 +27,50 @@ point's business, not theirs.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 
-#: what a command's ``main`` returns after Ctrl-C (128 + SIGINT, the status a shell reports for it)
-INTERRUPTED = 130
+from caffeport.output import INTERRUPTED  # standard library and caffeport.errors only: a few milliseconds
 
 
 def main() -> int:
     """``caffeport``: `caffeport.cli.main`, ended like a Ctrl-C'd program when interrupted."""
-    return _run("caffeport.cli", "caffeport")
+    return _run(_cli, "caffeport")
 
 
 def weight_converter() -> int:
     """``caffe-weight-converter``: `caffeport.compat.main`, ended like a Ctrl-C'd program when interrupted."""
-    return _run("caffeport.compat", "caffe-weight-converter")
+    return _run(_compat, "caffe-weight-converter")
 
 
-def _run(module: str, prog: str) -> int:
-    try:  # the command catches its own Ctrl-C; this one comes during the import or a moment it does not cover
-        code = importlib.import_module(module).main()
+def _cli() -> Callable[[], int]:
+    from caffeport.cli import main as command
+
+    return command
+
+
+def _compat() -> Callable[[], int]:
+    from caffeport.compat import main as command
+
+    return command
+
+
+def _run(load: Callable[[], Callable[[], int]], prog: str) -> int:
+    """Run the command ``load`` imports; its `INTERRUPTED`, or a Ctrl-C while it loads (which it cannot catch),
+    ends the process by SIGINT."""
+    try:
+        code = load()()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         code = INTERRUPTED
     if code == INTERRUPTED:
-        end_by_sigint()
+        _end_by_sigint()
     return code
 
 
-def end_by_sigint() -> None:
+def _end_by_sigint() -> None:
     """End this process by SIGINT's default action, as a program should once it has cleaned up after Ctrl-C.
 
     The signal is unblocked (a Ctrl-C can leave it blocked in this thread) and

@@ -34,7 +34,7 @@ from caffeport.exporters.registry import formats_with
 from caffeport.forward import net_outputs, run
 from caffeport.layers.blobs import blob_problems
 from caffeport.onnx.preprocessing import preprocessing_from_options
-from caffeport.output import atomic_output, exit_on_termination_signals, guarded_stdout, interruption
+from caffeport.output import INTERRUPTED, atomic_output, exit_on_termination_signals, guarded_stdout, interruption
 from caffeport.preprocess import image_input, parse_mean
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
@@ -519,8 +519,8 @@ def _robust_output() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: exit 0, 1 for bad input (one line), 2 for a usage error, 130 when interrupted.
 
-    130 is returned, not exited with: the ``caffeport`` entry point
-    (`caffeport.__main__`) then ends the process by SIGINT, as a shell expects.
+    130 (`INTERRUPTED`) is returned, not exited with: the ``caffeport`` entry
+    point (`caffeport.__main__`) then ends the process by SIGINT, as a shell expects.
 
     Everything after the imports runs inside the ``try``, building the parser
     (which loads the exporters) included, so Ctrl-C is one line at any point;
@@ -547,14 +547,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("caffeport: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         return 0
     except Exception as exc:
         # a Ctrl-C that a library reported as an error, or that Python wrapped (RuntimeError from __set_name__)
         if isinstance(interruption(exc), KeyboardInterrupt):
             print("caffeport: interrupted", file=sys.stderr)
-            return 130
+            return INTERRUPTED
         if not isinstance(exc, CaffeportError):
             raise
         print(f"caffeport: error: {for_cli(exc)}", file=sys.stderr)  # options as flags: --force, not force=True

@@ -46,7 +46,7 @@ from typing import Any
 from caffeport.conversion import ConvertResult, convert
 from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters.pickle_format import layer_records
-from caffeport.output import exit_on_termination_signals, guarded_stdout
+from caffeport.output import INTERRUPTED, exit_on_termination_signals, guarded_stdout
 
 PathLike = str | os.PathLike[str]
 
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     return 0
 
 

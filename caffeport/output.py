@@ -40,6 +40,10 @@ from caffeport.errors import OutputError, option_error
 
 PathLike = str | os.PathLike[str]
 
+#: what a command's ``main`` returns after Ctrl-C: 128 + SIGINT, the status a shell reports for it (the entry
+#: points in `caffeport.__main__` then end the process by SIGINT)
+INTERRUPTED = 130
+
 #: the signals `exit_on_termination_signals` turns into ``SystemExit``: every one whose default action ends the
 #: process and that a user or a job scheduler sends to stop a program (Ctrl-\ is SIGQUIT; batch systems send
 #: SIGUSR1/SIGUSR2 ahead of a time limit)

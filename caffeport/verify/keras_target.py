@@ -12,12 +12,12 @@ name when every Keras input is named after one, else in order.
 
 Pairing: a Keras layer named like a Caffe layer (the Caffe name; with
 characters outside ``[A-Za-z0-9_.-]`` made ``_``, as caffeport names the
-converted layers; or made an identifier as ``-f keras-code`` names them, `caffeport.codegen.common.identifier`:
-``245`` -> ``_245``)
-gives that layer's top (a layer with several outputs: its
-tops in order), read through one sub-model over the wanted layer outputs. A
-layer Keras cannot give one output for (it is called twice) and a top without a
-layer of its name are "not exposed". The model's own outputs pair with the
+converted layers; or made an identifier as ``-f keras-code`` names them,
+`caffeport.codegen.common.identifier`: ``245`` -> ``_245``) gives that
+layer's top (a layer with several outputs: its tops in order), read through
+one sub-model over the wanted layer outputs. A layer Keras cannot give one
+output for (it is called twice) and a top without a layer of its name are
+"not exposed". The model's own outputs pair with the
 net's outputs when they are a dict keyed by output top, or a list in the net's
 output order.
 """
