@@ -31,8 +31,8 @@ import numpy as np
 from caffeport.codec import caffe_schema
 from caffeport.errors import CaffeportError
 from caffeport.exporters.caffemodel import write_caffemodel_stream
+from caffeport.io.output import atomic_output, check_output_path
 from caffeport.ir import Layer
-from caffeport.output import atomic_output, check_output_path
 
 Shape = tuple[int, ...]
 

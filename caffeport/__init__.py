@@ -29,18 +29,20 @@ the source with its own table; a new module is placed there and here.
    lazy names above; loading it imports no caffeport module)
 1. codec: ``codec``, the protobuf wire format in both directions and Caffe's
    schema tables: ``codec.wire``, ``codec.caffe_schema``, ``codec.messages``
-2. file access: memory maps of model files, the file behind each map and
-   preads from it (``mapped``), all-or-nothing output files (``output``)
-3. IR: ``ir`` (`Net`, `Layer`, the lazy blob ``Reshaped``) and ``ir_file``
+2. file access: ``io``: memory maps of model files, the file behind each
+   map and preads from it (``io.mapped``), all-or-nothing output files
+   (``io.output``)
+3. IR: ``ir`` (`Net`, `Layer`, the lazy blob ``Reshaped``) and ``ir.file``
    (the IR file's writer and reader)
-4. streaming: ``blocks`` (chunks, placement, the writer loop and its
-   threads) and ``tiled_transpose`` (strip transpose, pread gather)
+4. streaming: ``streaming``: ``streaming.blocks`` (chunks, placement, the
+   writer loop and its threads) and ``streaming.tiled_transpose`` (strip
+   transpose, pread gather)
 5. layer types: ``layers`` (each type's shape rule, forward and weight
-   layout) and ``shapes`` (the walk that infers a net's shapes with them)
+   layout; ``layers.shapes``, the walk that infers a net's shapes with them)
 6. readers: ``readers`` (file checks and sniffing in ``readers.files``,
    blobs, the caffemodel, prototxt and HDF5 readers and what they share in
    ``readers.net_common`` and ``readers.v0_layers``; no format reader
-   imports another) and ``preprocess`` (an image as a net input)
+   imports another; ``readers.preprocess``, an image as a net input)
 7. reference forward: ``forward`` (`run`, Caffe's semantics in numpy)
 8. transforms: ``transforms`` (backend layouts and passes over a `Net`)
 9. exporters: ``exporters`` and what they build on: ``onnx``, ``codegen``,
@@ -48,8 +50,10 @@ the source with its own table; a new module is placed there and here.
 10. application: ``conversion`` (`convert`), ``compat``, ``describe``,
     ``progress``, ``cli`` and ``__main__``
 
-The codec is a package of its own (``caffeport.codec``), so the writers that
-encode with it (the ``caffe`` exporter, the ONNX writer) load no reader.
+Each layer below the reference forward is a package of its own, so a module
+loads only what is below it: the writers that encode with the codec (the
+``caffe`` exporter, the ONNX writer) load no reader. The top level holds the
+public names, the errors, the reference forward and the application.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ _HOMES = {
     "Layer": "caffeport.ir",
     "MatchReport": "caffeport.ir",
     "Net": "caffeport.ir",
-    "load_ir": "caffeport.ir_file",
+    "load_ir": "caffeport.ir.file",
     "read": "caffeport.readers",
     "read_blob": "caffeport.readers",
     "register_backend": "caffeport.transforms",
@@ -85,7 +89,7 @@ if TYPE_CHECKING:
     from caffeport.errors import CaffeportError
     from caffeport.forward import run
     from caffeport.ir import Layer, MatchReport, Net
-    from caffeport.ir_file import load_ir
+    from caffeport.ir.file import load_ir
     from caffeport.readers import read, read_blob
     from caffeport.transforms import register_backend, register_pass, transform
 

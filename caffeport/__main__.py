@@ -8,7 +8,7 @@ themselves and catch it around that import, so an interrupt at any moment is
 the command's one line. Both console scripts point here for the same reason.
 
 Ctrl-C's end. Once the command has cleaned up and printed its line (its
-``main`` returns `caffeport.output.INTERRUPTED`), the process ends by SIGINT's default action
+``main`` returns `caffeport.io.output.INTERRUPTED`), the process ends by SIGINT's default action
 rather than with exit status 130. A shell shows ``$?`` 130 either way, but
 only a death by SIGINT tells a shell script that runs caffeport in a loop
 that the user meant to stop the script: bash waits for the foreground command
@@ -32,7 +32,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from caffeport.output import INTERRUPTED  # standard library and caffeport.errors only: a few milliseconds
+from caffeport.io.output import INTERRUPTED  # standard library and caffeport.errors only: a few milliseconds
 
 
 def main() -> int:

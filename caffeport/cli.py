@@ -32,14 +32,14 @@ from caffeport.exporters import load_exporters
 from caffeport.exporters.npz import check_member_name
 from caffeport.exporters.registry import formats_with
 from caffeport.forward import net_outputs, run
+from caffeport.io.output import INTERRUPTED, atomic_output, exit_on_termination_signals, guarded_stdout, interruption
 from caffeport.layers.blobs import blob_problems
 from caffeport.onnx.preprocessing import preprocessing_from_options
-from caffeport.output import INTERRUPTED, atomic_output, exit_on_termination_signals, guarded_stdout, interruption
-from caffeport.preprocess import image_input, parse_mean
 from caffeport.progress import ProgressBar
 from caffeport.progress import wanted as progress_wanted
 from caffeport.readers import read, read_blob
 from caffeport.readers.files import model_file, naming_file, sniff_file
+from caffeport.readers.preprocess import image_input, parse_mean
 from caffeport.transforms import BACKENDS, Options, transform
 
 Command = Callable[[argparse.Namespace], int]

@@ -46,7 +46,7 @@ from typing import Any
 from caffeport.conversion import ConvertResult, convert
 from caffeport.errors import CaffeportError, for_cli
 from caffeport.exporters.pickle_format import layer_records
-from caffeport.output import INTERRUPTED, exit_on_termination_signals, guarded_stdout
+from caffeport.io.output import INTERRUPTED, exit_on_termination_signals, guarded_stdout
 
 PathLike = str | os.PathLike[str]
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from caffeport.errors import CaffeportError, OutputError, option_error
 from caffeport.exporters import EXPORTERS, Exporter, ExportOptions, load_exporters
 from caffeport.exporters.registry import check_export_options, format_for_name
+from caffeport.io.output import atomic_output, block_deferred_signals, check_output_path
 from caffeport.ir import Net, ReportEntry
 from caffeport.layers.layout import REPORT_LABELS
-from caffeport.output import atomic_output, block_deferred_signals, check_output_path
 from caffeport.readers import nonfinite_warnings, read
 from caffeport.transforms import Options, transform
 

@@ -29,8 +29,8 @@ from caffeport.errors import (
 from caffeport.ir import Layer, Net
 from caffeport.layers import Unsupported, layer_type
 from caffeport.layers.blobs import check_net
+from caffeport.layers.shapes import infer_shapes
 from caffeport.readers.files import model_file, naming_file
-from caffeport.shapes import infer_shapes
 
 __all__ = ["net_outputs", "run", "unsupported_layers"]
 

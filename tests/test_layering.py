@@ -65,20 +65,15 @@ LAYERS: dict[str, str] = {
     # the protobuf codec (both directions) and the schema tables
     "caffeport.codec": "codec",
     # file access: maps, preads, atomic output
-    "caffeport.mapped": "file access",
-    "caffeport.output": "file access",
-    # the IR: Net, Layer, the lazy blob type Reshaped, the IR file's reader and writer
+    "caffeport.io": "file access",
+    # the IR: Net, Layer, the lazy blob type Reshaped, the IR file's reader and writer (caffeport.ir.file)
     "caffeport.ir": "IR",
-    "caffeport.ir_file": "IR",
     # streaming: chunks, placement, strip transpose, gather, writer loop, threads
-    "caffeport.blocks": "streaming",
-    "caffeport.tiled_transpose": "streaming",
+    "caffeport.streaming": "streaming",
     # layer types: each type's shape rule, forward and weight layout, and the shape inference walk over them
     "caffeport.layers": "layer types",
-    "caffeport.shapes": "layer types",
     # readers: opening and sniffing input files, the caffemodel, prototxt and HDF5 readers, images to inputs
     "caffeport.readers": "readers",
-    "caffeport.preprocess": "readers",
     # the reference forward every export is checked against
     "caffeport.forward": "reference forward",
     # transforms: backend layouts and passes over the IR

@@ -58,7 +58,7 @@ def test_image_input_is_bgr_resized_mean_subtracted_and_scaled(tmp_path: Path) -
     """PNet at 48x48 on the photo with MTCNN's preprocessing, (x - 127.5) * 0.0078125: a fully convolutional run."""
     from PIL import Image
 
-    from caffeport.preprocess import image_input, resize_bilinear
+    from caffeport.readers.preprocess import image_input, resize_bilinear
 
     out = tmp_path / "o.npz"
     result = _cli("run", PNET, "-p", PNET_PROTO, "--image", PHOTO, "--mean", "127.5,127.5,127.5",
@@ -79,7 +79,7 @@ def test_image_input_is_bgr_resized_mean_subtracted_and_scaled(tmp_path: Path) -
 def test_resize_matches_opencv_inter_linear_on_a_float_image() -> None:
     import cv2
 
-    from caffeport.preprocess import resize_bilinear
+    from caffeport.readers.preprocess import resize_bilinear
 
     image = np.random.default_rng(0).uniform(0, 255, (37, 53, 3)).astype(np.float32)
     for size in [(12, 12), (24, 80), (100, 61)]:

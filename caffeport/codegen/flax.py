@@ -960,7 +960,7 @@ Layers without generated code (calling them raises NotImplementedError):
 def write_weights(model: FlaxModel, path: Path) -> None:
     """The variables as Flax's msgpack (sorted keys, ndarray extension type), by the ``-f flax`` writer."""
     from caffeport.exporters.msgpack_format import _flax_tree, _Leaf, _Stream
-    from caffeport.ir_file import import_msgpack
+    from caffeport.ir.file import import_msgpack
 
     msgpack = import_msgpack("the flax-code format")
 

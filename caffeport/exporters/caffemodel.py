@@ -42,7 +42,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from caffeport.blocks import Blob, LazyBlob, Progress, iter_chunks
 from caffeport.codec import caffe_schema
 from caffeport.codec.caffe_schema import FieldSpec
 from caffeport.codec.wire import (
@@ -56,9 +55,10 @@ from caffeport.codec.wire import (
 )
 from caffeport.errors import ModelStructureError
 from caffeport.exporters.registry import RAW_BACKENDS, ExportOptions, register_exporter
+from caffeport.io.output import atomic_output
 from caffeport.ir import Layer, Net
-from caffeport.output import atomic_output
 from caffeport.readers.blob_proto import RAW_DTYPES
+from caffeport.streaming.blocks import Blob, LazyBlob, Progress, iter_chunks
 
 __all__ = ["CHUNK_BYTES", "LazyBlob", "encode_message", "write_caffemodel", "write_caffemodel_stream"]
 

@@ -120,7 +120,7 @@ def _record(net: Net, report: AssignReport) -> None:
 
 
 def _save(model: Any, path: Path, save_model: bool) -> None:
-    """Save to ``path``: `caffeport.output.atomic_output` keeps every suffix of the target
+    """Save to ``path``: `caffeport.io.output.atomic_output` keeps every suffix of the target
     (``.weights.h5``, ``.keras``) in its temporary name, which is what Keras checks."""
     _keras_save(model, path, save_model)
 

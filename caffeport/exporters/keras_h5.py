@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.exporters.registry import (
     KERAS_BACKENDS,
     RAW_BACKENDS,
@@ -41,8 +40,9 @@ from caffeport.exporters.registry import (
     refuse_same_name,
     register_exporter,
 )
+from caffeport.io.output import interruption
 from caffeport.ir import Layer, Net
-from caffeport.output import interruption
+from caffeport.streaming.blocks import Blob, Progress, iter_placed, stream_placed
 
 KERAS_VERSION = "2.15.0"
 _BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
@@ -84,10 +84,10 @@ def _system_errors(path: Path) -> Iterator[None]:
 
     HDF5 reports those as ValueError, RuntimeError or errno-less OSError
     whose text holds ``errno = 28, error message = '...'``; as an OSError
-    naming ``path`` `caffeport.output.atomic_output` reports it as the
+    naming ``path`` `caffeport.io.output.atomic_output` reports it as the
     output's write error, like every other format's. An error h5py raised
     while a Ctrl-C unwound through it (closing a file the interrupt left
-    half-made) is that interrupt again (`caffeport.output.interruption`): the
+    half-made) is that interrupt again (`caffeport.io.output.interruption`): the
     user pressed Ctrl-C, nothing failed.
     """
     try:
@@ -139,7 +139,7 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
 
     Datasets are created contiguous, allocated at once and never filled, so
     each has a fixed byte range in the file before any weight is written; the
-    weights are then copied there block by block (`caffeport.blocks`), with
+    weights are then copied there block by block (`caffeport.streaming.blocks`), with
     the model's pages released as they are used. Memory stays bounded by the
     block size whatever the model size, and HDF5's per-write overhead is paid
     once per dataset, not per block.

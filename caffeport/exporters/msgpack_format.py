@@ -3,7 +3,7 @@
 Both are written here in a streaming way: the small parts (map and array
 headers, keys, numbers, strings) are encoded by the ``msgpack`` package; for
 each array a binary or extension header written here is followed by room for
-its bytes, which `caffeport.blocks.iter_placed` then fills block by block
+its bytes, which `caffeport.streaming.blocks.iter_placed` then fills block by block
 straight from the transform's view of the caffemodel's memory map (releasing
 its pages), so a multi-GB model never needs a second copy in memory, and a
 transposed kernel is read in its own order rather than touched whole for
@@ -67,7 +67,7 @@ hand over views in the stored precision and fp16 widens exactly.
 
 The whole net: names, types, bottoms, tops, params, shapes, weight names,
 targets, blobs with dtype and shape, metadata, report. No pickle, no extension
-types: see `caffeport.ir_file` for the exact layout and `load_ir`.
+types: see `caffeport.ir.file` for the exact layout and `load_ir`.
 """
 
 from __future__ import annotations
@@ -82,12 +82,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import EpsTarget, ExportOptions, refuse_same_name, register_exporter, shown_name
 from caffeport.exporters.stored import CHUNK_BYTES, little_endian, written_dtype
 from caffeport.ir import Layer, Net
-from caffeport.ir_file import IR_KEY, IR_VERSION, import_msgpack
+from caffeport.ir.file import IR_KEY, IR_VERSION, import_msgpack
+from caffeport.streaming.blocks import Blob, Progress, iter_placed, stream_placed
 
 #: Flax's extension type code for an ndarray
 FLAX_NDARRAY_EXT = 1
@@ -169,7 +169,7 @@ class _Stream:
 
         ``segments`` are (file position, element count) pairs that take the
         elements in order (one segment, or Flax's chunks with headers between
-        them). Blocks come from `caffeport.blocks.iter_placed` in the order
+        them). Blocks come from `caffeport.streaming.blocks.iter_placed` in the order
         that reads the source best, which for a transposed view is not the
         output order, and are written where they belong by `stream_placed`.
         """
@@ -377,7 +377,7 @@ def _layer(stream: _Stream, layer: Layer) -> None:
 
 
 @register_exporter("ir", suffix=".ir.msgpack", default_backend="caffe",
-                   description="the whole IR as safe msgpack (caffeport.ir_file.load_ir reads it back exactly)")
+                   description="the whole IR as safe msgpack (caffeport.ir.file.load_ir reads it back exactly)")
 def write_ir(net: Net, path: Path, options: ExportOptions) -> None:
     """Write all of ``net`` to ``path``: every layer, weightless ones too, whatever ``options``."""
     msgpack = import_msgpack("the ir format")

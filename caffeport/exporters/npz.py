@@ -16,7 +16,7 @@ at least float32 in a converted layer; little-endian.
 
 The file is what ``numpy.savez`` writes (stored, not deflated, ZIP64 entries
 so that blobs over 4 GiB work), but each array is streamed into its zip entry
-block by block (`caffeport.blocks.iter_chunks`) straight from the transform's
+block by block (`caffeport.streaming.blocks.iter_chunks`) straight from the transform's
 view of the caffemodel's memory map, whose pages are released once written:
 a multi-GB model never needs a second copy in memory. A transposed kernel is
 stored in .npy's Fortran order, its source's own order (``numpy.load`` gives
@@ -37,7 +37,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, Progress, iter_chunks
 from caffeport.errors import ModelStructureError
 from caffeport.exporters.registry import (
     ExportOptions,
@@ -49,6 +48,7 @@ from caffeport.exporters.registry import (
 )
 from caffeport.exporters.stored import CHUNK_BYTES, written_dtype
 from caffeport.ir import Layer, Net
+from caffeport.streaming.blocks import Blob, Progress, iter_chunks
 
 #: the key of the conversion metadata; no blob key can take it (blob keys contain a '/')
 METADATA_KEY = "__caffeport__"

@@ -43,7 +43,7 @@ then the tensors' little-endian, C-order bytes, whose ``data_offsets``
 [begin, end) relative to the data start must tile it exactly, in order,
 without gaps. Sizes follow from shapes and dtypes alone, so the header is
 written first and each tensor's bytes are then placed block by block
-(`caffeport.blocks.iter_placed`, ``pwrite`` at their offsets) from the
+(`caffeport.streaming.blocks.iter_placed`, ``pwrite`` at their offsets) from the
 transform's view of the caffemodel's memory map, whose pages are released
 once written: a transposed kernel is read in its own order rather than
 touched whole for every block. Tensors are
@@ -62,7 +62,6 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, Progress, iter_placed, stream_placed
 from caffeport.errors import ModelStructureError, OutputError
 from caffeport.exporters.registry import (
     EpsTarget,
@@ -75,6 +74,7 @@ from caffeport.exporters.registry import (
 from caffeport.exporters.stored import CHUNK_BYTES
 from caffeport.exporters.stored import written_dtype as stored_dtype
 from caffeport.ir import Layer, Net
+from caffeport.streaming.blocks import Blob, Progress, iter_placed, stream_placed
 
 #: readers refuse larger headers (the reference implementation's limit)
 MAX_HEADER_BYTES = 100 * 1000 * 1000

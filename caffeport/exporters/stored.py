@@ -18,17 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import BLOCK_BYTES, Blob
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer
-from caffeport.ir_file import BLOB_KINDS
+from caffeport.ir.file import BLOB_KINDS
+from caffeport.streaming.blocks import BLOCK_BYTES, Blob
 
-#: the most bytes a format converts and writes at once (`caffeport.blocks.iter_placed` / ``iter_chunks``)
+#: the most bytes a format converts and writes at once (`caffeport.streaming.blocks.iter_placed` / ``iter_chunks``)
 CHUNK_BYTES = BLOCK_BYTES
 
 
 def little_endian(dtype: np.dtype[Any], what: str, layer: str) -> np.dtype[Any]:
-    """``dtype`` little-endian; refused unless a plain number (`caffeport.ir_file.BLOB_KINDS`, no fields)."""
+    """``dtype`` little-endian; refused unless a plain number (`caffeport.ir.file.BLOB_KINDS`, no fields)."""
     if dtype.kind not in BLOB_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise ModelStructureError(f"{what} has dtype {dtype}, which is not a plain numeric type", layer=layer)
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype

@@ -25,7 +25,7 @@ MAX_EXPANSION = 64
 def inner_product_matrix(layer: Layer) -> np.ndarray:
     """The InnerProduct weight as (out, in), from (out, in), (in, out) with transpose, or legacy (1, 1, out, in).
 
-    A view of the stored blob (stored dtype), never a copy: see `caffeport.blocks`.
+    A view of the stored blob (stored dtype), never a copy: see `caffeport.streaming.blocks`.
     """
     w = np.asarray(layer.blobs[0])
     if w.ndim > 2:

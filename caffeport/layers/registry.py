@@ -5,7 +5,7 @@ module of `caffeport.layers` holds everything caffeport knows of one Caffe
 layer type (or of a family whose semantics really are one): the ``*_param``
 it reads, the blobs Caffe's ``LayerSetUp`` gives it, its ``Reshape`` shape
 rule, its numpy forward in Caffe's semantics and its ``inspect`` summary.
-Shape inference (`caffeport.shapes`), the prototxt/caffemodel merge, the blob
+Shape inference (`caffeport.layers.shapes`), the prototxt/caffemodel merge, the blob
 checks (`caffeport.layers.blobs`), ``inspect`` and `caffeport.run` all
 dispatch over `LAYER_TYPES`; none of them lists layer types itself.
 

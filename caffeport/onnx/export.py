@@ -49,7 +49,6 @@ from typing import Any
 import numpy as np
 
 from caffeport import __version__
-from caffeport.blocks import Blob
 from caffeport.errors import CaffeportError, ModelStructureError, UnsupportedModelError
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
@@ -66,6 +65,7 @@ from caffeport.onnx.proto import (
     require_onnx_installed,
     to_model_proto,
 )
+from caffeport.streaming.blocks import Blob
 
 #: the opset written unless another is asked for: onnxruntime 1.17+ and OpenCV 5's importer both run it
 DEFAULT_OPSET = 17

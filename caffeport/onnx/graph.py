@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, Reshaped
 from caffeport.onnx.proto import FLOAT, Node, Tensor, make_node
+from caffeport.streaming.blocks import Blob, Reshaped
 
 #: the oldest opset the lowerings are written for: Softmax per axis, Split sizes and Unsqueeze axes as inputs
 MIN_OPSET = 13
@@ -75,9 +75,9 @@ class GraphBuilder:
         whole model in memory (twice, once serialized). The initializer gets
         its dims and type now and its values when the model is written, read
         in blocks from ``blob`` (see `lazy`). A reshape that cannot be a numpy
-        view becomes a `caffeport.blocks.Reshaped` (copied block by block when
+        view becomes a `caffeport.streaming.blocks.Reshaped` (copied block by block when
         written); a transpose stays a strided view, written through the tiled
-        transpose of `caffeport.blocks.iter_placed`. Only a `Reshaped` blob
+        transpose of `caffeport.streaming.blocks.iter_placed`. Only a `Reshaped` blob
         that must be transposed (no lowering of a Caffe-layout net makes one)
         is copied here, one blob at a time.
         """

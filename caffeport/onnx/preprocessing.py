@@ -3,7 +3,7 @@
 Caffe nets were trained on images that OpenCV loaded (BGR, 0..255, (N, C, H,
 W)) and that ``transform_param`` then turned into the net input:
 ``y = (x - mean) * scale``, the mean per channel or a mean image. `caffeport
-run --image` does the same (`caffeport.preprocess.image_input`), and
+run --image` does the same (`caffeport.readers.preprocess.image_input`), and
 ``caffeport convert -f onnx`` takes the same flags with the same meaning:
 ``--mean B,G,R`` (values per channel in the order the net receives them) or
 ``--mean MEAN.binaryproto``, ``--scale S``, ``--swap-rb`` (the net receives
@@ -27,7 +27,7 @@ nothing else to do), which the net's layers read instead of ``x``, and which
 the ``caffeport.tensors`` map now gives for the input's own ``<layer>/<top>``
 key, so ``caffeport verify --all-layers`` also compares it with the
 reference's input. Each step is one float32 operation, as numpy's in
-`caffeport.preprocess.image_input`: the baked graph gives the reference's
+`caffeport.readers.preprocess.image_input`: the baked graph gives the reference's
 input bit for bit.
 
 Metadata: key ``caffeport.preprocessing``, written only when some
@@ -67,7 +67,7 @@ from caffeport.errors import CaffeportError, InputError
 from caffeport.ir import Net
 from caffeport.onnx.graph import TENSOR_MAP_KEY
 from caffeport.onnx.proto import Model, Tensor, make_node
-from caffeport.preprocess import parse_mean
+from caffeport.readers.preprocess import parse_mean
 
 #: the metadata_props key of the preprocessing record
 PREPROCESSING_KEY = "caffeport.preprocessing"
@@ -109,7 +109,7 @@ def preprocessing_from_options(mean: str | None = None, scale: float | None = No
     """The `Preprocessing` the convert flags give (None: no flag given); a mean file is read here.
 
     ``mean`` is ``run``'s syntax: ``"104,117,123"`` or a ``.binaryproto`` path
-    (`caffeport.preprocess.parse_mean`). ``bake`` or ``inputs`` without any
+    (`caffeport.readers.preprocess.parse_mean`). ``bake`` or ``inputs`` without any
     preprocessing is an error, not a silent no-op.
     """
     if mean is None and scale is None and not swap_rb and not bake and not inputs:
@@ -134,7 +134,7 @@ class _Plan:
 
     name: str
     shape: tuple[int, ...]
-    #: (C, 1, 1) or (C, H, W) float32, as `caffeport.preprocess.image_input` subtracts it; None: no mean
+    #: (C, 1, 1) or (C, H, W) float32, as `caffeport.readers.preprocess.image_input` subtracts it; None: no mean
     mean: np.ndarray | None
     scale: float
     swap_rb: bool
@@ -142,9 +142,9 @@ class _Plan:
 
 
 def _fold_mean(mean: np.ndarray, shape: tuple[int, ...], name: str, where: str | None) -> tuple[np.ndarray, bool]:
-    """``mean`` as `caffeport.preprocess.image_input` subtracts it from an input of ``shape``; True: a whole image.
+    """``mean`` as `caffeport.readers.preprocess.image_input` subtracts it from an input of ``shape``.
 
-    The same rules: one value or one per channel; a mean image of the
+    True: a whole image. The same rules: one value or one per channel; a mean image of the
     input's (C, H, W) pixel by pixel; one of another H x W by its per-channel
     means (computed the same way, so the constant is the same float32 values).
     """
@@ -168,7 +168,7 @@ def plan(net: Net, spec: Preprocessing) -> list[_Plan]:
 
     The inputs are ``spec.inputs``, or the net's only input (a net with
     several must name them, as ``run --image NAME=FILE`` does). Each must be
-    shaped (N, 1 or 3, H, W), as `caffeport.preprocess.image_input` requires.
+    shaped (N, 1 or 3, H, W), as `caffeport.readers.preprocess.image_input` requires.
     """
     where = net.prototxt_path or net.caffemodel_path
     names = list(dict.fromkeys(spec.inputs))
@@ -302,7 +302,7 @@ def onnx_feeds(model: Any, inputs: Mapping[str, np.ndarray],
     """What to feed ``model`` for the reference's ``inputs``: a baked input gets its raw image instead.
 
     ``raw_images`` are the images before mean and scale (BGR, 0..255, resized:
-    `caffeport.preprocess.image_input` without mean, scale or swap), by
+    `caffeport.readers.preprocess.image_input` without mean, scale or swap), by
     input name. A baked input given only as a preprocessed array (``--input``,
     ``--random``) is refused: the graph's preprocessing could only be checked
     against itself then.

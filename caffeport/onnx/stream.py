@@ -4,7 +4,7 @@
 every weight initializer left empty (dims and type only) and hands back the
 map name -> weight view (`caffeport.onnx.graph.GraphBuilder.weight`). Here
 the file is written without ever holding the weights: memory stays at a few
-blocks of `caffeport.blocks.BLOCK_BYTES` whatever the model's size.
+blocks of `caffeport.streaming.blocks.BLOCK_BYTES` whatever the model's size.
 
 One self-contained file (below 2 GiB, protobuf's limit for one message): the
 bytes a ``SerializeToString`` of the full model would give, up to the order
@@ -56,10 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.blocks import Blob, Progress, iter_placed, pwrite_all, stream_placed
 from caffeport.codec.wire import LENGTH, encode_delimited, encode_key, encode_varint
+from caffeport.io.output import PathLike, atomic_output
 from caffeport.onnx.proto import EXTERNAL, FIELDS, FLOAT, Entry, Model, Tensor, require_onnx
-from caffeport.output import PathLike, atomic_output
+from caffeport.streaming.blocks import Blob, Progress, iter_placed, pwrite_all, stream_placed
 
 #: protobuf cannot parse a message of 2 GiB or more: past it the weights go to a data file (the limit
 #: `caffeport.onnx.export.MAX_PROTO_BYTES` puts on an in-memory model; not imported: export imports this module)

@@ -26,12 +26,12 @@ import numpy as np
 from caffeport.codec.wire import Reader
 from caffeport.errors import CaffeportError, InputFileError, InternalDecodeError, option_error
 from caffeport.ir import Net
+from caffeport.layers.shapes import infer_shapes
 from caffeport.readers.blob_proto import decode_blob, nonfinite_counts
 from caffeport.readers.caffemodel import read_caffemodel
 from caffeport.readers.files import check_not_foreign, map_file, sniff, sniff_file
 from caffeport.readers.merge import merge
 from caffeport.readers.prototxt import read_prototxt
-from caffeport.shapes import infer_shapes
 
 PathLike = str | os.PathLike[str]
 

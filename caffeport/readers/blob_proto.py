@@ -23,8 +23,8 @@ import numpy as np
 
 from caffeport.codec.wire import FIXED32, FIXED64, LENGTH, MAX_FIELD_NUMBER, VARINT, Reader, signed64
 from caffeport.errors import InputFileError
-from caffeport.mapped import release_pages
-from caffeport.output import block_deferred_signals
+from caffeport.io.mapped import release_pages
+from caffeport.io.output import block_deferred_signals
 
 #: Caffe's ``kMaxBlobAxes``
 MAX_AXES = 32

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from caffeport.errors import CaffeportError, InputFileError
-from caffeport.mapped import remember_map
+from caffeport.io.mapped import remember_map
 
 if TYPE_CHECKING:
     from caffeport.ir import Net
@@ -77,7 +77,7 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap:
 
     Blob arrays are views onto this map, so the weights are never copied into
     Python memory and pages the OS no longer needs can be dropped. A
-    descriptor of the same open file is kept beside the map (`caffeport.mapped.mapped_file`)
+    descriptor of the same open file is kept beside the map (`caffeport.io.mapped.mapped_file`)
     for block copies that read with pread rather than touch the map: never
     the path opened again, which could by then name another file.
     """

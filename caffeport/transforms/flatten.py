@@ -13,7 +13,7 @@ import numpy as np
 from caffeport.errors import ModelStructureError
 from caffeport.ir import Layer, Net, Reshaped, Shape
 from caffeport.layers.layout import note, report_action
-from caffeport.shapes import unknown_shape_cause
+from caffeport.layers.shapes import unknown_shape_cause
 from caffeport.transforms.common import BlobIndex
 from caffeport.transforms.registry import Options, register_pass
 

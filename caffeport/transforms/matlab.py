@@ -69,7 +69,7 @@ from caffeport.ir import Layer, Net, Shape
 from caffeport.layers.fields import axis_index, ints, shape_list
 from caffeport.layers.layout import note, report_action
 from caffeport.layers.scale import broadcast_shape
-from caffeport.shapes import infer_shapes, unknown_shape_cause
+from caffeport.layers.shapes import infer_shapes, unknown_shape_cause
 from caffeport.transforms.registry import Options, register_pass
 
 SWAPPED_KERNEL = report_action("matlab-kernel", "kernels with H and W swapped (--matlab)")

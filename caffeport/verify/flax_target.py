@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from caffeport.errors import CaffeportError
+from caffeport.io.output import in_chain
 from caffeport.ir import Net
-from caffeport.output import in_chain
 from caffeport.verify import RTOL, Comparison, compare_model, pair_outputs
 from caffeport.verify.specs import load_target, spec_error
 

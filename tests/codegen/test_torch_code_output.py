@@ -1,6 +1,6 @@
 """``-f torch-code`` writes a directory: all of it or nothing, never over an input, never over a folder unless forced.
 
-`caffeport.output.atomic_output_directory` fills a hidden ``.NAME.*.partial``
+`caffeport.io.output.atomic_output_directory` fills a hidden ``.NAME.*.partial``
 directory beside the target and renames it into place on success; these
 tests break that with writer errors, Ctrl-C, SIGTERM, a full disk (a 1 MiB
 tmpfs, root only as in tests/hostile), a folder appearing meanwhile, an
@@ -23,7 +23,7 @@ import pytest
 import caffeport
 from caffeport.errors import CaffeportError, OutputError
 from caffeport.exporters import load_exporters
-from caffeport.output import atomic_output, atomic_output_directory, check_output_path
+from caffeport.io.output import atomic_output, atomic_output_directory, check_output_path
 from tests.conftest import models_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +149,7 @@ def test_sigterm_mid_write_leaves_nothing(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from caffeport.output import atomic_output_directory, exit_on_termination_signals
+        from caffeport.io.output import atomic_output_directory, exit_on_termination_signals
         exit_on_termination_signals()
         with atomic_output_directory(Path({str(tmp_path)!r}) / "out") as tmp:
             (tmp / "model.py").write_text("half")

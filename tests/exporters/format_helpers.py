@@ -80,7 +80,7 @@ def as_written(layer: Layer, blob: Any) -> np.ndarray:
 
 def same_bits(got: np.ndarray, want: Any, what: str) -> None:
     """``got`` has ``want``'s dtype, shape and bytes (NaNs included)."""
-    want = np.asarray(want)  # a lazy blob (caffeport.blocks.Reshaped) too
+    want = np.asarray(want)  # a lazy blob (caffeport.streaming.blocks.Reshaped) too
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, expected {want.dtype}"
     assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
     assert got.tobytes() == want.tobytes(), f"{what}: values differ"

@@ -14,7 +14,7 @@ import pytest
 import caffeport
 from caffeport.errors import CaffeportError
 from caffeport.exporters import load_exporters
-from caffeport.ir_file import load_ir
+from caffeport.ir.file import load_ir
 from tests.exporters.format_helpers import REFERENCE, reference_dir, reference_files
 
 
@@ -25,7 +25,7 @@ def test_every_caffe_reference_model_is_covered() -> None:
 
 def test_optional_packages_are_imported_only_when_writing() -> None:
     code = ("import sys, caffeport; from caffeport.exporters import load_exporters; load_exporters(); "
-            "import caffeport.ir_file; "
+            "import caffeport.ir.file; "
             "print([m for m in ('msgpack', 'safetensors', 'flax', 'jax', 'torch', 'tensorflow') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[2])

@@ -1,4 +1,4 @@
-"""The ir format (caffeport/exporters/msgpack_format.py, read by caffeport/ir_file.py), checked with msgpack.
+"""The ir format (caffeport/exporters/msgpack_format.py, read by caffeport/ir/file.py), checked with msgpack.
 
 `load_ir` gives back every caffemodel of the shared models, and converted nets, exactly; the file is plain
 msgpack in the documented layout; what `load_ir` cannot read is refused with a clear error.
@@ -16,7 +16,7 @@ import pytest
 import caffeport
 from caffeport.errors import CaffeportError, DecodeError, InputFileError, ModelStructureError
 from caffeport.ir import Conversion, Layer, MatchReport, Net, ReportEntry
-from caffeport.ir_file import IR_KEY, IR_VERSION, load_ir
+from caffeport.ir.file import IR_KEY, IR_VERSION, load_ir
 from tests.conftest import SHARED_MODELS, models_dir
 from tests.exporters.format_helpers import (
     ODD_CHUNK_BYTES,
@@ -121,7 +121,7 @@ def test_load_ir_refuses_what_it_cannot_read(tmp_path: Path) -> None:
 
 
 class _HugeLazyBlob:
-    """A lazy blob (`caffeport.blocks.LazyBlob`) too big for one msgpack binary string; never read."""
+    """A lazy blob (`caffeport.streaming.blocks.LazyBlob`) too big for one msgpack binary string; never read."""
 
     shape = (2**30 + 1,)
     dtype = np.dtype(np.float32)

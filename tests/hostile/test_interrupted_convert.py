@@ -5,7 +5,7 @@ square InnerProduct layers from ``benchmarks/synthetic.py``); as soon as its
 hidden temporary ``.NAME.*.partial.h5`` appears in the output directory the
 process gets SIGINT, SIGTERM or SIGKILL. Afterwards nothing may exist at the
 output path. SIGINT and SIGTERM must also remove the temporary (SIGTERM once
-`caffeport.output.exit_on_termination_signals` is installed, as the CLI's
+`caffeport.io.output.exit_on_termination_signals` is installed, as the CLI's
 ``main`` does); SIGKILL cannot be cleaned up after, so there only the hidden
 temporary may remain.
 """
@@ -30,7 +30,7 @@ HANG_SECONDS = 600
 #: entry point's doing, see `caffeport.__main__`; a shell's $? is 130)
 INTERRUPTED = -signal.SIGINT
 #: the CLI's main with the SIGTERM handler installed first (what ``caffeport.cli.main`` is to call)
-TERM_SAFE_MAIN = ("import sys; from caffeport.output import exit_on_termination_signals; "
+TERM_SAFE_MAIN = ("import sys; from caffeport.io.output import exit_on_termination_signals; "
                   "exit_on_termination_signals(); from caffeport.cli import main; sys.argv[0] = 'caffeport'; "
                   "raise SystemExit(main())")
 

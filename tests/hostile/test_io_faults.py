@@ -33,7 +33,7 @@ import pytest
 import caffeport
 from caffeport.errors import CaffeportError, OutputError, for_cli, option_error
 from caffeport.exporters.keras3 import check_output_name
-from caffeport.output import (
+from caffeport.io.output import (
     DEFAULT_NAME_MAX,
     atomic_output,
     check_output_path,
@@ -140,7 +140,7 @@ _SWEEP = textwrap.dedent("""
     import numpy as np
     import caffeport
     from caffeport.errors import OutputError
-    from caffeport.output import exit_on_termination_signals
+    from caffeport.io.output import exit_on_termination_signals
 
     exit_on_termination_signals()  # ignores SIGXFSZ, as the command lines do: a write past the limit gets EFBIG
     model, out_dir, fmt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -211,7 +211,7 @@ def test_file_size_limit_through_the_command_line(big_model: tuple[Path, Path], 
 _PRINTER = textwrap.dedent("""
     import sys
     from caffeport.errors import CaffeportError
-    from caffeport.output import guarded_stdout
+    from caffeport.io.output import guarded_stdout
     try:
         with guarded_stdout():
             print("x" * int(sys.argv[1]))
@@ -237,7 +237,7 @@ def test_guarded_stdout_writes_through_when_it_can() -> None:
 _GUARDED_CLI = textwrap.dedent("""
     import sys
     from caffeport import cli
-    from caffeport.output import guarded_stdout
+    from caffeport.io.output import guarded_stdout
 
     def guarded(command):
         def run(args):

@@ -1,6 +1,6 @@
 """Output safety: all or nothing at the output path, never over an input, never outside it.
 
-`caffeport.output.atomic_output` writes a hidden temporary beside the target
+`caffeport.io.output.atomic_output` writes a hidden temporary beside the target
 and renames it on success; these tests break that in every way a user or a
 file can: exceptions, Ctrl-C, SIGTERM, outputs that are inputs under another
 name (symlink, hard link, relative spelling), existing files, directories,
@@ -24,7 +24,7 @@ import pytest
 
 import caffeport
 from caffeport.errors import OutputError
-from caffeport.output import atomic_output, check_output_path, exit_on_termination_signals
+from caffeport.io.output import atomic_output, check_output_path, exit_on_termination_signals
 from tests import protowriter as pw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_sigterm_runs_the_cleanup_once_handlers_are_installed(tmp_path: Path) ->
     script = textwrap.dedent(f"""
         import os, signal, sys
         from pathlib import Path
-        from caffeport.output import atomic_output, exit_on_termination_signals
+        from caffeport.io.output import atomic_output, exit_on_termination_signals
         if sys.argv[1] == "install":
             exit_on_termination_signals()
         with atomic_output(Path({str(tmp_path)!r}) / "out.bin") as tmp:

@@ -20,7 +20,7 @@ import caffeport
 from caffeport.errors import ShapeInferenceError, UnsupportedModelError
 from caffeport.ir import Layer, Net
 from caffeport.layers import convolution
-from caffeport.shapes import infer_shapes
+from caffeport.layers.shapes import infer_shapes
 from tests.conftest import models_dir
 
 FLT_MAX = float(np.finfo(np.float32).max)

@@ -21,7 +21,7 @@ import pytest
 import caffeport
 from caffeport.errors import CaffeportError, InputError
 from caffeport.ir import Layer, Net
-from caffeport.shapes import infer_shapes
+from caffeport.layers.shapes import infer_shapes
 
 RTOL = 1e-5
 ATOL = 1e-6

@@ -20,7 +20,7 @@ from caffeport.errors import CaffeportError, ShapeInferenceError, UnsupportedMod
 from caffeport.forward import unsupported_layers
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers import layer_type
-from caffeport.shapes import infer_shapes
+from caffeport.layers.shapes import infer_shapes
 
 
 def make(type_: str, bottoms: list[str], tops: list[str], name: str = "L", **params: Any) -> Layer:

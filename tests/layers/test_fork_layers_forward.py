@@ -21,7 +21,7 @@ import caffeport
 from caffeport.errors import ModelStructureError, ShapeInferenceError
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers import layer_type
-from caffeport.shapes import infer_shapes
+from caffeport.layers.shapes import infer_shapes
 
 
 def make(type_: str, bottoms: list[str], tops: list[str], name: str = "L", **params: Any) -> Layer:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import caffeport
 from caffeport.forward import net_outputs
 from caffeport.ir import Layer, Net
-from caffeport.shapes import infer_shapes
+from caffeport.layers.shapes import infer_shapes
 from tests.proof.reference_nets import assert_close
 
 RTOL = 1e-4

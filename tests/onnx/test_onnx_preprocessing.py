@@ -1,6 +1,6 @@
 """``convert -f onnx --mean/--scale/--swap-rb [--bake-preprocessing]``: the metadata record, the baked graph, verify.
 
-The expected values are `caffeport.run`'s on the image `caffeport.preprocess.image_input` prepares (the
+The expected values are `caffeport.run`'s on the image `caffeport.readers.preprocess.image_input` prepares (the
 preprocessing ``caffeport run --image`` applies); the baked graph is fed the raw photo, decoded here with
 Pillow, reversed to BGR and resized as preprocess resizes, and must give the same outputs.
 """
@@ -23,8 +23,8 @@ import caffeport
 from caffeport.errors import CaffeportError
 from caffeport.onnx.export import to_onnx
 from caffeport.onnx.preprocessing import PREPROCESSING_KEY, Preprocessing, preprocessing_from_options
-from caffeport.preprocess import image_input, resize_bilinear
 from caffeport.readers import read, read_blob
+from caffeport.readers.preprocess import image_input, resize_bilinear
 from tests.conftest import models_dir
 
 ROOT = Path(__file__).resolve().parents[2]

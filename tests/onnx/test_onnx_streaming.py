@@ -339,7 +339,7 @@ def test_the_child_checks_with_onnxs_cpp_checker_without_importing_onnx(tmp_path
 
 def test_model_file_not_published_removes_its_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both files or neither: the data file is published first and taken back if the model file cannot follow."""
-    import caffeport.output as output
+    import caffeport.io.output as output
 
     real = output._publish
 

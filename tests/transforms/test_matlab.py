@@ -20,7 +20,7 @@ import caffeport
 from caffeport.cli import main
 from caffeport.forward import net_outputs
 from caffeport.ir import Net
-from caffeport.preprocess import load_image, resize_bilinear
+from caffeport.readers.preprocess import load_image, resize_bilinear
 from caffeport.transforms import Options, transform
 from caffeport.transforms.matlab import MatlabLayoutError
 from tests.codegen.codegen_helpers import run_generated

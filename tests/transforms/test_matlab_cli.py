@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import caffeport
-from caffeport.preprocess import image_input
+from caffeport.readers.preprocess import image_input
 from tests.conftest import models_dir
 from tests.protowriter import blob
 

@@ -21,7 +21,7 @@ conversion runs, so they get this path:
   fragments written into each other's gaps cost ext4 more than the smaller
   reads of whole rows) is handed out with its offset in the target, so a
   writer that seeks puts it in place and no pass is spent only reordering
-  rows; `caffeport.blocks.write_placed` joins rows that meet in the target
+  rows; `caffeport.streaming.blocks.write_placed` joins rows that meet in the target
   into one vectored write. Rows that follow each other in the target (a
   plain transpose) go out as one run.
 """
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from caffeport.mapped import SourceFile, pread_source, release_pages
+from caffeport.io.mapped import SourceFile, pread_source, release_pages
 
 #: rows (of the source, as stored) per tile: target rows are split into fragments only beyond this
 TILE_ROWS = 16384
@@ -81,7 +81,7 @@ def as_transposed(view: np.ndarray) -> TransposedMatrix | None:
     the flatten reorder. Other views (flipped, a last axis of one, or
     reordered with target rows under 4 KiB such as HWIO convolution kernels,
     whose rows are better reordered in memory) return None and take the
-    general block path in `caffeport.blocks`.
+    general block path in `caffeport.streaming.blocks`.
     """
     if view.ndim < 2 or view.size == 0 or any(s <= 0 for s, n in zip(view.strides, view.shape) if n > 1):
         return None

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport import blocks, mapped, tiled_transpose
-from caffeport.blocks import Reshaped, iter_placed
 from caffeport.errors import InputFileError
+from caffeport.io import mapped
 from caffeport.readers.files import map_file
-from caffeport.tiled_transpose import as_transposed, transposed_runs
+from caffeport.streaming import blocks, tiled_transpose
+from caffeport.streaming.blocks import Reshaped, iter_placed
+from caffeport.streaming.tiled_transpose import as_transposed, transposed_runs
 from caffeport.transforms import transform
 from tests.conftest import models_dir
 

@@ -11,7 +11,7 @@ misses the cache on every element and is several times slower.
 
 Writers that can seek use `iter_placed` instead: blocks in whatever order
 reads the source best, each with its place in the target. A transposed
-matrix (every Dense kernel) goes through `caffeport.tiled_transpose`; other
+matrix (every Dense kernel) goes through `caffeport.streaming.tiled_transpose`; other
 strided views through the general block path here. `stream_placed` is the
 one writing loop for them: blocks made in a background thread, written in
 batches with vectored writes.
@@ -34,10 +34,10 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from caffeport import tiled_transpose
+from caffeport.io.mapped import SourceFile, pread_source, release_pages
+from caffeport.io.output import block_deferred_signals, start_worker
 from caffeport.ir import Reshaped
-from caffeport.mapped import SourceFile, pread_source, release_pages
-from caffeport.output import block_deferred_signals, start_worker
+from caffeport.streaming import tiled_transpose
 
 #: the largest block `iter_chunks` yields, in bytes of the target dtype
 BLOCK_BYTES = 16 << 20
@@ -252,7 +252,7 @@ class _FileGather:
     layer in this process's resident set. pread copies just the bytes asked
     for into a staging buffer in source order; the block is then rearranged
     in memory. (Transposed matrices, the common case, take the faster
-    `caffeport.tiled_transpose` path instead.)
+    `caffeport.streaming.tiled_transpose` path instead.)
     """
 
     def __init__(self, source: SourceFile, view: np.ndarray) -> None:
@@ -389,7 +389,7 @@ def write_placed(fd: int, runs: Iterable[tuple[int, np.ndarray]]) -> None:
     contiguous write, instead of one system call each. A run that is the
     model's own bytes (a view of its map, stored as written: the common case
     for the torch and caffe layouts) is copied by the kernel
-    (`caffeport.mapped.SourceFile.copy_to`) when above `COPY_IN_KERNEL_ABOVE`:
+    (`caffeport.io.mapped.SourceFile.copy_to`) when above `COPY_IN_KERNEL_ABOVE`:
     VGG16 to safetensors took 0.71 s wall, 0.74 s CPU and 39 MiB peak RSS
     against 1.07 s, 1.18 s and 56 MiB written from the map, interleaved
     (benchmarks/RESULTS.md, "ONNX export"); smaller runs join their
@@ -460,7 +460,7 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     Block copies (pread, numpy) and writes (pwrite) both release the GIL, so
     preparing the next block while the current one is written uses both
     cores; ``depth`` bounds the memory held in flight. The thread blocks
-    Ctrl-C and the termination signals (`caffeport.output.start_worker`), so
+    Ctrl-C and the termination signals (`caffeport.io.output.start_worker`), so
     they reach the main thread, which unwinds and cleans up.
     """
     queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)

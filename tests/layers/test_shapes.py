@@ -1,4 +1,4 @@
-"""Tests for `caffeport.shapes`: one group per rule, then the proof against Caffe's own outputs.
+"""Tests for `caffeport.layers.shapes`: one group per rule, then the proof against Caffe's own outputs.
 
 Expected shapes in the unit tests are worked out by hand from Caffe's formulas in
 the comment next to each case, so a wrong rule cannot agree with itself.
@@ -16,7 +16,7 @@ import caffeport
 from caffeport.errors import ShapeInferenceError
 from caffeport.ir import Layer, Net, Shape
 from caffeport.layers import LAYER_TYPES, LayerType, register
-from caffeport.shapes import infer_shapes
+from caffeport.layers.shapes import infer_shapes
 
 
 def make(type_: str, bottoms: list[str], tops: list[str], name: str = "L", **params: Any) -> Layer:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from caffeport import output
-from caffeport.output import atomic_output, writeback_while_writing
+from caffeport.io import output
+from caffeport.io.output import atomic_output, writeback_while_writing
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="sync_file_range is Linux's; elsewhere nothing is started")

@@ -29,7 +29,7 @@ class Reshaped:
     spatial blob): the copy then happens block by block, when the exporter
     writes, instead of all at once in the transform. It is a value of the IR,
     like a numpy blob, so it lives here where transforms (which make it) and
-    the streaming code (`caffeport.blocks`, which copies it in blocks) both
+    the streaming code (`caffeport.streaming.blocks`, which copies it in blocks) both
     can import it downwards; how its elements are streamed is the streaming
     code's business, not the IR's.
     """
@@ -76,7 +76,7 @@ class Layer:
     ``shape``/``dtype`` and converts with ``numpy.asarray``).
 
     ``bottom_shapes``/``top_shapes`` are filled by shape inference
-    (`caffeport.shapes.infer_shapes`): ``None`` where a shape is unknown.
+    (`caffeport.layers.shapes.infer_shapes`): ``None`` where a shape is unknown.
     """
 
     name: str

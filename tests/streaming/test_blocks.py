@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport import blocks, mapped, tiled_transpose
-from caffeport.blocks import Reshaped, iter_chunks, iter_placed, prefetched
+from caffeport.io import mapped
+from caffeport.streaming import blocks, tiled_transpose
+from caffeport.streaming.blocks import Reshaped, iter_chunks, iter_placed, prefetched
 from caffeport.transforms import transform
 from tests.conftest import models_dir
 

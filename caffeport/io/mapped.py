@@ -5,7 +5,7 @@ Streaming code needs three things about such a view: releasing its pages from
 this process once used (they stay in the OS page cache, so peak RSS does not
 grow with the model), the byte range it covers, and the file and offset it
 came from, so a strided gather can ``pread`` exactly the bytes it needs
-instead of touching the map (see `caffeport.tiled_transpose`), and a writer
+instead of touching the map (see `caffeport.streaming.tiled_transpose`), and a writer
 can have the kernel copy a view's bytes into the output (`SourceFile.copy_to`)
 instead of writing them from the map.
 """
