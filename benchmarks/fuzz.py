@@ -842,7 +842,7 @@ def case_caffemodel(case: Case) -> bytes:
     import numpy as np
 
     from caffeport.codec.caffe_schema import LAYER_PARAMS
-    from caffeport.exporters.caffemodel import encode_message
+    from caffeport.exporters.caffe import encode_message
 
     numbers = {key: (number, message) for number, (key, message) in LAYER_PARAMS.items()}
     out = bytearray(_ld(1, b"fuzz"))

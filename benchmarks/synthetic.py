@@ -30,7 +30,7 @@ import numpy as np
 
 from caffeport.codec import caffe_schema
 from caffeport.errors import CaffeportError
-from caffeport.exporters.caffemodel import write_caffemodel_stream
+from caffeport.exporters.caffe import write_caffemodel_stream
 from caffeport.io.output import atomic_output, check_output_path
 from caffeport.ir import Layer
 
@@ -39,7 +39,7 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class RandomBlob:
-    """A `caffeport.exporters.caffemodel.LazyBlob` of seeded float32 values.
+    """A `caffeport.exporters.caffe.LazyBlob` of seeded float32 values.
 
     Normal values with standard deviation ``std`` (their absolute values when
     ``positive``, for BatchNorm variances), or ``fill`` everywhere.

@@ -9,7 +9,7 @@ can switch by changing only the import:
   ``output_filename + ".h5"`` and returns None;
 - ``convert_caffemodel_to_dict(prototxt_filename, caffemodel_filename,
   out_path=None, verbose=False)`` returns the list of layer dicts (see
-  `caffeport.exporters.pickle_format`) and, given ``out_path``, pickles it to
+  `caffeport.exporters.pickle`) and, given ``out_path``, pickles it to
   ``out_path + ".pkl"``;
 - the command line ``caffe-weight-converter OUT_FILE PROTOTXT CAFFEMODEL
   [-f hdf5|pickle] [-n] [-u] [-b tf|th|cntk] [-v]`` (also ``python -m
@@ -45,7 +45,7 @@ from typing import Any
 
 from caffeport.conversion import ConvertResult, convert
 from caffeport.errors import CaffeportError, for_cli
-from caffeport.exporters.pickle_format import layer_records
+from caffeport.exporters.pickle import layer_records
 from caffeport.io.output import INTERRUPTED, exit_on_termination_signals, guarded_stdout
 
 PathLike = str | os.PathLike[str]

@@ -75,7 +75,7 @@ def summary_lines(net: Net) -> list[str]:
     lines = [
         f"net {net.name!r}: {len(net.layers)} layers, {len(weighted)} with weights, "
         f"{net.num_weights:,} parameters ({nbytes / 1e6:.2f} MB {'/'.join(dtypes) or 'no weights'})",
-        f"format: {net.format}",
+        f"format: {net.source_format}",
     ]
     if net.inputs:
         lines.append("inputs: " + ", ".join(f"{k}[{format_shape(v)}]" for k, v in net.inputs.items()))
@@ -105,7 +105,7 @@ def to_json(net: Net) -> dict[str, Any]:
         "schema_version": JSON_SCHEMA_VERSION,
         "caffeport_version": __version__,
         "name": net.name,
-        "format": net.format,
+        "format": net.source_format,
         "caffemodel": net.caffemodel_path,
         "prototxt": net.prototxt_path,
         "inputs": {k: list(v) for k, v in net.inputs.items()},

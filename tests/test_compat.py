@@ -31,7 +31,7 @@ from caffeport.compat import (
     convert_caffemodel_to_keras,
     main,
 )
-from caffeport.exporters.pickle_format import layer_records
+from caffeport.exporters.pickle import layer_records
 from caffeport.ir import Layer, Net
 from tests.conftest import models_dir
 from tests.proof.reference_nets import RTOL, reference_inputs, reference_outputs, rel_error

@@ -21,7 +21,7 @@ Caffe's rules Flax lacks are small helpers in the file
 
 The weights are one msgpack file in Flax's own serialisation
 (``flax.serialization.msgpack_restore`` reads it), written by the ``-f flax``
-exporter's streaming writer (`caffeport.exporters.msgpack_format`):
+exporter's streaming writer (`caffeport.exporters.flax`):
 ``{"params": {...}, "batch_stats": {...}}`` keyed by the submodule names, and
 ``"constants"`` for PriorBox's boxes when the net has any.
 
@@ -959,15 +959,16 @@ Layers without generated code (calling them raises NotImplementedError):
 
 def write_weights(model: FlaxModel, path: Path) -> None:
     """The variables as Flax's msgpack (sorted keys, ndarray extension type), by the ``-f flax`` writer."""
-    from caffeport.exporters.msgpack_format import _flax_tree, _Leaf, _Stream
+    from caffeport.exporters.flax import FlaxLeaf, flax_tree
+    from caffeport.exporters.msgpack_stream import Stream
     from caffeport.ir.file import import_msgpack
 
     msgpack = import_msgpack("the flax-code format")
 
     def leaves(tree: dict[str, Any]) -> dict[str, Any]:
-        return {key: leaves(value) if isinstance(value, dict) else _Leaf(value, np.dtype(value.dtype).newbyteorder("<"))
-                for key, value in tree.items()}
+        return {key: leaves(value) if isinstance(value, dict)
+                else FlaxLeaf(value, np.dtype(value.dtype).newbyteorder("<")) for key, value in tree.items()}
 
     with open(path, "wb") as handle:
-        _flax_tree(_Stream(handle, msgpack), leaves(model.variables))
+        flax_tree(Stream(handle, msgpack), leaves(model.variables))
 

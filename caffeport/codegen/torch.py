@@ -145,14 +145,14 @@ def generate(net: Net) -> GeneratedModel:
         if code.tensors:
             model.weights.append(Layer(name=code.attr, type=layer.type, blobs=[t for _, t in code.tensors],
                                        weight_names=[n for n, _ in code.tensors],
-                                       target="BatchNorm" if code.batchnorm else "Module"))
+                                       framework_class="BatchNorm" if code.batchnorm else "Module"))
     for layer in net.layers:  # blobs split off a stubbed layer: kept beside it
         if layer.type in _SPLIT_OFF and layer.blobs:
             attr = attrs(layer.name)
             init.append(f"self.{attr} = NotGenerated({_q(layer.name)}, {_q(layer.type)}, "
                         f'"split off its Caffe layer", {{}}, blobs={_blob_shapes(layer)})')
             model.weights.append(Layer(name=attr, type=layer.type, blobs=list(layer.blobs),
-                                       weight_names=_buffer_names(layer), target="Module"))
+                                       weight_names=_buffer_names(layer), framework_class="Module"))
             helpers.add("NotGenerated")
     model.outputs = net_outputs(net)
     model.sources = [(Path(p).name, sha256(p)) for p in (net.prototxt_path, net.caffemodel_path) if p]

@@ -41,11 +41,10 @@ from caffeport.exporters.registry import (
     register_exporter,
 )
 from caffeport.io.output import interruption
-from caffeport.ir import Layer, Net
+from caffeport.ir import Conversion, Layer, Net
 from caffeport.streaming.blocks import Blob, Progress, iter_placed, stream_placed
 
 KERAS_VERSION = "2.15.0"
-_BACKEND_ATTR = {"theano": "theano", "cntk": "cntk"}  # everything else was written for TensorFlow
 #: names per attribute of a list split as Keras splits it: 16 bytes each in the object header, 32 KiB in all, half
 if TYPE_CHECKING:
     import h5py
@@ -163,9 +162,8 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
                     dataset[...] = np.asarray(blob, dtype="<f4")
             write_names_attribute(group.attrs, "weight_names", full_names)
             names.append(layer_name)
-        backend = str(net.conversion.backend or "tensorflow")
         write_names_attribute(f.attrs, "layer_names", names)
-        f.attrs["backend"] = _BACKEND_ATTR.get(backend, "tensorflow").encode()
+        f.attrs["backend"] = keras_backend_attribute(net.conversion).encode()
         f.attrs["keras_version"] = KERAS_VERSION.encode()
         f.attrs["caffeport"] = json.dumps(conversion_metadata(net), sort_keys=True)
     runs = ((offset + 4 * start, run, index) for index, (offset, blob, _) in enumerate(placed)
@@ -173,6 +171,23 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     progress = Progress(options.progress, sum(4 * blob.size for _, blob, _ in placed), len(placed))
     with open(path, "r+b") as raw:
         stream_placed(raw.fileno(), runs, progress.on_batch)
+
+
+def keras_backend_attribute(conversion: Conversion) -> str:
+    """The file's ``backend`` attribute, from what the transforms did rather than from the backend's name.
+
+    Keras 2 (and tf_keras) loading a file whose ``backend`` differs from
+    its own rotates every convolution kernel when exactly one of the two is
+    ``theano`` (``preprocess_weights_for_loading``): the attribute says how
+    the kernels are laid out, so it is ``theano`` exactly when they were
+    flipped for Theano's true convolution (`Conversion.kernels_flipped`), by
+    whichever backend did it. Otherwise the kernels cross-correlate as
+    TensorFlow's do; ``cntk`` (the same layout, the label the original
+    caffe_weight_converter wrote for it) is kept for the backend of that name.
+    """
+    if conversion.kernels_flipped:
+        return "theano"
+    return "cntk" if conversion.backend == "cntk" else "tensorflow"
 
 
 def _contiguous_unfilled() -> h5py.h5p.PropDCID:

@@ -177,14 +177,14 @@ def format_for_name(name: str) -> str | None:
 def conversion_metadata(net: Net) -> dict[str, object]:
     """What a converted file records about its source and the conversion."""
     return {
-        "source": {"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path, "format": net.format,
+        "source": {"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path, "format": net.source_format,
                    "name": net.name},
         "backend": net.conversion.backend,
         "data_format": net.conversion.data_format,
         "batchnorm_eps": net.conversion.batchnorm_eps,
         "name_map": net.conversion.name_map,
         "fused": net.conversion.fused,
-        "targets": {layer.name: layer.target for layer in net.layers if layer.target},
+        "framework_classes": {layer.name: layer.framework_class for layer in net.layers if layer.framework_class},
         **({"matlab": True} if net.conversion.matlab else {}),  # rewritten for row-major images (--matlab)
     }
 

@@ -40,7 +40,7 @@ def written_dtype(layer: Layer, blob: Blob, what: str | None = None) -> np.dtype
     ``what`` names the blob in the error for a dtype that is not a plain number (default: the layer's blob).
     """
     dtype = np.dtype(blob.dtype)
-    if layer.target and dtype.kind == "f":
+    if layer.framework_class and dtype.kind == "f":
         dtype = np.promote_types(dtype, np.float32)
     return little_endian(dtype, what or "a blob", layer.name)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from caffeport.exporters.code_folder import write_code_folder
 from caffeport.exporters.registry import EpsTarget, ExportOptions, register_exporter
-from caffeport.exporters.safetensors_format import write_safetensors
+from caffeport.exporters.safetensors import write_safetensors
 from caffeport.ir import Net
 
 
@@ -40,7 +40,7 @@ def write_torch_code(net: Net, path: Path, options: ExportOptions) -> None:
 
     model = generate(net)
     conversion = dataclasses.replace(net.conversion, name_map=dict(model.name_map))
-    weights = Net(name=net.name, layers=model.weights, inputs=dict(net.inputs), format=net.format,
+    weights = Net(name=net.name, layers=model.weights, inputs=dict(net.inputs), source_format=net.source_format,
                   caffemodel_path=net.caffemodel_path, prototxt_path=net.prototxt_path, conversion=conversion)
     write_safetensors(weights, path / WEIGHTS_FILE, options)
     write_code_folder(net, path, "torch-code", model.source, readme(model), model.stubs)

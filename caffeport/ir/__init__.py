@@ -89,8 +89,9 @@ class Layer:
     top_shapes: list[Shape | None] = field(default_factory=list)
     #: set by transforms: the target's name for each blob, in the target layer's own order
     weight_names: list[str] = field(default_factory=list)
-    #: set by transforms: the target framework's layer class ("Conv2D", "BatchNormalization", ...)
-    target: str = ""
+    #: set by transforms: the layer class of the framework the layout is for ("Conv2D", "BatchNormalization",
+    #: "Linear", ...; "" where no transform ran or the layer has no class of its own)
+    framework_class: str = ""
 
     def param(self, key: str) -> dict[str, Any]:
         """The ``*_param`` dict named ``key`` (``{}`` when the layer has none)."""
@@ -163,17 +164,21 @@ class Conversion:
     name_map: dict[str, str] = field(default_factory=dict)
     #: rewritten for row-major images (``--matlab``)
     matlab: bool = False
+    #: convolution kernels rotated 180 degrees spatially, for a framework that convolves where Caffe
+    #: cross-correlates (Theano); a Keras 2 file says so with its ``backend`` attribute
+    kernels_flipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "data_format": self.data_format, "weight_names": self.weight_names,
                 "batchnorm_eps": dict(self.batchnorm_eps),
-                "fused": dict(self.fused), "name_map": dict(self.name_map), "matlab": self.matlab}
+                "fused": dict(self.fused), "name_map": dict(self.name_map), "matlab": self.matlab,
+                "kernels_flipped": self.kernels_flipped}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Conversion:
         """The record `as_dict` wrote; ``TypeError`` or ``ValueError`` naming the first field of the wrong kind."""
         unknown = sorted(set(values) - {"backend", "data_format", "weight_names", "batchnorm_eps", "fused", "name_map",
-                                        "matlab"})
+                                        "matlab", "kernels_flipped"})
         if unknown:
             raise ValueError(f"unknown conversion fields {unknown}")
         backend, data_format = values.get("backend"), values.get("data_format")
@@ -191,11 +196,12 @@ class Conversion:
                                                         not isinstance(v, bool) for k, v in entries.items()):
                 raise TypeError(f"conversion {key!r} is not a map of names to {getattr(kind, '__name__', 'numbers')}")
             maps[key] = entries
-        matlab = values.get("matlab", False)
-        if not isinstance(matlab, bool):
-            raise TypeError("conversion 'matlab' is not a boolean")
+        flags = {key: values.get(key, False) for key in ("matlab", "kernels_flipped")}
+        for key, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise TypeError(f"conversion {key!r} is not a boolean")
         return cls(backend, data_format, weight_names, {k: float(v) for k, v in maps["batchnorm_eps"].items()},
-                   dict(maps["fused"]), dict(maps["name_map"]), matlab)
+                   dict(maps["fused"]), dict(maps["name_map"]), **flags)
 
 
 @dataclass
@@ -206,8 +212,9 @@ class Net:
     layers: list[Layer] = field(default_factory=list)
     #: net input blob name -> shape, from Input layers or legacy input/input_dim/input_shape
     inputs: dict[str, Shape] = field(default_factory=dict)
-    #: "V2", "V1", "V0", "HDF5" or "prototxt" (no weights file)
-    format: str = ""
+    #: what the net was read from: "V2", "V1", "V0" (the caffemodel's generation), "HDF5" or "prototxt" (no
+    #: weights file); not an output format
+    source_format: str = ""
     caffemodel_path: str | None = None
     prototxt_path: str | None = None
     match: MatchReport | None = None

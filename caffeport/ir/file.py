@@ -12,15 +12,15 @@ maps, arrays, strings, numbers, booleans, nil and binary strings; msgpack
 extension types are not used, and `load_ir` refuses them), any language has a
 reader, and blob bytes are stored as they are, so reading costs no parsing.
 
-Format, version 1. The file is exactly one msgpack map (no trailing bytes)
+Format, version 2. The file is exactly one msgpack map (no trailing bytes)
 whose keys are strings, in this order:
 
 =====================  ===================================================================
 key                    value
 =====================  ===================================================================
-``caffeport_ir``       int, the format version (1). Readers refuse versions they do not know.
+``caffeport_ir``       int, the format version (2). Readers refuse versions they do not know.
 ``name``               str, the net's name
-``format``             str, where the net came from: ``V2``, ``V1``, ``V0``, ``HDF5``, ``prototxt``
+``source_format``      str, what the net was read from: ``V2``, ``V1``, ``V0``, ``HDF5``, ``prototxt``
 ``caffemodel_path``    str or nil
 ``prototxt_path``      str or nil
 ``inputs``             map: net input blob name -> array of int (its shape), in declaration order
@@ -28,7 +28,8 @@ key                    value
 ``match``              nil, or map ``{"missing_weights": [str], "unused_weights": [str]}``
 ``report``             array of maps ``{"layer": str, "action": str, "detail": str}``
 ``metadata``           map: what transforms recorded (`caffeport.ir.Conversion`: ``backend``,
-                       ``data_format``, ``batchnorm_eps``, ``fused``, ``name_map``, ``matlab``)
+                       ``data_format``, ``weight_names``, ``batchnorm_eps``, ``fused``,
+                       ``name_map``, ``matlab``, ``kernels_flipped``)
 ``layers``             array of layer maps, in net order (below)
 =====================  ===================================================================
 
@@ -36,7 +37,7 @@ A layer map has the keys ``name`` (str), ``type`` (str, the V2 type string),
 ``bottoms`` and ``tops`` (arrays of str), ``params`` (map: the ``*_param``
 messages as nested maps, as `Layer.params` holds them), ``bottom_shapes`` and
 ``top_shapes`` (arrays whose items are an array of int, or nil where the shape
-is unknown), ``weight_names`` (array of str), ``target`` (str) and ``blobs``:
+is unknown), ``weight_names`` (array of str), ``framework_class`` (str) and ``blobs``:
 an array of blob maps
 
     ``{"dtype": str, "shape": [int, ...], "data": bin}``
@@ -52,6 +53,10 @@ larger ones.
 Values in ``params`` and ``metadata`` round-trip as msgpack gives them back:
 tuples come back as lists (caffeport itself stores lists there). Floats are
 float64, so Python floats round-trip exactly.
+
+Version 1 (caffeport 0.1 before the names were made unambiguous) is the same
+document with ``format`` for ``source_format`` and a layer's ``target`` for
+``framework_class``; `load_ir` reads both versions.
 
 Reading needs the ``msgpack`` package (``pip install caffeport[msgpack]``).
 """
@@ -70,8 +75,10 @@ from caffeport.ir import Conversion, Layer, MatchReport, Net, ReportEntry
 
 #: the key that marks a caffeport IR file, holding its format version
 IR_KEY = "caffeport_ir"
-#: the version `load_ir` reads and the ``ir`` format writes
-IR_VERSION = 1
+#: the version the ``ir`` format writes
+IR_VERSION = 2
+#: version -> (the net's source format key, a layer's framework class key): what changed between versions
+_KEYS = {1: ("format", "target"), 2: ("source_format", "framework_class")}
 #: dtype kinds a blob may have: bool, signed and unsigned int, float, complex (never objects or records)
 BLOB_KINDS = frozenset("biufc")
 #: pip extra that installs what msgpack-based files need
@@ -101,9 +108,10 @@ def load_ir(path: str | os.PathLike[str]) -> Net:
     if not isinstance(document, dict) or IR_KEY not in document:
         raise InputFileError(f"not a caffeport IR file (no {IR_KEY!r} key at the top)", path=path)
     version = document[IR_KEY]
-    if version != IR_VERSION:
-        raise InputFileError(f"IR format version {version!r}; this caffeport reads version {IR_VERSION}", path=path)
-    return _Reader(path).net(document)
+    if isinstance(version, bool) or version not in _KEYS:
+        raise InputFileError(f"IR format version {version!r}; this caffeport reads versions "
+                             f"{', '.join(map(str, _KEYS))}", path=path)
+    return _Reader(path, version).net(document)
 
 
 def _decode(msgpack: Any, path: str | os.PathLike[str]) -> Any:
@@ -127,8 +135,9 @@ def _decode(msgpack: Any, path: str | os.PathLike[str]) -> Any:
 class _Reader:
     """Turns the decoded document into IR objects, checking each value's type on the way."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], version: int = IR_VERSION) -> None:
         self.path = path
+        self.source_format_key, self.framework_class_key = _KEYS[version]
 
     def conversion(self, values: dict[str, Any]) -> Conversion:
         try:
@@ -175,7 +184,7 @@ class _Reader:
             name=self.field(doc, "name", str),
             layers=[self.layer(item) for item in self.field(doc, "layers", list)],
             inputs={str(name): self.shape(shape, f"input {name!r}") for name, shape in inputs.items()},
-            format=self.field(doc, "format", str),
+            source_format=self.field(doc, self.source_format_key, str),
             caffemodel_path=self.field(doc, "caffemodel_path", (str, type(None))),
             prototxt_path=self.field(doc, "prototxt_path", (str, type(None))),
             match=None if match is None else MatchReport(
@@ -200,7 +209,7 @@ class _Reader:
             bottom_shapes=self.shapes(self.field(item, "bottom_shapes", list, layer=name), "bottom_shapes", name),
             top_shapes=self.shapes(self.field(item, "top_shapes", list, layer=name), "top_shapes", name),
             weight_names=self.strings(self.field(item, "weight_names", list, layer=name), "weight_names", name),
-            target=self.field(item, "target", str, layer=name),
+            framework_class=self.field(item, self.framework_class_key, str, layer=name),
         )
 
     def shapes(self, values: list[Any], what: str, layer: str) -> list[tuple[int, ...] | None]:

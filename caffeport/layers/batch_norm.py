@@ -86,7 +86,7 @@ class BatchNorm(SameShape):
                                       layer=layer.name)
         layer.blobs = [vector(b) for b in layer.blobs]
         layer.weight_names = names[len(layer.blobs)]
-        layer.target = "BatchNormalization"
+        layer.framework_class = "BatchNormalization"
         return None
 
     def torch_layout(self, net: Net, layer: Layer, options: Options) -> list[Layer] | None:
@@ -105,5 +105,5 @@ class BatchNorm(SameShape):
             raise ModelStructureError(f"BatchNorm has {len(blobs)} blobs after scale-factor division",
                                       layer=layer.name)
         layer.blobs = blobs
-        layer.target = "BatchNorm"
+        layer.framework_class = "BatchNorm"
         return None

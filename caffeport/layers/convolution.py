@@ -284,9 +284,9 @@ class ConvolutionBase(LayerType):
         transposed = "Transpose" if layer.type == "Deconvolution" else ""
         layer.blobs = [w, *(vector(b) for b in layer.blobs[1:2])]
         layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
-        layer.target = f"Conv{transposed}{w.ndim - 2}d"
+        layer.framework_class = f"Conv{transposed}{w.ndim - 2}d"
         groups = self.layout_groups(layer)
-        note(net, layer, "converted", f"{layer.target} weight {w.shape} (Caffe layout kept"
+        note(net, layer, "converted", f"{layer.framework_class} weight {w.shape} (Caffe layout kept"
              + (f", groups={groups})" if groups > 1 else ")"))
         return None
 
@@ -316,15 +316,15 @@ class Convolution(ConvolutionBase):
             kernel = w.reshape(groups, multiplier, *w.shape[2:]).transpose(2, 3, 0, 1)
             layer.blobs = [kernel, *bias]
             layer.weight_names = ["depthwise_kernel", "bias"][: len(layer.blobs)]
-            layer.target = "DepthwiseConv2D"
+            layer.framework_class = "DepthwiseConv2D"
             note(net, layer, "converted", f"depthwise: DepthwiseConv2D kernel {kernel.shape} (kh, kw, C, multiplier)")
             return None
         kernel = w.transpose(*range(2, w.ndim), 1, 0)
         layer.blobs = [kernel, *bias]
         layer.weight_names = ["kernel", "bias"][: len(layer.blobs)]
-        layer.target = f"Conv{w.ndim - 2}D"
+        layer.framework_class = f"Conv{w.ndim - 2}D"
         grouping = f", groups={groups}" if groups > 1 else ""
-        note(net, layer, "converted", f"{layer.target} kernel {kernel.shape} (OIHW -> HWIO{grouping})")
+        note(net, layer, "converted", f"{layer.framework_class} kernel {kernel.shape} (OIHW -> HWIO{grouping})")
         return None
 
 

@@ -82,8 +82,8 @@ class Deconvolution(ConvolutionBase):
         kernel = full.transpose(*range(2, full.ndim), 1, 0)
         layer.blobs = [kernel, *(vector(b) for b in layer.blobs[1:2])]
         layer.weight_names = ["kernel", "bias"][: len(layer.blobs)]
-        layer.target = f"Conv{full.ndim - 2}DTranspose"
-        detail = f"{layer.target} kernel {kernel.shape} (kh, kw, out, in)"
+        layer.framework_class = f"Conv{full.ndim - 2}DTranspose"
+        detail = f"{layer.framework_class} kernel {kernel.shape} (kh, kw, out, in)"
         if groups > 1:
             detail += f"; group {groups} expanded to a block-diagonal kernel (Keras has no grouped transpose)"
             net.warnings.append(f"layer {layer.name!r}: grouped Deconvolution expanded to a full kernel")

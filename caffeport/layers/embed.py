@@ -75,12 +75,12 @@ class Embed(LayerType):
         extra = []
         if len(layer.blobs) == 2:
             extra.append(Layer(name=f"{layer.name}_bias", type="EmbedBias", blobs=[vector(layer.blobs[1])],
-                               weight_names=["bias"], target="Bias", bottoms=list(layer.tops),
+                               weight_names=["bias"], framework_class="Bias", bottoms=list(layer.tops),
                                tops=list(layer.tops)))
             note(net, layer, SPLIT, f"the Embed bias has no place in Keras' Embedding: written as {extra[0].name!r}")
         layer.blobs = [weights]
         layer.weight_names = ["embeddings"]
-        layer.target = "Embedding"
+        layer.framework_class = "Embedding"
         note(net, layer, "converted", f"Embedding embeddings {weights.shape}")
         return extra
 
@@ -88,5 +88,5 @@ class Embed(LayerType):
         expect_blobs(layer, 1, 2)
         layer.blobs = [np.asarray(layer.blobs[0]), *(vector(b) for b in layer.blobs[1:])]
         layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
-        layer.target = "Embedding"
+        layer.framework_class = "Embedding"
         return None

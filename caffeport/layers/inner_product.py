@@ -104,7 +104,7 @@ class InnerProduct(LayerType):
         kernel = inner_product_matrix(layer).T
         layer.blobs = [kernel, *(vector(b) for b in layer.blobs[1:2])]
         layer.weight_names = ["kernel", "bias"][: len(layer.blobs)]
-        layer.target = "Dense"
+        layer.framework_class = "Dense"
         note(net, layer, "converted", f"Dense kernel {kernel.shape} (in, out)")
         return None
 
@@ -114,6 +114,6 @@ class InnerProduct(LayerType):
         weight = inner_product_matrix(layer)
         layer.blobs = [weight, *(vector(b) for b in layer.blobs[1:2])]
         layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
-        layer.target = "Linear"
+        layer.framework_class = "Linear"
         note(net, layer, "converted", f"Linear weight {weight.shape} (out, in)")
         return None

@@ -73,7 +73,7 @@ class PReLU(SameShape):
                 alpha = slope.reshape(*([1] * spatial), slope.size)
         layer.blobs = [alpha]
         layer.weight_names = ["alpha"]
-        layer.target = "PReLU"
+        layer.framework_class = "PReLU"
         shared = " (channel_shared)" if slope.size == 1 else ""
         note(net, layer, "converted", f"PReLU alpha {alpha.shape}{shared}")
         return None
@@ -82,5 +82,5 @@ class PReLU(SameShape):
         expect_blobs(layer, 1)
         layer.blobs = [vector(layer.blobs[0])]
         layer.weight_names = ["weight"]
-        layer.target = "PReLU"
+        layer.framework_class = "PReLU"
         return None

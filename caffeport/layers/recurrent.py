@@ -192,7 +192,7 @@ class LSTM(Recurrent):
         w_x, b, w_h = (np.asarray(x) for x in layer.blobs)
         layer.blobs = [w_x.T, w_h.T, b.reshape(-1)]
         layer.weight_names = ["kernel", "recurrent_kernel", "bias"]
-        layer.target = "LSTM"
+        layer.framework_class = "LSTM"
         note(net, layer, "converted", f"LSTM kernel {w_x.T.shape}, recurrent_kernel {w_h.T.shape}")
         return None
 
@@ -202,7 +202,7 @@ class LSTM(Recurrent):
         w_x, b, w_h = (np.asarray(x) for x in layer.blobs)
         layer.blobs = [w_x, w_h, b.reshape(-1), np.zeros(b.size, dtype=b.dtype)]
         layer.weight_names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-        layer.target = "LSTM"
+        layer.framework_class = "LSTM"
         return None
 
 
@@ -247,9 +247,9 @@ class RNN(Recurrent):
         w_xh, b_h, w_hh, w_ho, b_o = (np.asarray(x) for x in layer.blobs)
         layer.blobs = [w_xh.T, w_hh.T, b_h.reshape(-1)]
         layer.weight_names = ["kernel", "recurrent_kernel", "bias"]
-        layer.target = "SimpleRNN"
+        layer.framework_class = "SimpleRNN"
         output = Layer(name=f"{layer.name}_output", type="RNNOutput", blobs=[w_ho.T, b_o.reshape(-1)],
-                       weight_names=["kernel", "bias"], target="Dense", bottoms=list(layer.tops),
+                       weight_names=["kernel", "bias"], framework_class="Dense", bottoms=list(layer.tops),
                        tops=list(layer.tops))
         note(net, layer, SPLIT, f"SimpleRNN {layer.name!r} + Dense {output.name!r} (apply tanh after it, as Caffe)")
         return [output]
@@ -259,9 +259,9 @@ class RNN(Recurrent):
         w_xh, b_h, w_hh, w_ho, b_o = (np.asarray(x) for x in layer.blobs)
         layer.blobs = [w_xh, w_hh, b_h.reshape(-1), np.zeros(b_h.size, dtype=b_h.dtype)]
         layer.weight_names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-        layer.target = "RNN"
+        layer.framework_class = "RNN"
         output = Layer(name=f"{layer.name}_output", type="RNNOutput", blobs=[w_ho, b_o.reshape(-1)],
-                       weight_names=["weight", "bias"], target="Linear", bottoms=list(layer.tops),
+                       weight_names=["weight", "bias"], framework_class="Linear", bottoms=list(layer.tops),
                        tops=list(layer.tops))
         note(net, layer, SPLIT, f"RNN {layer.name!r} + Linear {output.name!r} (apply tanh after it, as Caffe)")
         return [output]

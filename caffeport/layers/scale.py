@@ -125,7 +125,7 @@ class Scale(Broadcast):
         expect_blobs(layer, 1, 2)
         layer.blobs = [per_channel(b) for b in layer.blobs]
         layer.weight_names = ["scale", "bias"][: len(layer.blobs)]
-        layer.target = "Scale"
+        layer.framework_class = "Scale"
         note(net, layer, "converted", "Scale alone: " + ", ".join(layer.weight_names) + " (no Keras built-in)")
         return None
 
@@ -133,7 +133,7 @@ class Scale(Broadcast):
         expect_blobs(layer, 1, 2)
         layer.blobs = [vector(b) for b in layer.blobs]
         layer.weight_names = ["weight", "bias"][: len(layer.blobs)]
-        layer.target = "Scale"
+        layer.framework_class = "Scale"
         return None
 
 
@@ -161,7 +161,7 @@ class Bias(Broadcast):
         expect_blobs(layer, 1)
         layer.blobs = [per_channel(layer.blobs[0])]
         layer.weight_names = ["bias"]
-        layer.target = "Bias"
+        layer.framework_class = "Bias"
         note(net, layer, "converted", "Bias alone (no Keras built-in)")
         return None
 
@@ -169,5 +169,5 @@ class Bias(Broadcast):
         expect_blobs(layer, 1)
         layer.blobs = [vector(layer.blobs[0])]
         layer.weight_names = ["bias"]
-        layer.target = "Bias"
+        layer.framework_class = "Bias"
         return None

@@ -330,7 +330,7 @@ def build(net: Net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, 
                              f"(prototxt {net.prototxt_path or '-'})")
     props = {TENSOR_MAP_KEY: json.dumps(tensor_map, sort_keys=True),
              "caffeport.source": json.dumps({"caffemodel": net.caffemodel_path, "prototxt": net.prototxt_path,
-                                             "format": net.format, "name": net.name})}
+                                             "format": net.source_format, "name": net.name})}
     if heads:
         props[SSD_HEADS_KEY] = json.dumps({layer.name: {
             "loc": current[layer.bottoms[0]], "conf": current[layer.bottoms[1]],

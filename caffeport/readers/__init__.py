@@ -94,7 +94,7 @@ def read(caffemodel: PathLike | None = None, prototxt: PathLike | None = None, *
             weights = _read_weights(caffemodel)
             if check_values:
                 weights.warnings.extend(nonfinite_warnings(weights))
-            if weights.format == "HDF5" and prototxt is None:
+            if weights.source_format == "HDF5" and prototxt is None:
                 weights.warnings.append(HDF5_NEEDS_PROTOTXT)
     if prototxt is not None:
         with _guard(prototxt):

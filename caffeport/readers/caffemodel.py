@@ -115,7 +115,7 @@ def decode_net(reader: Reader, start: int, end: int) -> Net:
     reader.layer = None
     if not net.layers and not legacy_inputs:
         raise reader.error("no layers found: this does not look like a Caffe NetParameter", start)
-    net.format = "V0" if "V0" in generations else "V1" if "V1" in generations else "V2"
+    net.source_format = "V0" if "V0" in generations else "V1" if "V1" in generations else "V2"
     for numbers, names in fork_fields.items():
         where = name_list(names, "layer") + (" (every layer of the file)" if len(names) == len(net.layers) > 1 else "")
         net.warnings.append(

@@ -59,7 +59,7 @@ class _Where:
 def read_hdf5_snapshot(path: str | os.PathLike[str]) -> Net:
     buf = map_file(path)
     where = _Where(os.fspath(path))
-    net = Net(caffemodel_path=where.path, format="HDF5")
+    net = Net(caffemodel_path=where.path, source_format="HDF5")
     try:
         handle = h5py.File(where.path, "r")
     except _H5PY_ERRORS as exc:

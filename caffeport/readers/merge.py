@@ -47,7 +47,7 @@ def merge(structure: Net, weights: Net) -> Net:
     ]
     report.unused_weights = list(dict.fromkeys(report.unused_weights))
     structure.match = report
-    structure.format = weights.format
+    structure.source_format = weights.source_format
     structure.caffemodel_path = weights.caffemodel_path
     if not structure.inputs:
         structure.inputs = dict(weights.inputs)

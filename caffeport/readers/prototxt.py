@@ -52,7 +52,7 @@ def read_prototxt(path: str | os.PathLike[str], phase: Phase = "TEST") -> Net:
             "no 'layer', 'layers' or 'input' entries: this is not a Caffe net prototxt"
             " (a solver file?)", path=path_str
         )
-    net = Net(name=_string(_last(raw, "name", ""), "name", path_str), prototxt_path=path_str, format="prototxt")
+    net = Net(name=_string(_last(raw, "name", ""), "name", path_str), prototxt_path=path_str, source_format="prototxt")
     entries: list[tuple[str, dict[str, list[Any]]]] = [("V2", e) for e in raw.get("layer", [])]
     entries += [("V1", e) for e in raw.get("layers", [])]
     limit = wire.MAX_OBJECTS // LAYER_COST

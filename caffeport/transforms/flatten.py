@@ -70,7 +70,7 @@ def flatten_channels_last(net: Net, options: Options) -> None:
     """Reorder Dense kernel rows from (C, H, W) to (H, W, C) where the input was a spatial blob."""
     graph = BlobIndex(net)
     for index, layer in enumerate(net.layers):
-        if layer.type != "InnerProduct" or layer.target != "Dense":
+        if layer.type != "InnerProduct" or layer.framework_class != "Dense":
             continue
         source = _spatial_source(graph, index, layer)
         if source is None:

@@ -20,8 +20,9 @@ _CONVOLUTIONS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")
 
 @register_pass("flip_kernels", requires=("keras_layout",))
 def flip_kernels(net: Net, options: Options) -> None:
+    net.conversion.kernels_flipped = True
     for layer in net.layers:
-        if layer.target not in _CONVOLUTIONS:
+        if layer.framework_class not in _CONVOLUTIONS:
             continue
         kernel = layer.blobs[0]
         spatial = kernel.ndim - 2

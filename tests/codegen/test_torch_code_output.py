@@ -105,7 +105,7 @@ def test_a_folder_holding_an_input_is_never_replaced(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("name", "says"), [("w.h5", "keras-h5"), ("w.safetensors", "safetensors"),
                                              ("m.onnx", "onnx")])
 def test_a_folder_named_like_a_file_format_is_refused(tmp_path: Path, name: str, says: str) -> None:
-    import caffeport.exporters.onnx_format  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
+    import caffeport.exporters.onnx  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
 
     with pytest.raises(OutputError, match=f"the name says {says} .* writes a folder"):
         caffeport.convert(MODEL, PROTO, tmp_path / name, format="torch-code")

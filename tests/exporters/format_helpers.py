@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import caffeport
-from caffeport.exporters import ExportOptions, load_exporters, msgpack_format, safetensors_format
+from caffeport.exporters import ExportOptions, load_exporters, msgpack_stream, safetensors
 from caffeport.exporters import npz as npz_format
 from caffeport.ir import Layer, Net
 from tests.conftest import models_dir
@@ -73,7 +73,7 @@ def write_with(net: Net, path: Path, fmt: str) -> Path:
 def as_written(layer: Layer, blob: Any) -> np.ndarray:
     """What the writers store for a transformed blob: floats at least float32 once a backend converted the layer."""
     array = np.asarray(blob)
-    if layer.target and array.dtype.kind == "f":
+    if layer.framework_class and array.dtype.kind == "f":
         return array.astype(np.promote_types(array.dtype, np.float32))
     return array
 
@@ -90,7 +90,7 @@ def assert_widened_to_float32(result: caffeport.ConvertResult, arrays: dict[str,
     """Every float written is float32, although the transformed net still holds fp16 views (not vacuous)."""
     floats = {k: a.dtype for k, a in arrays.items() if not k.endswith("num_batches_tracked")}
     assert floats and set(floats.values()) == {np.dtype(np.float32)}
-    conv = next(la for la in result.net if la.target.startswith("Conv") and la.blobs)
+    conv = next(la for la in result.net if la.framework_class.startswith("Conv") and la.blobs)
     assert np.dtype(conv.blobs[0].dtype) == np.float16  # so the check above is not vacuous
 
 
@@ -111,8 +111,8 @@ def little_endian(blob: np.ndarray) -> np.ndarray:
 def use_chunk_bytes(monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> None:
     """Every streaming writer hands over at most ``chunk_bytes`` at once."""
     monkeypatch.setattr(npz_format, "CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(safetensors_format, "CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(msgpack_format, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(safetensors, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(msgpack_stream, "CHUNK_BYTES", chunk_bytes)
 
 
 def duplicate_names_net() -> Net:

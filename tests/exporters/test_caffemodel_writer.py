@@ -17,8 +17,8 @@ import pytest
 import caffeport
 from caffeport.codec.wire import Reader
 from caffeport.errors import ModelStructureError, OutputError
-from caffeport.exporters import caffemodel as writer
-from caffeport.exporters.caffemodel import write_caffemodel, write_caffemodel_stream
+from caffeport.exporters import caffe as writer
+from caffeport.exporters.caffe import write_caffemodel, write_caffemodel_stream
 from caffeport.ir import Layer, Net
 from tests.conftest import SHARED_MODELS, models_dir
 
@@ -29,7 +29,7 @@ def _shared_caffemodels() -> list[str]:
 
 
 def _assert_same_net(original: Net, written: Net) -> None:
-    assert written.format == "V2"
+    assert written.source_format == "V2"
     assert written.name == original.name
     assert written.inputs == original.inputs
     assert [la.name for la in written] == [la.name for la in original]
@@ -73,7 +73,7 @@ def test_fp16_blobs_stay_fp16(tmp_path: Path) -> None:
 def test_hdf5_snapshot_with_prototxt_round_trips(tmp_path: Path) -> None:
     root = models_dir() / "cifar10-quick-v2-hdf5"
     original = caffeport.read(root / "cifar10_quick_iter_5000.caffemodel.h5", root / "cifar10_quick.prototxt")
-    assert original.format == "HDF5" and any(layer.blobs for layer in original)
+    assert original.source_format == "HDF5" and any(layer.blobs for layer in original)
     _assert_same_net(original, _round_trip(original, tmp_path))
 
 

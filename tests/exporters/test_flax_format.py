@@ -1,4 +1,4 @@
-"""The flax format (caffeport/exporters/msgpack_format.py, backend tensorflow), checked with Flax itself.
+"""The flax format (caffeport/exporters/flax.py, backend tensorflow), checked with Flax itself.
 
 ``flax.serialization.msgpack_restore`` gives exactly the variables of a Flax linen mirror of each caffe-reference
 net (same tree and shapes as the mirror's own ``init``), holding the tensorflow backend's Keras-layout blobs under
@@ -23,7 +23,7 @@ from flax import serialization
 
 import caffeport
 from caffeport.errors import ModelStructureError
-from caffeport.exporters import msgpack_format
+from caffeport.exporters import flax as flax_format
 from caffeport.ir import Net
 from tests.exporters.format_helpers import (
     ODD_CHUNK_BYTES,
@@ -243,7 +243,7 @@ def _flax_expected(keras: Net, template: Mapping[str, Any]) -> dict[str, Any]:
 
     for layer in keras:
         weights = {name: as_written(layer, blob) for name, blob in zip(layer.weight_names, layer.blobs)}
-        if layer.target == "LSTM":
+        if layer.framework_class == "LSTM":
             hidden = weights["recurrent_kernel"].shape[0]
             for block, gate in enumerate(KERAS_LSTM_GATES.values()):  # Keras' block order
                 columns = slice(block * hidden, (block + 1) * hidden)
@@ -252,8 +252,8 @@ def _flax_expected(keras: Net, template: Mapping[str, Any]) -> dict[str, Any]:
                 put(("params", layer.name, f"h{gate}", "bias"), weights["bias"][columns])
             continue
         for name, value in weights.items():
-            collection, flax_name = KERAS_TO_FLAX[layer.target, name]
-            put((collection, layer.name, flax_name), value, (layer.target, name) in RESHAPED)
+            collection, flax_name = KERAS_TO_FLAX[layer.framework_class, name]
+            put((collection, layer.name, flax_name), value, (layer.framework_class, name) in RESHAPED)
     assert set(_leaf_shapes(tree)) == set(shapes), "variables of the Flax mirror no blob filled"
     return tree
 
@@ -279,7 +279,7 @@ def test_flax_restores_the_keras_blobs_under_flax_names(name: str, tmp_path: Pat
 
 
 def test_flax_splits_big_arrays_as_flax_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(msgpack_format, "FLAX_MAX_CHUNK_BYTES", 48)
+    monkeypatch.setattr(flax_format, "FLAX_MAX_CHUNK_BYTES", 48)
     monkeypatch.setattr(serialization, "MAX_CHUNK_SIZE", 48)
     keras = caffeport.transform(caffeport.read(*reference_files("c_deconv_prelu")), "tensorflow")
     data = write_with(keras, tmp_path / "chunked.msgpack", "flax").read_bytes()

@@ -1,4 +1,4 @@
-"""The ir format (caffeport/exporters/msgpack_format.py, read by caffeport/ir/file.py), checked with msgpack.
+"""The ir format (caffeport/exporters/ir.py, read by caffeport/ir/file.py), checked with msgpack.
 
 `load_ir` gives back every caffemodel of the shared models, and converted nets, exactly; the file is plain
 msgpack in the documented layout; what `load_ir` cannot read is refused with a clear error.
@@ -24,6 +24,7 @@ from tests.exporters.format_helpers import (
     convert_reference,
     little_endian,
     odd_net,
+    reference_files,
     same_bits,
     use_chunk_bytes,
     write_with,
@@ -37,13 +38,13 @@ def _shared_caffemodels() -> list[str]:
 
 
 def _assert_same_ir(got: Net, want: Net) -> None:
-    for attribute in ("name", "format", "inputs", "caffemodel_path", "prototxt_path", "match", "warnings",
+    for attribute in ("name", "source_format", "inputs", "caffemodel_path", "prototxt_path", "match", "warnings",
                       "report", "conversion"):
         assert getattr(got, attribute) == getattr(want, attribute), attribute
     assert [la.name for la in got] == [la.name for la in want]
     for a, b in zip(want, got):
         for attribute in ("type", "bottoms", "tops", "params", "bottom_shapes", "top_shapes", "weight_names",
-                          "target"):
+                          "framework_class"):
             assert getattr(b, attribute) == getattr(a, attribute), f"{a.name}: {attribute}"
         assert len(b.blobs) == len(a.blobs), a.name
         for i, (x, y) in enumerate(zip(a.blobs, b.blobs)):
@@ -68,7 +69,7 @@ def test_ir_round_trips_converted_nets(name: str, backend: str, tmp_path: Path) 
     _assert_same_ir(loaded, result.net)
     assert all(not b.flags.writeable for la in loaded for b in la.blobs)
     if backend != "caffe":
-        assert any(la.weight_names and la.target for la in loaded) and loaded.report
+        assert any(la.weight_names and la.framework_class for la in loaded) and loaded.report
 
 
 def test_ir_is_plain_msgpack_with_the_documented_layout(tmp_path: Path) -> None:
@@ -78,10 +79,12 @@ def test_ir_is_plain_msgpack_with_the_documented_layout(tmp_path: Path) -> None:
         raise AssertionError(f"extension type {code} in an IR file")
 
     document = msgpack.unpackb(out.read_bytes(), raw=False, ext_hook=no_ext)
-    assert list(document) == [IR_KEY, "name", "format", "caffemodel_path", "prototxt_path", "inputs", "warnings",
+    assert list(document) == [IR_KEY, "name", "source_format", "caffemodel_path", "prototxt_path", "inputs", "warnings",
                               "match", "report", "metadata", "layers"]
     assert document[IR_KEY] == IR_VERSION and document["inputs"] == {"data": [6, 2], "cont": [6, 2]}
     lstm = next(la for la in document["layers"] if la["name"] == "lstm")
+    assert list(lstm) == ["name", "type", "bottoms", "tops", "params", "bottom_shapes", "top_shapes", "weight_names",
+                          "framework_class", "blobs"]
     blob = lstm["blobs"][0]
     assert set(blob) == {"dtype", "shape", "data"} and blob["dtype"] == "<f4" and blob["shape"] == [64, 8]
     original = result.net.layer("lstm").blobs[0]
@@ -89,7 +92,7 @@ def test_ir_is_plain_msgpack_with_the_documented_layout(tmp_path: Path) -> None:
 
 
 def test_ir_keeps_report_match_and_metadata(tmp_path: Path) -> None:
-    net = Net(name="n", format="V2", match=MatchReport(["a"], ["b"]), warnings=["w"],
+    net = Net(name="n", source_format="V2", match=MatchReport(["a"], ["b"]), warnings=["w"],
               report=[ReportEntry("l", "fused", "x")],
               conversion=Conversion(backend="x", data_format="channels_first", batchnorm_eps={"bn": 1e-5},
                                     fused={"bn": "sc"}, name_map={"a/b": "a_b"}, matlab=True),
@@ -98,12 +101,36 @@ def test_ir_keeps_report_match_and_metadata(tmp_path: Path) -> None:
     _assert_same_ir(load_ir(write_with(net, tmp_path / "n.ir", "ir")), net)
 
 
+def test_load_ir_reads_version_1_files(tmp_path: Path) -> None:
+    """Version 1 named the source format ``format`` and a layer's framework class ``target``; both still load.
+
+    The version 1 file is made from a version 2 one by renaming the two keys
+    in the decoded document (as version 1's writer named them), so the test
+    fails if the reader ignores the version and looks for the new keys only.
+    """
+    net = caffeport.transform(caffeport.read(*reference_files("a_lenet")), "tensorflow")
+    document = msgpack.unpackb(write_with(net, tmp_path / "v2.ir", "ir").read_bytes())
+    assert document[IR_KEY] == 2 and "source_format" in document and "format" not in document
+    old = {IR_KEY: 1, **{("format" if k == "source_format" else k): v for k, v in document.items() if k != IR_KEY}}
+    old["layers"] = [{("target" if k == "framework_class" else k): v for k, v in layer.items()}
+                     for layer in document["layers"]]
+    (tmp_path / "v1.ir").write_bytes(msgpack.packb(old, use_bin_type=True))
+    loaded = load_ir(tmp_path / "v1.ir")
+    assert loaded.source_format == net.source_format == "V2"
+    assert [la.framework_class for la in loaded] == [la.framework_class for la in net] and \
+        "Conv2D" in [la.framework_class for la in loaded]
+    (tmp_path / "mixed.ir").write_bytes(msgpack.packb({**document, IR_KEY: 1}, use_bin_type=True))
+    with pytest.raises(DecodeError, match=r"missing key '(target|format)'"):
+        load_ir(tmp_path / "mixed.ir")
+
+
 def test_load_ir_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     net = Net(name="n", layers=[Layer("l", "Bias", blobs=[np.ones(3, np.float32)])])
     good = write_with(net, tmp_path / "g.ir", "ir")
     raw = good.read_bytes()
     cases: dict[str, tuple[bytes, type[CaffeportError], str]] = {
-        "newer": (raw.replace(b"\xaccaffeport_ir\x01", b"\xaccaffeport_ir\x02"), InputFileError, "version 2"),
+        "newer": (raw.replace(b"\xaccaffeport_ir\x02", b"\xaccaffeport_ir\x03"), InputFileError, "version 3"),
+        "boolean": (raw.replace(b"\xaccaffeport_ir\x02", b"\xaccaffeport_ir\xc3"), InputFileError, "version True"),
         "other": (msgpack.packb({"params": {}}), InputFileError, "not a caffeport IR file"),
         "truncated": (raw[:-5], DecodeError, "msgpack"),
         "trailing": (raw + b"\x00", DecodeError, "trailing"),

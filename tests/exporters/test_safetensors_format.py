@@ -1,4 +1,4 @@
-"""The safetensors format (caffeport/exporters/safetensors_format.py), checked with safetensors and PyTorch.
+"""The safetensors format (caffeport/exporters/safetensors.py), checked with safetensors and PyTorch.
 
 ``load_state_dict(safetensors.torch.load_file(...), strict=True)`` succeeds on PyTorch mirrors of the
 caffe-reference nets (tests/proof/test_torch_reference.py, plus an ``nn.LSTM`` mirror of e_recurrent), which
@@ -23,7 +23,7 @@ from torch import nn
 
 import caffeport
 from caffeport.errors import ModelStructureError
-from caffeport.exporters import safetensors_format
+from caffeport.exporters import safetensors as safetensors_format
 from caffeport.ir import Layer, Net
 from tests.conftest import models_dir
 from tests.exporters.format_helpers import (

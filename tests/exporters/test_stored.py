@@ -16,7 +16,7 @@ from caffeport.ir import Layer
 ])
 def test_kept_where_no_backend_converted_at_least_float32_where_one_did(dtype: str, target: str | None,
                                                                         want: str) -> None:
-    layer = Layer(name="conv", type="Convolution", target=target)
+    layer = Layer(name="conv", type="Convolution", framework_class=target)
     assert written_dtype(layer, np.zeros(3, dtype)).str == want
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import caffeport
 from caffeport.errors import CaffeportError, ShapeInferenceError
-from caffeport.exporters.caffemodel import encode_message
+from caffeport.exporters.caffe import encode_message
 from caffeport.layers.shapes import MAX_BLOB_COUNT, infer_shapes
 from tests.hostile.hostile_helpers import hang_guard
 from tests.protowriter import blob, ld, string

@@ -63,7 +63,7 @@ def _inputs(net: caffeport.Net, seed: int = 7) -> dict[str, np.ndarray]:
 
 def _convert(name: str, out: Path) -> tuple[caffeport.Net, onnx.ModelProto]:
     """Through caffeport.convert (the exporter, atomic output), then read back from disk."""
-    import caffeport.exporters.onnx_format  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
+    import caffeport.exporters.onnx  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
 
     model_path, proto = _files(name)
     caffeport.convert(model_path, proto, out, format="onnx")
@@ -149,7 +149,7 @@ def test_unsupported_opset_is_a_clear_error(opset: int) -> None:
 
 
 def test_missing_onnx_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import caffeport.exporters.onnx_format  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
+    import caffeport.exporters.onnx  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes "import onnx" fail
     with pytest.raises(CaffeportError, match=r"pip install 'caffeport\[onnx\]'"):
@@ -158,7 +158,7 @@ def test_missing_onnx_package_names_the_extra(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_backend_that_rewrites_the_blobs_is_refused(tmp_path: Path) -> None:
-    import caffeport.exporters.onnx_format  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
+    import caffeport.exporters.onnx  # registers -f onnx (until caffeport/exporters/__init__.py lists it)
 
     with pytest.raises(CaffeportError, match="format onnx does not write the tensorflow backend's layout"):
         caffeport.convert(*_files("mtcnn-det1"), tmp_path / "m.onnx", format="onnx", backend="tensorflow")
@@ -167,7 +167,7 @@ def test_a_backend_that_rewrites_the_blobs_is_refused(tmp_path: Path) -> None:
 
 def test_importing_caffeport_and_the_exporters_does_not_import_onnx() -> None:
     code = ("import sys, caffeport, caffeport.cli, caffeport.onnx; from caffeport.exporters import load_exporters; "
-            "import caffeport.exporters.onnx_format; load_exporters(); "
+            "import caffeport.exporters.onnx; load_exporters(); "
             "print([m for m in ('onnx', 'onnxruntime') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "[]"

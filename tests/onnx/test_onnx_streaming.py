@@ -21,7 +21,7 @@ import pytest
 from onnx import numpy_helper
 
 import caffeport
-import caffeport.exporters.onnx_format
+import caffeport.exporters.onnx
 from caffeport.errors import CaffeportError, UnsupportedModelError
 from caffeport.onnx import to_onnx
 from tests.onnx.onnx_helpers import check_against_reference
@@ -282,7 +282,7 @@ def test_the_checker_runs_beside_the_writing_in_a_child_process(tmp_path: Path,
     model_path, proto = _files("lenet-v2")
     caffeport.convert(model_path, proto, tmp_path / "a.onnx", format="onnx")
     assert started == [0] and written == [1]
-    code = ("import sys, caffeport, caffeport.exporters.onnx_format; "
+    code = ("import sys, caffeport, caffeport.exporters.onnx; "
             f"caffeport.convert({str(model_path)!r}, {str(proto)!r}, sys.argv[1], format='onnx'); "
             "print('onnx' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.onnx")], capture_output=True, text=True,

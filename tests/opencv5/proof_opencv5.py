@@ -36,7 +36,7 @@ import onnx
 import pytest
 
 import caffeport
-import caffeport.exporters.onnx_format  # registers -f onnx
+import caffeport.exporters.onnx  # registers -f onnx
 from caffeport.ir import Layer
 from caffeport.onnx import DEFAULT_OPSET
 from tests.conftest import models_dir

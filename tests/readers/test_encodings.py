@@ -101,7 +101,7 @@ def test_v0_net_is_upgraded(tmp_path: Path) -> None:
             + v0_entry(pad, "data", "pad1") + v0_entry(conv, "pad1", "conv1") + v0_entry(pool, "conv1", "pool1")
             + v0_entry(ip, "pool1", "ip1"))
     net = caffeport.read(_write(tmp_path, "v0.caffemodel", data))
-    assert net.format == "V0"
+    assert net.source_format == "V0"
     assert [(la.name, la.type) for la in net] == [
         ("conv1", "Convolution"), ("pool1", "Pooling"), ("ip1", "InnerProduct")
     ]

@@ -94,7 +94,7 @@ def test_blob_shapes_match_pycaffe(name: str) -> None:
     net = caffeport.read(folder / meta["caffemodel"])
     got = {layer.name: [list(b.shape) for b in layer.blobs] for layer in net if layer.blobs}
     assert got == meta["params"]
-    assert net.format == "V2"
+    assert net.source_format == "V2"
 
 
 def test_batchnorm_scale_factors_are_the_stored_ones() -> None:
@@ -109,7 +109,7 @@ def test_v1_and_v2_files_of_the_same_weights_are_identical() -> None:
     root = models_dir() / "caffe-reference"
     v2 = caffeport.read(root / "a_lenet" / "a_lenet.caffemodel")
     v1 = caffeport.read(root / "a_lenet_v1" / "a_lenet_v1.caffemodel")
-    assert v1.format == "V1" and v2.format == "V2"
+    assert v1.source_format == "V1" and v2.source_format == "V2"
     v2_weighted = [layer for layer in v2 if layer.blobs]
     v1_weighted = [layer for layer in v1 if layer.blobs]
     assert [(la.name, la.type) for la in v1_weighted] == [(la.name, la.type) for la in v2_weighted]
@@ -123,7 +123,7 @@ def test_v1_and_v2_files_of_the_same_weights_are_identical() -> None:
 def test_v1_legacy_dims_are_kept_as_stored() -> None:
     """MANIFEST: conv W 20x1x5x5, conv bias 1x1x1x20, IP W 1x1x500x800, IP bias 1x1x1x500."""
     net = caffeport.read(models_dir() / "lenet-v1" / "lenet_iter_10000.caffemodel")
-    assert net.format == "V1"
+    assert net.source_format == "V1"
     assert [b.shape for b in net.layer("conv1").blobs] == [(20, 1, 5, 5), (1, 1, 1, 20)]
     assert [b.shape for b in net.layer("ip1").blobs] == [(1, 1, 500, 800), (1, 1, 1, 500)]
     assert net.layer("conv1").type == "Convolution"
@@ -156,7 +156,7 @@ def test_hdf5_snapshot_reads_as_stored_in_hdf5() -> None:
     root = models_dir() / "cifar10-quick-v2-hdf5"
     path = root / "cifar10_quick_iter_5000.caffemodel.h5"
     net = caffeport.read(path, root / "cifar10_quick.prototxt")
-    assert net.format == "HDF5"
+    assert net.source_format == "HDF5"
     with h5py.File(path, "r") as f:
         for layer in net:
             if layer.name in f["data"]:

@@ -35,7 +35,7 @@ def test_many_batchnorms_whose_outputs_nobody_reads(monkeypatch: pytest.MonkeyPa
     layers = [Layer(f"bn{i}", "BatchNorm", ["x"], [f"y{i}"], blobs=[one, one, np.ones(1, np.float32)],
                     bottom_shapes=[(1, 2)]) for i in range(LAYERS)]
     out = transform(Net(layers=layers, inputs={"x": (1, 2)}), "tensorflow")
-    assert sum(1 for layer in out.layers if layer.target == "BatchNormalization") == LAYERS
+    assert sum(1 for layer in out.layers if layer.framework_class == "BatchNormalization") == LAYERS
     assert visited[0] <= 4 * LAYERS  # each pass indexes the net once
 
 

@@ -124,11 +124,11 @@ def test_grouped_and_depthwise_kernels_compute_caffes_convolution() -> None:
         group = net.layer(name).params["convolution_param"]["group"]
         w = np.asarray(net.layer(name).blobs[0], np.float64)
         xin = x[: w.shape[1] * group]
-        assert out.target == "Conv2D"
+        assert out.framework_class == "Conv2D"
         np.testing.assert_allclose(_conv2d_hwio(xin.transpose(1, 2, 0), out.blobs[0], group),
                                    _conv2d_caffe(xin, w, group).transpose(1, 2, 0), rtol=1e-6, atol=1e-9)
     dw = transform(net, "tensorflow").layer("conv_dw")
-    assert dw.target == "DepthwiseConv2D" and dw.weight_names == ["depthwise_kernel", "bias"]
+    assert dw.framework_class == "DepthwiseConv2D" and dw.weight_names == ["depthwise_kernel", "bias"]
     w = np.asarray(net.layer("conv_dw").blobs[0])
     c = net.layer("conv_dw").params["convolution_param"]["group"]
     m = w.shape[0] // c

@@ -99,10 +99,10 @@ def layer_tensors(layer: Layer, torch_names: bool) -> list[tuple[str, Blob]]:
     """
     names = list(layer.weight_names[: len(layer.blobs)])
     names += [str(i) for i in range(len(names), len(layer.blobs))]
-    if torch_names and layer.target in _TORCH_RECURRENT_TARGETS:
+    if torch_names and layer.framework_class in _TORCH_RECURRENT_TARGETS:
         names = [f"{n}_l0" if n in _TORCH_RECURRENT_WEIGHTS else n for n in names]
     tensors: list[tuple[str, Blob]] = [(f"{layer.name}.{n}", blob) for n, blob in zip(names, layer.blobs)]
-    if torch_names and layer.target == "BatchNorm":
+    if torch_names and layer.framework_class == "BatchNorm":
         tensors.append((f"{layer.name}.num_batches_tracked", np.zeros((), dtype=np.int64)))
     return tensors
 
