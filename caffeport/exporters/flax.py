@@ -66,7 +66,7 @@ import numpy as np
 
 from caffeport.exporters.msgpack_stream import Stream, bin_header, ext_header
 from caffeport.exporters.registry import EpsTarget, ExportOptions, refuse_same_name, register_exporter, shown_name
-from caffeport.exporters.stored import written_dtype
+from caffeport.exporters.stored import blob_names, written_dtype
 from caffeport.ir import Layer, Net
 from caffeport.ir.file import import_msgpack
 from caffeport.streaming.blocks import Blob, Progress
@@ -111,9 +111,7 @@ def _flax_leaves(layer: Layer) -> list[tuple[str, tuple[str, ...], Blob]]:
     shapes) are small recurrent or per-channel weights; other blobs go through
     untouched, as the transform's (possibly lazy) views.
     """
-    names = list(layer.weight_names[: len(layer.blobs)])
-    names += [str(i) for i in range(len(names), len(layer.blobs))]
-    blobs = dict(zip(names, layer.blobs))
+    blobs = dict(zip(blob_names(layer), layer.blobs))
     keras_rnn = {"kernel", "recurrent_kernel", "bias"}
     if layer.framework_class in ("LSTM", "SimpleRNN") and set(blobs) == keras_rnn:
         kernel, recurrent, bias = (np.asarray(blobs[n]) for n in ("kernel", "recurrent_kernel", "bias"))

@@ -1,6 +1,6 @@
 """Keras 2 legacy HDF5 weights, the file both Keras 3 and tf_keras load with ``load_weights(path, by_name=True)``.
 
-Layout (see shared/notes/keras-formats.md, measured with both loaders):
+Layout (measured with both loaders, Keras 3 and tf_keras):
 root attributes ``layer_names``, ``backend`` and ``keras_version`` (a 2.x
 value: tf_keras takes a missing one for Keras 1 and silently swaps
 Conv2DTranspose axes); one group per layer with attribute ``weight_names``
@@ -40,6 +40,7 @@ from caffeport.exporters.registry import (
     refuse_same_name,
     register_exporter,
 )
+from caffeport.exporters.stored import blob_names
 from caffeport.io.output import interruption
 from caffeport.ir import Conversion, Layer, Net
 from caffeport.streaming.blocks import Blob, Progress, iter_placed, stream_placed
@@ -151,8 +152,7 @@ def write_keras_h5(net: Net, path: Path, options: ExportOptions) -> None:
     with _system_errors(path), h5py.File(path, "w") as f:
         for layer, layer_name in groups:
             group = f.create_group(layer_name)
-            weight_names = layer.weight_names or [str(i) for i in range(len(layer.blobs))]
-            full_names = [f"{layer_name}/{w}:0" for w in weight_names[: len(layer.blobs)]]
+            full_names = [f"{layer_name}/{w}:0" for w in blob_names(layer)]
             for name, blob in zip(full_names, layer.blobs):
                 dataset = group.create_dataset(name, shape=blob.shape, dtype="<f4", dcpl=_contiguous_unfilled())
                 offset = dataset.id.get_offset()

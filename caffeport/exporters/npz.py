@@ -46,7 +46,7 @@ from caffeport.exporters.registry import (
     register_exporter,
     shown_name,
 )
-from caffeport.exporters.stored import CHUNK_BYTES, written_dtype
+from caffeport.exporters.stored import CHUNK_BYTES, blob_names, written_dtype
 from caffeport.ir import Layer, Net
 from caffeport.streaming.blocks import Blob, Progress, iter_chunks
 
@@ -77,9 +77,7 @@ def _blob_keys(net: Net) -> list[tuple[str, Blob, np.dtype[Any]]]:
     owners: dict[str, Layer] = {}
     safe = file_safe_names(net)
     for layer in net.layers:
-        names = list(layer.weight_names[: len(layer.blobs)])
-        names += [str(i) for i in range(len(names), len(layer.blobs))]
-        for name, blob in zip(names, layer.blobs):
+        for name, blob in zip(blob_names(layer), layer.blobs):
             key = f"{safe[layer.name]}/{name}"
             if key in owners:
                 raise refuse_same_name(owners[key], layer, f"the npz entry {shown_name(key)}")

@@ -71,7 +71,7 @@ from caffeport.exporters.registry import (
     register_exporter,
     shown_name,
 )
-from caffeport.exporters.stored import CHUNK_BYTES
+from caffeport.exporters.stored import CHUNK_BYTES, blob_names
 from caffeport.exporters.stored import written_dtype as stored_dtype
 from caffeport.ir import Layer, Net
 from caffeport.streaming.blocks import Blob, Progress, iter_placed, stream_placed
@@ -97,8 +97,7 @@ def layer_tensors(layer: Layer, torch_names: bool) -> list[tuple[str, Blob]]:
     torch_layout pass, so a user's backend built on it gets them too, whatever its name): nn.LSTM's ``_l0``
     suffixes and BatchNorm's ``num_batches_tracked``.
     """
-    names = list(layer.weight_names[: len(layer.blobs)])
-    names += [str(i) for i in range(len(names), len(layer.blobs))]
+    names = blob_names(layer)
     if torch_names and layer.framework_class in _TORCH_RECURRENT_TARGETS:
         names = [f"{n}_l0" if n in _TORCH_RECURRENT_WEIGHTS else n for n in names]
     tensors: list[tuple[str, Blob]] = [(f"{layer.name}.{n}", blob) for n, blob in zip(names, layer.blobs)]

@@ -1,10 +1,15 @@
-"""How a weights format stores a blob: the dtype it is written in, and the chunks it is converted in.
+"""How a weights format stores a blob: its name, the dtype it is written in, and the chunks it is converted in.
+
+Names (`blob_names`): every format that keys blobs by name uses the layer's
+weight names (what the layout pass called them for the target framework),
+and a blob past those names, or of a layer no pass named, goes under its
+index (``"0"``, ``"1"``, ...): a blob is never left out for want of a name.
 
 One rule for every format that writes arrays (npz, safetensors, flax and ir's
 msgpack): a blob keeps its dtype where no backend converted its layer (with
 the default backend ``caffe`` an NVIDIA Caffe fp16 blob stays float16 and a
 ``double_data`` blob float64, so the file holds the model's exact contents);
-in a layer a backend converted for a framework (it has a ``target``),
+in a layer a backend converted for a framework (it has a ``framework_class``),
 floating blobs are written in at least float32, the precision frameworks load
 (fp16 widens exactly), so that one layer never mixes fp16 kernels with the
 float32 statistics the BatchNorm passes compute. Bytes are little-endian; only
@@ -45,4 +50,10 @@ def written_dtype(layer: Layer, blob: Blob, what: str | None = None) -> np.dtype
     return little_endian(dtype, what or "a blob", layer.name)
 
 
-__all__ = ["CHUNK_BYTES", "little_endian", "written_dtype"]
+def blob_names(layer: Layer) -> list[str]:
+    """One name per blob of ``layer``, in blob order: its weight names, then the index of each blob past them."""
+    names = list(layer.weight_names[: len(layer.blobs)])
+    return names + [str(i) for i in range(len(names), len(layer.blobs))]
+
+
+__all__ = ["CHUNK_BYTES", "blob_names", "little_endian", "written_dtype"]
