@@ -24,14 +24,14 @@ tensorflow), and ``<layer>.<index>`` where the backend named nothing (``caffe``)
 
 Metadata (``__metadata__``, string to string, as the format requires):
 ``backend`` and ``data_format`` as plain strings (left out when unset);
-``source``, ``batchnorm_eps``, ``name_map``, ``fused`` and ``targets`` as JSON
+``source``, ``batchnorm_eps``, ``name_map``, ``fused`` and ``framework_classes`` as JSON
 (see `conversion_metadata`); ``format`` is ``pt`` with PyTorch's names (backend torch), the value
 Hugging Face loaders check before they accept a file as PyTorch weights.
 
 Dtypes (F16, F32, F64, I64 and the integer types): a layer that no backend
 converted keeps its stored precision (with backend ``caffe`` an fp16 blob
 stays F16); in a layer a backend converted for a framework (it has a
-``target``) floating tensors are at least F32, the precision frameworks load,
+``framework_class``) floating tensors are at least F32, the precision frameworks load,
 so one layer never mixes fp16 weights with computed float32 statistics.
 
 The file is written here rather than with the ``safetensors`` package, whose

@@ -97,7 +97,7 @@ class LayerType:
         """Give ``layer`` the weights of the matching Keras layer, in that layer's own order.
 
         Sets ``blobs`` (Keras layout), ``weight_names`` (the order Keras loaders
-        assign by) and ``target`` (the Keras class); returns extra layers for
+        assign by) and ``framework_class`` (the Keras class); returns extra layers for
         blobs Keras keeps in a layer of their own (an Embed bias). Called by the
         ``keras_layout`` pass for layers with blobs, after the BatchNorm and LSTM
         gate passes; ``net.conversion.data_format`` is set. A type that does not

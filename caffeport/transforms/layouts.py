@@ -4,7 +4,7 @@ Each layer type's module under `caffeport.layers` holds its Keras and PyTorch
 layouts (``LayerType.keras_layout`` / ``torch_layout``): given one layer whose
 blobs are in Caffe's layout, they set the layer's ``blobs`` (target layout),
 ``weight_names`` (the target layer's own order, which is what loaders assign
-by) and ``target`` (the target layer class), and may return extra layers for
+by) and ``framework_class`` (the target layer class), and may return extra layers for
 Caffe blobs the target keeps apart (an Embed bias, an RNN's output
 projection). Layers of types without a layout are passed through unchanged
 and flagged, or skipped (``skip_unknown``).
